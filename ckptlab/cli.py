@@ -1,0 +1,190 @@
+"""The thin CLI: parse arguments, call the library, print text or exactly one JSON document.
+
+Exit codes: 0 success, 1 the failure a command exists to detect (unreadable file...), 2 usage error.
+Known errors print one line `error: PATH: cause`; set CKPTLAB_DEBUG=1 to see the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import __version__
+from .errors import CkptlabError
+from .model import CheckpointMeta, human_bytes, human_count
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _emit_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, allow_nan=False, default=str) + "\n")
+
+
+def _err(msg: str) -> None:
+    sys.stderr.write(f"error: {msg}\n")
+
+
+# ---------------------------------------------------------------- inspect
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .formats import read_meta
+
+    meta = read_meta(args.path)
+    stats = None
+    if args.stats:
+        from .analysis.stats import all_stats
+
+        def progress(done: int, total: int, name: str) -> None:
+            if sys.stderr.isatty():
+                sys.stderr.write(f"\rstats {done}/{total} {name[:60]:<60}")
+                if done == total:
+                    sys.stderr.write("\n")
+
+        stats = all_stats(meta, device=args.device, progress=progress)
+    if args.json:
+        doc = meta.to_json()
+        if stats is not None:
+            doc["stats"] = [s.to_json() for s in stats]
+        _emit_json(doc)
+    else:
+        print(render_inspect(meta, limit=None if args.all else args.limit))
+        if stats is not None:
+            print(render_stats(stats))
+    return 0
+
+
+def render_inspect(meta: CheckpointMeta, limit: int | None = 40) -> str:
+    """Human summary of a checkpoint: header, safety, dtypes, entries, tensor table."""
+    lines = [
+        f"{meta.path}",
+        f"  format    {meta.format} ({meta.layout}{', ' + meta.framework if meta.framework else ''})",
+        f"  size      {human_bytes(meta.size_bytes)} in {len(meta.files)} file(s)",
+        f"  tensors   {meta.n_tensors} model tensors, {human_count(meta.n_params)} params "
+        f"({meta.n_params:,}), {human_bytes(meta.tensor_bytes)}",
+    ]
+    if meta.other_tensors:
+        other_bytes = sum(t.nbytes for t in meta.other_tensors)
+        lines.append(f"  other     {len(meta.other_tensors)} non-model tensors, {human_bytes(other_bytes)}")
+    if meta.dtypes:
+        lines.append("  dtypes    " + ", ".join(f"{k} {human_count(v)}" for k, v in meta.dtypes.items()))
+    step = "-" if meta.step is None else meta.step
+    epoch = "-" if meta.epoch is None else meta.epoch
+    lines.append(f"  step      {step}   epoch {epoch}")
+    if meta.metrics:
+        lines.append("  metrics   " + ", ".join(f"{k}={v:.6g}" for k, v in meta.metrics.items()))
+    flags = {"optimizer": meta.has_optimizer, "scheduler": meta.has_scheduler, "rng": meta.has_rng_state}
+    lines.append("  state     " + "  ".join(f"{k} {'yes' if v else 'no'}" for k, v in flags.items()))
+    if meta.safety.safe:
+        lines.append("  safety    safe (only allowlisted globals)")
+    else:
+        lines.append(f"  safety    UNSAFE: {', '.join(meta.safety.unsafe_globals)}")
+        lines.extend(f"            - {f}" for f in meta.safety.findings)
+    for w in meta.warnings:
+        lines.append(f"  warning   {w}")
+    if meta.tied:
+        for names in meta.tied.values():
+            lines.append(f"  tied      {' = '.join(names)}")
+    if meta.entries:
+        lines.append("")
+        lines.append("  entries")
+        w = max(len(e.name) for e in meta.entries)
+        lines.extend(f"    {e.name:<{w}}  {e.kind:<10} {e.summary}" for e in meta.entries)
+    if meta.tensors:
+        lines.append("")
+        shown = meta.tensors if limit is None else meta.tensors[:limit]
+        w = min(60, max(len(t.name) for t in shown))
+        lines.append(f"  {'tensor':<{w}}  {'shape':<20} {'dtype':<14} {'params':>12}")
+        for t in shown:
+            lines.append(f"  {t.name:<{w}}  {list(t.shape)!s:<20} {t.dtype:<14} {t.numel:>12,}")
+        if limit is not None and len(meta.tensors) > limit:
+            lines.append(f"  … {len(meta.tensors) - limit} more (use --all)")
+    return "\n".join(lines)
+
+
+def render_stats(stats: Sequence[Any]) -> str:
+    def f(v: float | None) -> str:
+        return "-" if v is None else f"{v:.4g}"
+
+    w = min(60, max((len(s.name) for s in stats), default=6))
+    cols = "".join(f"{c:>11}" for c in ("min", "max", "mean", "std", "norm")) + f"{'nan':>7}{'inf':>7}"
+    lines = ["", f"  {'tensor':<{w}} {cols}"]
+    for s in stats:
+        vals = "".join(f"{f(v):>11}" for v in (s.min, s.max, s.mean, s.std, s.norm))
+        lines.append(f"  {s.name:<{w}} {vals}{s.nan_count:>7}{s.inf_count:>7}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- demo
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import build_demo
+
+    root = build_demo(args.dir, progress=lambda msg: sys.stderr.write(msg + "\n"))
+    if args.json:
+        _emit_json({"root": str(root)})
+    else:
+        print(root)
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ckptlab", description="Inspect model checkpoints safely, from headers alone."
+    )
+    p.add_argument("--version", action="version", version=f"ckptlab {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    ins = sub.add_parser(
+        "inspect",
+        help="what is in one checkpoint (file or directory), without executing it",
+        description="Show format, tensors, params by dtype, step/epoch, metrics, saved state and safety.",
+    )
+    ins.add_argument("path", help="checkpoint file, sharded index.json, HF checkpoint-N/ or DCP directory")
+    ins.add_argument("--json", action="store_true", help="print one JSON document")
+    ins.add_argument("--stats", action="store_true", help="add per-tensor min/max/mean/std/norm/NaN/Inf")
+    ins.add_argument("--device", default="auto", help="device for --stats: auto, cpu, cuda, cuda:N")
+    ins.add_argument("--limit", type=int, default=40, help="tensors shown in the text table (default 40)")
+    ins.add_argument("--all", action="store_true", help="show every tensor in the text table")
+    ins.set_defaults(func=cmd_inspect)
+
+    demo = sub.add_parser(
+        "demo",
+        help="train a tiny model for real and write a demo tree of checkpoints",
+        description="Writes plain PyTorch, Lightning-, HF-Trainer- and Keras-shaped runs, sharded and DCP.",
+    )
+    demo.add_argument("dir", help="directory to create the demo in")
+    demo.add_argument("--json", action="store_true", help="print one JSON document")
+    demo.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CkptlabError as e:
+        if os.environ.get("CKPTLAB_DEBUG"):
+            traceback.print_exc()
+        _err(str(e))
+        return 1
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

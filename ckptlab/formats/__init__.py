@@ -1,0 +1,133 @@
+"""Format detection by content and the one entry point `read_meta(path)`.
+
+`detect` never trusts an extension: it reads the first bytes (and, for zips, the member list).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import CkptlabError, FormatError
+from ..model import CheckpointMeta
+from .limits import DEFAULT_LIMITS, Limits
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_PICKLE_START = set(b"c(]})NILFSVGXUTJKMhq") | {0x80}
+
+
+def _hdf5_at(f, size: int) -> bool:  # type: ignore[no-untyped-def]
+    # HDF5 allows a user block before the superblock: the signature may sit at 0, 512, 1024, 2048...
+    off = 0
+    while off + 8 <= size and off <= 1 << 20:
+        f.seek(off)
+        if f.read(8) == HDF5_SIGNATURE:
+            return True
+        off = 512 if off == 0 else off * 2
+    return False
+
+
+def detect_file(path: Path) -> str:
+    """Content-detected kind of a single file: a FORMATS name, or 'zip', 'pickle', 'index-json'."""
+    p = str(path)
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(512)
+            if size == 0:
+                raise FormatError(p, "empty file (0 bytes)")
+            if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+                return "zip"
+            if _hdf5_at(f, size):
+                return "hdf5"
+    except OSError as e:
+        raise FormatError(p, f"cannot read: {e.strerror or e}") from None
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "safetensors"
+    if head.lstrip()[:1] == b"{":
+        return "index-json"
+    if len(head) > 262 and head[257:262] == b"ustar":
+        raise FormatError(p, "a tar archive (the PyTorch < 0.1.10 format) is not supported")
+    if head[:2] == b"\x1f\x8b":
+        raise FormatError(p, "gzip-compressed file: decompress it first")
+    if head[:6] == b"7z\xbc\xaf\x27\x1c":
+        raise FormatError(p, "a 7z archive, not a checkpoint")
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle"
+    if head[0] in _PICKLE_START:
+        return "pickle"
+    if len(head) < 8:
+        raise FormatError(p, f"file too small to be a checkpoint ({size} bytes)")
+    raise FormatError(p, f"unrecognised format (first bytes {head[:8].hex(' ')})")
+
+
+def detect(path: str | os.PathLike[str]) -> str:
+    """The checkpoint format of a file or directory (one of model.FORMATS)."""
+    return read_meta(path).format
+
+
+def read_meta(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
+    """Metadata of one logical checkpoint (file, sharded index, HF checkpoint dir, DCP dir), headers only.
+
+    >>> read_meta("model.safetensors").n_params  # doctest: +SKIP
+    124439808
+    """
+    path = Path(path)
+    p = str(path)
+    try:
+        if path.is_dir():
+            from .multifile import read_directory
+
+            return read_directory(path, limits)
+        if not path.exists():
+            raise FormatError(p, "no such file or directory")
+        return read_file(path, limits)
+    except CkptlabError as e:
+        if e.path is None:  # inner layers raise without a path; name the file for the user
+            raise type(e)(p, e.cause) from None
+        raise
+    except MemoryError:
+        raise FormatError(p, "ran out of memory while reading metadata") from None
+    except RecursionError:
+        raise FormatError(p, "structure nested too deeply") from None
+    except OSError as e:
+        raise FormatError(p, f"cannot read: {e.strerror or e}") from None
+
+
+def read_file(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
+    """Metadata of one file, dispatched on its content."""
+    kind = detect_file(path)
+    if kind == "safetensors":
+        from .safetensors_reader import read_safetensors
+
+        return read_safetensors(path, limits)
+    if kind == "zip":
+        return _read_zip(path, limits)
+    if kind == "pickle":
+        from .torch_reader import read_torch_legacy
+
+        return read_torch_legacy(path, limits)
+    if kind == "hdf5":
+        from .hdf5_reader import read_hdf5
+
+        return read_hdf5(path, limits)
+    if kind == "index-json":
+        from .multifile import read_index
+
+        return read_index(path, limits)
+    raise FormatError(str(path), f"unrecognised format {kind}")  # pragma: no cover
+
+
+def _read_zip(path: Path, limits: Limits) -> CheckpointMeta:
+    from .torch_reader import find_prefix, read_torch_zip
+    from .zipsafe import file_size, open_zip
+
+    with open(path, "rb") as f:
+        names = open_zip(f, file_size(f), str(path), limits).namelist()
+    if find_prefix(names) is not None:
+        return read_torch_zip(path, limits)
+    if "config.json" in names or "model.weights.h5" in names:
+        from .hdf5_reader import read_keras
+
+        return read_keras(path, limits)
+    raise FormatError(str(path), "zip archive without data.pkl or model.weights.h5: not a checkpoint")

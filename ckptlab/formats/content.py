@@ -1,0 +1,383 @@
+"""What a pickled checkpoint holds, read off the inert object tree the restricted unpickler built.
+
+Finds the model state dict inside the common wrappers (plain state dict, `{"model_state_dict": ...}`,
+Lightning's `state_dict`, a pickled nn.Module, a TorchScript module), the step/epoch, scalar metrics, and
+whether optimizer / LR scheduler / RNG state were saved. Pure functions over data: no I/O except through
+the `locate` / `read_scalar` callbacks the reader passes in.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..dtypes import nbytes_for
+from ..model import Entry, Location, TensorMeta, human_bytes
+from .pickle_vm import DtypeRef, Global, Obj, StorageRef, TensorRef
+
+# Keys under which training scripts and frameworks keep the model weights, most specific first.
+MODEL_KEYS = (
+    "state_dict",  # Lightning
+    "model_state_dict",  # the PyTorch tutorial idiom
+    "model_state",
+    "model",
+    "module",  # DeepSpeed / DDP wrappers
+    "net",
+    "network",
+    "weights",
+    "params",
+    "model_ema",
+    "ema",
+)
+OPTIMIZER_KEYS = ("optimizer", "optimizer_state_dict", "optimizer_states", "optimizer_state", "optim", "opt")
+SCHEDULER_KEYS = (
+    "scheduler",
+    "lr_scheduler",
+    "scheduler_state_dict",
+    "lr_scheduler_state_dict",
+    "lr_schedulers",
+    "schedulers",
+    "sched",
+)
+STEP_KEYS = ("global_step", "step", "steps", "iteration", "iter", "num_updates", "total_steps")
+EPOCH_KEYS = ("epoch", "epochs", "current_epoch")
+METRIC_DICT_KEYS = (
+    "metrics",
+    "val_metrics",
+    "eval_metrics",
+    "train_metrics",
+    "best_metrics",
+    "logs",
+    "results",
+)
+_METRIC_NAME = re.compile(
+    r"(loss|acc|accuracy|score|f1|bleu|rouge|ppl|perplexity|auc|map|iou|dice|reward|error|err|"
+    r"precision|recall|wer|cer|top\d|metric|best)",
+    re.I,
+)
+_RNG_NAME = re.compile(r"(^|_)(rng|random)(_|$)|rng_state|random_state|generator_state", re.I)
+_MAX_DEPTH = 64
+
+
+ReadScalar = Callable[[TensorRef], float | None]
+Locate = Callable[[TensorRef], Location | None]
+
+
+@dataclass
+class Content:
+    """Fields of CheckpointMeta that come from the pickled content."""
+
+    tensors: list[TensorMeta] = field(default_factory=list)
+    other_tensors: list[TensorMeta] = field(default_factory=list)
+    step: int | None = None
+    epoch: int | float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    has_optimizer: bool = False
+    has_scheduler: bool = False
+    has_rng_state: bool = False
+    metadata: dict[str, Any] = field(default_factory=dict)
+    entries: list[Entry] = field(default_factory=list)
+    framework: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def iter_tensors(
+    obj: Any, prefix: str = "", depth: int = 0, seen: set[int] | None = None
+) -> Iterator[tuple[str, TensorRef]]:
+    """(dotted name, tensor) for every tensor reachable in dicts, lists, module objects."""
+    if seen is None:
+        seen = set()
+    if depth > _MAX_DEPTH:
+        return
+    if isinstance(obj, TensorRef):
+        yield (prefix or "tensor"), obj
+        return
+    if isinstance(obj, (dict, list, tuple, Obj)):
+        if id(obj) in seen:  # memo references can make cycles
+            return
+        seen.add(id(obj))
+    join = (lambda k: f"{prefix}.{k}") if prefix else str
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from iter_tensors(v, join(k), depth + 1, seen)
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from iter_tensors(v, join(i), depth + 1, seen)
+    elif isinstance(obj, Obj):
+        attrs = obj.attrs()
+        if "_parameters" in attrs or "_modules" in attrs:  # a pickled nn.Module: mirror state_dict() names
+            for key in ("_parameters", "_buffers"):
+                sub = attrs.get(key)
+                if isinstance(sub, dict):
+                    for k, v in sub.items():
+                        yield from iter_tensors(v, join(k), depth + 1, seen)
+            mods = attrs.get("_modules")
+            if isinstance(mods, dict):
+                for k, v in mods.items():
+                    yield from iter_tensors(v, join(k), depth + 1, seen)
+            return
+        for k, v in attrs.items():
+            yield from iter_tensors(v, join(k), depth + 1, seen)
+        for k, v in obj.items.items():
+            yield from iter_tensors(v, join(k), depth + 1, seen)
+        for i, v in enumerate(obj.list_items):
+            yield from iter_tensors(v, join(i), depth + 1, seen)
+
+
+def _count_tensors(obj: Any) -> tuple[int, int]:
+    n = b = 0
+    for _, t in iter_tensors(obj):
+        n += 1
+        b += nbytes_for(t.dtype, math.prod(t.shape))
+    return n, b
+
+
+def is_optimizer_state(v: Any) -> bool:
+    return isinstance(v, dict) and "state" in v and "param_groups" in v
+
+
+def is_scheduler_state(v: Any) -> bool:
+    return (
+        isinstance(v, dict)
+        and "last_epoch" in v
+        and ("base_lrs" in v or "_step_count" in v or "_last_lr" in v)
+    )
+
+
+def _is_module_obj(v: Any) -> bool:
+    return isinstance(v, Obj) and ("_parameters" in v.attrs() or v.qualname.startswith("__torch__."))
+
+
+def _scalar(v: Any, read_scalar: ReadScalar) -> float | int | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return v
+    if isinstance(v, TensorRef) and math.prod(v.shape) == 1:
+        return read_scalar(v)
+    if isinstance(v, Obj) and v.qualname.endswith("multiarray.scalar"):
+        return None  # numpy scalars are bytes in a dtype we do not decode here
+    return None
+
+
+def _tensor_metas(pairs: list[tuple[str, TensorRef]], locate: Locate) -> list[TensorMeta]:
+    out = []
+    for name, t in pairs:
+        numel = math.prod(t.shape)
+        out.append(
+            TensorMeta(
+                name, t.shape, t.dtype, nbytes_for(t.dtype, numel), storage=t.storage.key, loc=locate(t)
+            )
+        )
+    return out
+
+
+def _pick_model(root: dict[Any, Any]) -> tuple[str | None, Any]:
+    """(key, value) of the model weights inside a checkpoint dict; key None means the dict itself."""
+    if root and all(isinstance(v, TensorRef) for v in root.values()):
+        return None, root
+    for key in MODEL_KEYS:
+        v = root.get(key)
+        if (isinstance(v, dict) and any(True for _ in iter_tensors(v))) or _is_module_obj(v):
+            return key, v
+    # otherwise the entry holding the most tensor bytes that is not optimizer/scheduler state
+    best: tuple[int, str | None, Any] = (0, None, None)
+    for k, v in root.items():
+        if (
+            k in OPTIMIZER_KEYS
+            or k in SCHEDULER_KEYS
+            or is_optimizer_state(v)
+            or not isinstance(v, (dict, Obj))
+        ):
+            continue
+        _, b = _count_tensors(v)
+        if b > best[0]:
+            best = (b, str(k), v)
+    if best[1] is not None:
+        return best[1], best[2]
+    if any(isinstance(v, TensorRef) for v in root.values()):  # loose tensors at top level
+        return None, {k: v for k, v in root.items() if isinstance(v, TensorRef)}
+    return None, {}
+
+
+def analyse(root: Any, locate: Locate, read_scalar: ReadScalar) -> Content:
+    """Everything CheckpointMeta needs from a pickled object tree."""
+    c = Content(framework="pytorch")
+    if isinstance(root, (TensorRef, list, tuple)):
+        c.tensors = _tensor_metas(list(iter_tensors(root)), locate)
+        return c
+    if isinstance(root, Obj):
+        c.tensors = _tensor_metas(list(iter_tensors(root)), locate)
+        c.entries.append(Entry("<root>", "object", f"pickled object {root.qualname}"))
+        return c
+    if not isinstance(root, dict):
+        c.entries.append(Entry("<root>", type(root).__name__, _summary(root)[1]))
+        return c
+
+    model_key, model = _pick_model(root)
+    c.tensors = _tensor_metas(list(iter_tensors(model)), locate)
+    loose = set(model) if model_key is None and model is not root else set()
+
+    if "pytorch-lightning_version" in root or "lightning_version" in root:
+        c.framework = "lightning"
+        _lightning(root, c, read_scalar)
+
+    others: list[tuple[str, TensorRef]] = []
+    for k, v in root.items():
+        key = str(k)
+        if (model_key is not None and k == model_key) or (model_key is None and model is root) or k in loose:
+            continue
+        lk = key.lower()
+        if (
+            key in OPTIMIZER_KEYS
+            or is_optimizer_state(v)
+            or (isinstance(v, list) and v and all(is_optimizer_state(x) for x in v))
+        ):
+            c.has_optimizer = True
+        if (
+            key in SCHEDULER_KEYS
+            or is_scheduler_state(v)
+            or (isinstance(v, list) and v and all(is_scheduler_state(x) for x in v))
+        ):
+            c.has_scheduler = True
+        if _RNG_NAME.search(lk):
+            c.has_rng_state = True
+        others.extend((f"{key}.{n}" if n != "tensor" else key, t) for n, t in iter_tensors(v))
+        kind, summary = _summary(v, key)
+        c.entries.append(Entry(key, kind, summary))
+        val = _scalar(v, read_scalar)
+        if lk in STEP_KEYS and val is not None and c.step is None:
+            c.step = int(val)
+        elif lk in EPOCH_KEYS and val is not None and c.epoch is None:
+            c.epoch = int(val) if float(val).is_integer() else float(val)
+        elif (
+            val is not None
+            and (isinstance(val, float) or _METRIC_NAME.search(key))
+            and lk not in _NOT_METRICS
+        ):
+            c.metrics.setdefault(key, float(val))
+        elif lk in METRIC_DICT_KEYS and isinstance(v, dict):
+            for mk, mv in v.items():
+                s = _scalar(mv, read_scalar)
+                if s is not None:
+                    c.metrics.setdefault(str(mk), float(s))
+        elif isinstance(v, str) and len(v) <= 200:
+            c.metadata.setdefault(key, v)
+    c.other_tensors = _tensor_metas(others, locate)
+    if model_key is not None:
+        c.metadata.setdefault("model_key", model_key)
+    return c
+
+
+_NOT_METRICS = {"seed", "version", "lr_step", "world_size", "rank", "batch_size", "num_workers"}
+
+
+def _lightning(root: dict[Any, Any], c: Content, read_scalar: ReadScalar) -> None:
+    """Lightning's checkpoint dict: version, hyper-parameters, ModelCheckpoint/EarlyStopping scores."""
+    c.metadata["lightning_version"] = root.get("pytorch-lightning_version") or root.get("lightning_version")
+    hp = root.get("hyper_parameters") or root.get("hparams")
+    if isinstance(hp, dict):
+        c.metadata["hyper_parameters"] = {str(k): _plain(v) for k, v in list(hp.items())[:200]}
+    elif isinstance(hp, Obj):
+        c.metadata["hyper_parameters"] = {str(k): _plain(v) for k, v in list(hp.attrs().items())[:200]}
+    callbacks = root.get("callbacks")
+    if isinstance(callbacks, dict):
+        for name, state in callbacks.items():
+            if not isinstance(state, dict):
+                continue
+            if str(name).startswith("ModelCheckpoint"):
+                for k in ("best_model_score", "current_score"):
+                    s = _scalar(state.get(k), read_scalar)
+                    if s is not None:
+                        c.metrics.setdefault(k, float(s))
+                for k in ("monitor", "best_model_path", "last_model_path"):
+                    if isinstance(state.get(k), str):
+                        c.metadata.setdefault(k, state[k])
+                monitor = state.get("monitor")
+                cur = _scalar(state.get("current_score"), read_scalar)
+                if isinstance(monitor, str) and cur is not None:
+                    c.metrics.setdefault(monitor, float(cur))
+            elif str(name).startswith("EarlyStopping"):
+                s = _scalar(state.get("best_score"), read_scalar)
+                if s is not None:
+                    c.metrics.setdefault("early_stopping_best_score", float(s))
+
+
+def _plain(v: Any, depth: int = 0) -> Any:
+    """A JSON-friendly rendering of a hyper-parameter value (placeholders become their names)."""
+    if depth > 6:
+        return "…"
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, (list, tuple)):
+        return [_plain(x, depth + 1) for x in v[:50]]
+    if isinstance(v, dict):
+        return {str(k): _plain(x, depth + 1) for k, x in list(v.items())[:100]}
+    if isinstance(v, TensorRef):
+        return f"tensor {v.dtype} {list(v.shape)}"
+    if isinstance(v, (Obj, Global)):
+        return f"<{v.qualname}>"
+    if isinstance(v, DtypeRef):
+        return v.name
+    return f"<{type(v).__name__}>"
+
+
+def _summary(v: Any, key: str = "") -> tuple[str, str]:
+    """(kind, one-line summary) of a top-level entry."""
+    if is_optimizer_state(v):
+        n, b = _count_tensors(v.get("state"))
+        groups = v.get("param_groups") if isinstance(v.get("param_groups"), list) else []
+        n_params = sum(len(g.get("params", [])) for g in groups if isinstance(g, dict))
+        lrs = sorted(
+            {g.get("lr") for g in groups if isinstance(g, dict) and isinstance(g.get("lr"), (int, float))}
+        )
+        lr = f", lr={lrs[0]:g}" if len(lrs) == 1 else ""
+        state = v.get("state")
+        n_state = len(state) if isinstance(state, dict) else 0
+        return "optimizer", (
+            f"{len(groups)} param group(s) over {n_params} params{lr}; state for {n_state} params "
+            f"({n} tensors, {human_bytes(b)})"
+        )
+    if is_scheduler_state(v):
+        last = v.get("_last_lr")
+        lr = (
+            f", last lr={last[0]:g}"
+            if isinstance(last, list) and last and isinstance(last[0], (int, float))
+            else ""
+        )
+        return "scheduler", f"last_epoch={v.get('last_epoch')}{lr}"
+    if isinstance(v, list) and v and all(is_optimizer_state(x) for x in v):
+        return "optimizer", f"{len(v)} optimizer state(s)"
+    if isinstance(v, list) and v and all(is_scheduler_state(x) for x in v):
+        return "scheduler", f"{len(v)} scheduler state(s)"
+    if isinstance(v, TensorRef):
+        return "tensor", f"tensor {v.dtype} {list(v.shape)}"
+    if isinstance(v, dict):
+        n, b = _count_tensors(v)
+        extra = f" ({n} tensors, {human_bytes(b)})" if n else ""
+        keys = ", ".join(str(k) for k in list(v)[:6]) + (", …" if len(v) > 6 else "")
+        return "dict", f"{len(v)} keys{extra}: {keys}"
+    if isinstance(v, (list, tuple)):
+        n, b = _count_tensors(v)
+        extra = f" ({n} tensors, {human_bytes(b)})" if n else ""
+        return type(v).__name__, f"{len(v)} items{extra}"
+    if isinstance(v, bool):
+        return "bool", str(v)
+    if isinstance(v, (int, float)):
+        return type(v).__name__, f"{v:g}" if isinstance(v, float) else str(v)
+    if isinstance(v, str):
+        return "str", v if len(v) <= 120 else v[:117] + "…"
+    if isinstance(v, bytes):
+        return "bytes", f"{len(v)} bytes"
+    if isinstance(v, Obj):
+        n, b = _count_tensors(v)
+        extra = f" ({n} tensors, {human_bytes(b)})" if n else ""
+        return "object", f"{v.qualname}{extra}"
+    if isinstance(v, (Global, DtypeRef, StorageRef)):
+        return "reference", repr(v)
+    if v is None:
+        return "none", "None"
+    return type(v).__name__, f"<{type(v).__name__}>"

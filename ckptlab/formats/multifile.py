@@ -1,0 +1,231 @@
+"""Logical checkpoints made of several files: sharded `*.index.json` sets and HF Trainer `checkpoint-N/` dirs.
+
+Each part is read by its own single-file reader; this module only joins them and checks completeness.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ..errors import FormatError, IncompleteError, LimitError
+from ..model import CheckpointMeta, Entry, Safety
+from .limits import DEFAULT_LIMITS, Limits
+
+# HF Trainer's file names (transformers.trainer: WEIGHTS_NAME, SAFE_WEIGHTS_NAME, OPTIMIZER_NAME, ...)
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "adapter_model.safetensors", "adapter_model.bin")
+HF_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+HF_OPTIMIZER = ("optimizer.pt", "optimizer.bin")
+HF_SCHEDULER = ("scheduler.pt",)
+HF_STATE = "trainer_state.json"
+HF_ARGS = "training_args.bin"
+
+
+def _load_json(path: Path, limits: Limits) -> Any:
+    size = os.path.getsize(path)
+    if size > limits.max_index_json_bytes:
+        raise LimitError(str(path), f"{size}-byte JSON exceeds the cap of {limits.max_index_json_bytes}")
+    try:
+        return json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FormatError(str(path), f"invalid JSON ({e})") from None
+    except RecursionError:
+        raise FormatError(str(path), "JSON nested too deeply") from None
+
+
+def read_index(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
+    """A sharded checkpoint from its `*.index.json` (`weight_map`: tensor -> shard file)."""
+    from . import read_file
+
+    p = str(path)
+    doc = _load_json(path, limits)
+    wm = doc.get("weight_map") if isinstance(doc, dict) else None
+    if not isinstance(wm, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in wm.items()):
+        raise FormatError(p, "JSON file without a weight_map: not a sharded checkpoint index")
+    shard_names = list(dict.fromkeys(wm.values()))
+    for name in shard_names:
+        pp = PurePosixPath(name)
+        if pp.is_absolute() or ".." in pp.parts or "\\" in name:
+            raise FormatError(p, f"shard path {name!r} escapes the checkpoint directory")
+    missing = [n for n in shard_names if not (path.parent / n).is_file()]
+    if missing:
+        listed = ", ".join(missing[:3]) + (", …" if len(missing) > 3 else "")
+        n = f"{len(missing)} of {len(shard_names)}"
+        raise IncompleteError(p, f"{n} shards listed in the index are missing: {listed}")
+    parts = [read_file(path.parent / n, limits) for n in shard_names]
+    kinds = {m.format for m in parts}
+    if len(kinds) != 1:
+        raise FormatError(p, f"shards mix formats: {', '.join(sorted(kinds))}")
+    kind = kinds.pop()
+    fmt = "safetensors-sharded" if kind == "safetensors" else "torch-sharded"
+    by_name = {}
+    for m in parts:
+        for t in m.tensors:
+            by_name.setdefault((os.path.basename(m.path), t.name), t)
+    tensors = []
+    for name, shard in wm.items():
+        t = by_name.get((shard, name))
+        if t is None:
+            raise IncompleteError(p, f"tensor {name!r} is listed in the index but absent from shard {shard}")
+        tensors.append(t)
+    unsafe = tuple(dict.fromkeys(g for m in parts for g in m.safety.unsafe_globals))
+    findings = tuple(dict.fromkeys(f for m in parts for f in m.safety.findings))
+    meta: dict[str, Any] = {"shards": len(parts)}
+    if isinstance(doc.get("metadata"), dict):
+        meta.update({str(k): v for k, v in doc["metadata"].items() if isinstance(v, (str, int, float))})
+    declared = meta.get("total_size")
+    actual = sum(t.nbytes for t in tensors)
+    warnings = []
+    if isinstance(declared, int) and declared != actual:
+        warnings.append(f"index total_size {declared} differs from the shards' tensor bytes {actual}")
+    extra = len({t.name for m in parts for t in m.tensors}) - len(tensors)
+    if extra > 0:
+        warnings.append(f"{extra} tensors in the shards are not listed in the index")
+    files = (p, *(m.path for m in parts))
+    return CheckpointMeta(
+        path=p,
+        format=fmt,
+        size_bytes=sum(os.path.getsize(f) for f in files),
+        tensors=tuple(tensors),
+        metadata=meta,
+        entries=(Entry("weight_map", "dict", f"{len(wm)} tensors over {len(parts)} shards"),),
+        safety=Safety(unsafe, findings),
+        layout="sharded",
+        framework=parts[0].framework,
+        files=files,
+        warnings=tuple(warnings),
+    )
+
+
+def read_directory(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
+    """A directory that is one checkpoint: DCP (`.metadata`), HF `checkpoint-N/`, or a sharded set."""
+    p = str(path)
+    if (path / ".metadata").is_file():
+        from .dcp_reader import read_dcp
+
+        return read_dcp(path, limits)
+    if is_hf_checkpoint_dir(path):
+        return read_hf_checkpoint(path, limits)
+    indexes = sorted(path.glob("*.index.json"))
+    if len(indexes) == 1:
+        return read_index(indexes[0], limits)
+    raise FormatError(
+        p, "directory is not a checkpoint (no .metadata, trainer_state.json, weights or index.json)"
+    )
+
+
+def is_hf_checkpoint_dir(path: Path) -> bool:
+    names = set(os.listdir(path))
+    has_weights = bool(names & set(HF_WEIGHTS + HF_INDEXES))
+    return has_weights and bool(names & {HF_STATE, HF_ARGS, *HF_OPTIMIZER, *HF_SCHEDULER, "rng_state.pth"})
+
+
+def read_hf_checkpoint(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
+    """HF Trainer `checkpoint-N/`: weights, optimizer.pt, scheduler.pt, rng_state*.pth, trainer_state.json."""
+    from . import read_file
+
+    names = set(os.listdir(path))
+    weights_name = next((n for n in HF_INDEXES + HF_WEIGHTS if n in names), None)
+    if weights_name is None:
+        raise IncompleteError(str(path), "HF checkpoint directory without model weights")
+    wpath = path / weights_name
+    weights = read_index(wpath, limits) if weights_name.endswith(".index.json") else read_file(wpath, limits)
+    parts: list[CheckpointMeta] = []
+    entries = [Entry(weights_name, "weights", f"{weights.format}, {weights.n_tensors} tensors")]
+    warnings = list(weights.warnings)
+    has_opt = has_sched = False
+    for name in sorted(names):
+        fp = path / name
+        if name in HF_OPTIMIZER or name in HF_SCHEDULER or name.startswith("rng_state") or name == HF_ARGS:
+            try:
+                m = read_file(fp, limits)
+            except FormatError as e:
+                warnings.append(f"{name}: {e.cause}")
+                entries.append(Entry(name, "unreadable", e.cause))
+                continue
+            parts.append(m)
+            if name in HF_OPTIMIZER:
+                has_opt = True
+                kind = "optimizer"
+            elif name in HF_SCHEDULER:
+                has_sched = True
+                kind = "scheduler"
+            elif name == HF_ARGS:
+                kind = "training_args"
+            else:
+                kind = "rng_state"
+            entries.append(Entry(name, kind, f"{m.format}, {len(m.other_tensors) + m.n_tensors} tensors"))
+    state: dict[str, Any] = {}
+    if HF_STATE in names:
+        state = _load_json(path / HF_STATE, limits)
+        if not isinstance(state, dict):
+            state = {}
+        entries.append(Entry(HF_STATE, "trainer_state", f"{len(state.get('log_history') or [])} log entries"))
+    step = state.get("global_step") if isinstance(state.get("global_step"), int) else None
+    epoch = state.get("epoch") if isinstance(state.get("epoch"), (int, float)) else None
+    metrics = dict(weights.metrics)
+    metrics.update(_last_logged(state.get("log_history")))
+    if isinstance(state.get("best_metric"), (int, float)):
+        metrics["best_metric"] = float(state["best_metric"])
+    meta: dict[str, Any] = {"weights": weights_name, **weights.metadata}
+    for k in ("best_model_checkpoint", "max_steps", "num_train_epochs", "train_batch_size", "save_steps"):
+        if k in state:
+            meta[k] = state[k]
+    if "config.json" in names:
+        cfg = _load_json(path / "config.json", limits)
+        if isinstance(cfg, dict):
+            meta["model_config"] = {
+                k: cfg[k] for k in ("model_type", "architectures", "torch_dtype") if k in cfg
+            }
+    all_parts = [weights, *parts]
+    unsafe = tuple(dict.fromkeys(g for m in all_parts for g in m.safety.unsafe_globals))
+    findings = tuple(
+        dict.fromkeys(f"{os.path.basename(m.path)}: {f}" for m in all_parts for f in m.safety.findings)
+    )
+    files = tuple(sorted(str(path / n) for n in names if (path / n).is_file()))
+    return replace(
+        weights,
+        path=str(path),
+        size_bytes=sum(os.path.getsize(f) for f in files),
+        step=step if step is not None else weights.step,
+        epoch=epoch if epoch is not None else weights.epoch,
+        metrics=metrics,
+        has_optimizer=has_opt,
+        has_scheduler=has_sched,
+        has_rng_state=any(n.startswith("rng_state") for n in names),
+        metadata=meta,
+        entries=tuple(entries),
+        safety=Safety(unsafe, findings),
+        layout="hf-checkpoint",
+        framework="hf-trainer",
+        files=files,
+        other_tensors=tuple(t for m in parts for t in (*m.tensors, *m.other_tensors)),
+        warnings=tuple(warnings),
+    )
+
+
+def _last_logged(history: Any) -> dict[str, float]:
+    """Latest value of every numeric metric in HF's log_history (train and eval entries)."""
+    out: dict[str, float] = {}
+    if not isinstance(history, list):
+        return out
+    skip = {
+        "epoch",
+        "step",
+        "total_flos",
+        "train_runtime",
+        "eval_runtime",
+        "eval_samples_per_second",
+        "eval_steps_per_second",
+        "train_samples_per_second",
+        "train_steps_per_second",
+    }
+    for row in history:
+        if isinstance(row, dict):
+            for k, v in row.items():
+                if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    out[k] = float(v)
+    return out

@@ -1,0 +1,172 @@
+"""safetensors: the 8-byte length + JSON header, parsed and checked as strictly as the reference.
+
+Checks mirror `safetensors` (Rust) `Metadata::validate`: header starts with `{`, known dtypes, offsets
+contiguous from 0 with no gap or overlap, `end - begin == numel * itemsize`, the data buffer ends exactly at
+the end of the file; plus a tighter header cap and duplicate-key detection (serde silently keeps the last).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+from ..dtypes import DTYPE_BITS, SAFETENSORS_DTYPES
+from ..errors import FormatError, LimitError
+from ..model import CheckpointMeta, Entry, SafetensorsLocation, TensorMeta
+from .limits import DEFAULT_LIMITS, Limits
+
+_U64_MAX = 2**64 - 1
+
+
+def _no_duplicates(path: Path) -> Any:
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in pairs:
+            if k in out:
+                raise FormatError(str(path), f"duplicate key {k!r} in safetensors header")
+            out[k] = v
+        return out
+
+    return hook
+
+
+def read_header(path: Path, limits: Limits = DEFAULT_LIMITS) -> tuple[int, dict[str, Any]]:
+    """(header length N, parsed header dict) for a safetensors file; validates framing only."""
+    p = str(path)
+    size = os.path.getsize(path)
+    if size < 8:
+        raise FormatError(p, f"file too small for a safetensors header ({size} bytes)")
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        if n > limits.max_header_bytes:
+            raise LimitError(
+                p, f"safetensors header length {n} exceeds the {limits.max_header_bytes}-byte cap"
+            )
+        if n > size - 8:
+            raise FormatError(
+                p, f"safetensors header length {n} runs past the end of the file ({size} bytes)"
+            )
+        raw = f.read(n)
+    if not raw.startswith(b"{"):
+        raise FormatError(p, "safetensors header does not start with '{'")
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates(path))
+    except UnicodeDecodeError:
+        raise FormatError(p, "safetensors header is not valid UTF-8") from None
+    except json.JSONDecodeError as e:
+        raise FormatError(p, f"safetensors header is not valid JSON ({e.msg} at byte {e.pos})") from None
+    except RecursionError:
+        raise FormatError(p, "safetensors header JSON nested too deeply") from None
+    if not isinstance(header, dict):
+        raise FormatError(p, "safetensors header is not a JSON object")
+    return n, header
+
+
+def parse_tensors(
+    path: Path, n: int, header: dict[str, Any], limits: Limits
+) -> tuple[list[TensorMeta], dict[str, str]]:
+    """Validate every entry against the reference rules; return tensors in file order and `__metadata__`."""
+    p = str(path)
+    size = os.path.getsize(path)
+    meta = header.get("__metadata__", {})
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in meta.items()
+    ):
+        raise FormatError(p, "safetensors __metadata__ must map strings to strings")
+    entries = [(k, v) for k, v in header.items() if k != "__metadata__"]
+    if len(entries) > limits.max_tensors:
+        raise LimitError(p, f"{len(entries)} tensors exceed the cap of {limits.max_tensors}")
+    parsed: list[tuple[int, int, TensorMeta]] = []
+    for name, info in entries:
+        if not isinstance(info, dict):
+            raise FormatError(p, f"tensor {name!r}: entry is not an object")
+        dtype_code, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if dtype_code not in SAFETENSORS_DTYPES:
+            raise FormatError(p, f"tensor {name!r}: unknown dtype {dtype_code!r}")
+        dtype = SAFETENSORS_DTYPES[dtype_code]
+        if not isinstance(shape, list) or not all(type(d) is int and 0 <= d <= _U64_MAX for d in shape):
+            raise FormatError(p, f"tensor {name!r}: shape must be a list of non-negative integers")
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(type(o) is int and 0 <= o <= _U64_MAX for o in offsets)
+        ):
+            raise FormatError(p, f"tensor {name!r}: data_offsets must be two non-negative integers")
+        begin, end = offsets
+        numel = math.prod(shape)
+        bits = numel * DTYPE_BITS[dtype]
+        if numel > _U64_MAX or bits > _U64_MAX:
+            raise FormatError(p, f"tensor {name!r}: shape {shape} overflows")
+        if bits % 8:
+            raise FormatError(
+                p, f"tensor {name!r}: {numel} elements of {dtype} are not a whole number of bytes"
+            )
+        if end < begin:
+            raise FormatError(p, f"tensor {name!r}: data_offsets end {end} before begin {begin}")
+        if end - begin != bits // 8:
+            raise FormatError(
+                p,
+                f"tensor {name!r}: data_offsets span {end - begin} bytes "
+                f"but shape {shape} {dtype} needs {bits // 8}",
+            )
+        tm = TensorMeta(name, tuple(shape), dtype, bits // 8, loc=SafetensorsLocation(p, name))
+        parsed.append((begin, end, tm))
+    parsed.sort(key=lambda t: (t[0], t[1]))
+    expected = 0
+    for begin, end, tm in parsed:
+        if begin != expected:
+            what = (
+                "overlaps the previous tensor" if begin < expected else f"leaves a gap after byte {expected}"
+            )
+            raise FormatError(p, f"tensor {tm.name!r}: data_offsets [{begin}, {end}] {what}")
+        expected = end
+    buffer_len = size - 8 - n
+    if expected != buffer_len:
+        if expected > buffer_len:
+            raise FormatError(
+                p, f"truncated: tensors need {expected} data bytes but the file holds {buffer_len}"
+            )
+        raise FormatError(p, f"{buffer_len - expected} trailing bytes after the last tensor")
+    return [t for _, _, t in parsed], meta
+
+
+def read_safetensors(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
+    n, header = read_header(path, limits)
+    tensors, meta = parse_tensors(path, n, header, limits)
+    entries = (Entry("__metadata__", "dict", f"{len(meta)} string keys"),) if meta else ()
+    step = _int_or_none(meta.get("step") or meta.get("global_step"))
+    epoch = _num_or_none(meta.get("epoch"))
+    return CheckpointMeta(
+        path=str(path),
+        format="safetensors",
+        size_bytes=os.path.getsize(path),
+        tensors=tuple(tensors),
+        step=step,
+        epoch=epoch,
+        metadata=dict(meta),
+        entries=entries,
+        files=(str(path),),
+    )
+
+
+def _int_or_none(v: str | None) -> int | None:
+    try:
+        return int(v) if v is not None else None
+    except ValueError:
+        return None
+
+
+def _num_or_none(v: str | None) -> int | float | None:
+    if v is None:
+        return None
+    try:
+        f = float(v)
+    except ValueError:
+        return None
+    return int(f) if f.is_integer() else f

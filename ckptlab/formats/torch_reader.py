@@ -1,0 +1,350 @@
+"""PyTorch files without torch: the zip archive (`torch.save` default, TorchScript) and the legacy stream.
+
+Zip: the central directory gives the members; `data.pkl` is walked by the restricted unpickler; each storage
+is the uncompressed member `data/<key>`, so its byte offset is known without reading it.
+Legacy (pre-1.6, `_use_new_zipfile_serialization=False`): magic, protocol, sys-info and object pickles, then
+the storage-key list, then each storage as an 8-byte element count followed by raw bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import struct
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from ..dtypes import itemsize
+from ..errors import FormatError, LimitError
+from ..model import CheckpointMeta, RawLocation, Safety
+from .content import Content, analyse
+from .limits import DEFAULT_LIMITS, Limits
+from .pickle_vm import RestrictedUnpickler, TensorRef, torch_persistent_load
+from .zipsafe import data_offset, file_size, open_zip
+
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+LEGACY_PROTOCOL = 1001
+
+
+@dataclass
+class TorchZip:
+    """The parts of a torch zip archive the readers need."""
+
+    zf: zipfile.ZipFile
+    prefix: str  # 'archive/' or '<stem>/' ...
+    is_torchscript: bool
+    byteorder: str
+
+
+def find_prefix(names: list[str]) -> str | None:
+    """Archive folder holding data.pkl: torch names it after the file stem, so it can be anything."""
+    for n in names:
+        if n == "data.pkl" or (n.endswith("/data.pkl") and n.count("/") == 1):
+            return n[: -len("data.pkl")]
+    return None
+
+
+def open_torch_zip(f: IO[bytes], size: int, path: str, limits: Limits) -> TorchZip:
+    zf = open_zip(f, size, path, limits)
+    names = zf.namelist()
+    prefix = find_prefix(names)
+    if prefix is None:
+        raise FormatError(path, "zip archive without data.pkl: not a PyTorch checkpoint")
+    is_ts = any(n.startswith(prefix + "code/") for n in names) or (prefix + "constants.pkl") in names
+    byteorder = "little"
+    if (prefix + "byteorder") in names:
+        bo = zf.read(prefix + "byteorder").strip()
+        if bo not in (b"little", b"big"):
+            raise FormatError(path, f"unknown byteorder {bo[:16]!r}")
+        byteorder = bo.decode()
+    return TorchZip(zf, prefix, is_ts, byteorder)
+
+
+def _stored_member(tz: TorchZip, name: str, path: str) -> zipfile.ZipInfo:
+    try:
+        info = tz.zf.getinfo(name)
+    except KeyError:
+        raise FormatError(path, f"archive member {name} is missing (truncated or damaged archive)") from None
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise FormatError(
+            path, f"archive member {name} is compressed; torch.save never compresses (refusing)"
+        )
+    return info
+
+
+def walk_data_pkl(
+    f: IO[bytes], tz: TorchZip, path: str, limits: Limits, member: str = "data.pkl"
+) -> tuple[Any, RestrictedUnpickler]:
+    info = _stored_member(tz, tz.prefix + member, path)
+    if info.file_size > limits.max_pickle_bytes:
+        raise LimitError(
+            path, f"{member} is {info.file_size} bytes, over the cap of {limits.max_pickle_bytes}"
+        )
+    try:
+        raw = tz.zf.read(info)
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise FormatError(path, f"cannot read {member}: {e}") from None
+    u = RestrictedUnpickler(
+        io.BytesIO(raw),
+        persistent_load=torch_persistent_load,
+        context="torchscript" if tz.is_torchscript else None,
+        limits=limits,
+    )
+    try:
+        res = u.load()
+    except FormatError as e:
+        raise FormatError(path, f"{member}: {e.cause}") from None
+    return res.value, u
+
+
+def zip_locator(f: IO[bytes], tz: TorchZip, path: str, size: int) -> Callable[[TensorRef], RawLocation]:
+    """Resolve each storage key to its member's data offset once, checking the member is big enough."""
+    cache: dict[str, int] = {}
+
+    def locate(t: TensorRef) -> RawLocation:
+        key = t.storage.key
+        isz = itemsize(t.storage.dtype) if t.storage.dtype else 1
+        if key not in cache:
+            info = _stored_member(tz, f"{tz.prefix}data/{key}", path)
+            need = t.storage.numel * isz
+            if info.file_size < need:
+                raise FormatError(path, f"storage data/{key} holds {info.file_size} bytes, needs {need}")
+            cache[key] = data_offset(f, info, size, path)
+        numel = t.storage.numel if t.storage.dtype else t.storage.numel // itemsize(t.dtype)
+        _check_view(t, numel, path)
+        return RawLocation(path, cache[key], numel, t.storage_offset, _stride_or_none(t), tz.byteorder)
+
+    return locate
+
+
+def _stride_or_none(t: TensorRef) -> tuple[int, ...] | None:
+    expected, acc = [], 1
+    for d in reversed(t.shape):
+        expected.append(acc)
+        acc *= d
+    contiguous = tuple(reversed(expected)) == t.stride or math.prod(t.shape) <= 1
+    return None if contiguous else t.stride
+
+
+def _check_view(t: TensorRef, storage_numel: int, path: str) -> None:
+    """A view must stay inside its storage; a crafted record must not point past it."""
+    if math.prod(t.shape) == 0:
+        return
+    if len(t.stride) != len(t.shape):
+        raise FormatError(path, f"tensor view has {len(t.shape)} dims but {len(t.stride)} strides")
+    last = t.storage_offset + sum((d - 1) * s for d, s in zip(t.shape, t.stride, strict=True))
+    if last >= storage_numel:
+        raise FormatError(path, f"tensor view reaches element {last} of a {storage_numel}-element storage")
+
+
+def scalar_reader(
+    f: IO[bytes], locate: Callable[[TensorRef], RawLocation]
+) -> Callable[[TensorRef], float | None]:
+    """Read a one-element tensor's value straight from the file (a few bytes; used for metrics)."""
+    codes = {
+        "float32": "f",
+        "float64": "d",
+        "float16": "e",
+        "int64": "q",
+        "int32": "i",
+        "int16": "h",
+        "int8": "b",
+        "uint8": "B",
+        "bool": "?",
+    }
+
+    def read(t: TensorRef) -> float | None:
+        try:
+            loc = locate(t)
+        except FormatError:
+            return None
+        order = "<" if loc.byteorder == "little" else ">"
+        isz = itemsize(t.dtype)
+        f.seek(loc.offset + loc.storage_offset * isz)
+        raw = f.read(isz)
+        if len(raw) != isz:
+            return None
+        if t.dtype == "bfloat16":
+            (u,) = struct.unpack(order + "H", raw)
+            return struct.unpack("<f", struct.pack("<I", u << 16))[0]
+        code = codes.get(t.dtype)
+        return float(struct.unpack(order + code, raw)[0]) if code else None
+
+    return read
+
+
+def _meta(
+    path: Path, fmt: str, size: int, content: Content, unsafe: list[str], **extra: Any
+) -> CheckpointMeta:
+    findings = tuple(f"pickle references {g} (not imported or called)" for g in unsafe)
+    return CheckpointMeta(
+        path=str(path),
+        format=fmt,
+        size_bytes=size,
+        tensors=tuple(content.tensors),
+        step=content.step,
+        epoch=content.epoch,
+        metrics=content.metrics,
+        has_optimizer=content.has_optimizer,
+        has_scheduler=content.has_scheduler,
+        has_rng_state=content.has_rng_state,
+        metadata=content.metadata | extra.pop("metadata", {}),
+        entries=tuple(content.entries),
+        safety=Safety(tuple(unsafe), findings),
+        framework=extra.pop("framework", content.framework),
+        files=(str(path),),
+        other_tensors=tuple(content.other_tensors),
+        warnings=tuple(content.warnings),
+        **extra,
+    )
+
+
+def read_torch_zip(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
+    p = str(path)
+    with open(path, "rb") as f:
+        size = file_size(f)
+        tz = open_torch_zip(f, size, p, limits)
+        root, u = walk_data_pkl(f, tz, p, limits)
+        locate = zip_locator(f, tz, p, size)
+        content = analyse(root, locate, scalar_reader(f, locate))
+        unsafe = list(u.unsafe)
+        meta: dict[str, Any] = {}
+        names = tz.zf.namelist()
+        if (tz.prefix + "version") in names:
+            meta["archive_version"] = (
+                tz.zf.read(tz.prefix + "version").strip().decode("ascii", "replace")[:16]
+            )
+        if tz.is_torchscript:
+            meta["torchscript_class"] = _root_class(root)
+            meta["code_files"] = sum(
+                1 for n in names if n.startswith(tz.prefix + "code/") and n.endswith(".py")
+            )
+            if (tz.prefix + "constants.pkl") in names:
+                _, cu = walk_data_pkl(f, tz, p, limits, "constants.pkl")
+                unsafe += [g for g in cu.unsafe if g not in unsafe]
+            return _meta(path, "torchscript", size, content, unsafe, metadata=meta, framework="torchscript")
+        locations = sorted({t.storage.location for t in _all_refs(root)})
+        if locations:
+            meta["saved_on"] = locations
+        return _meta(path, "torch-zip", size, content, unsafe, metadata=meta)
+
+
+def _root_class(root: Any) -> str | None:
+    from .pickle_vm import Obj
+
+    return root.qualname.removeprefix("__torch__.") if isinstance(root, Obj) else None
+
+
+def _all_refs(root: Any) -> list[TensorRef]:
+    from .content import iter_tensors
+
+    return [t for _, t in iter_tensors(root)]
+
+
+class _CappedReader(io.RawIOBase):
+    """Bounds how much of a legacy file the pickle walk may consume."""
+
+    def __init__(self, f: IO[bytes], cap: int, path: str) -> None:
+        self.f, self.cap, self.path, self.used = f, cap, path, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.f.tell()
+
+    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+        data = self.f.read(n if n >= 0 else self.cap + 1)
+        self.used += len(data)
+        if self.used > self.cap:
+            raise LimitError(self.path, f"legacy pickle stream exceeds the cap of {self.cap} bytes")
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:  # type: ignore[override]
+        data = self.f.readline(self.cap + 1 - self.used)
+        self.used += len(data)
+        if self.used > self.cap:
+            raise LimitError(self.path, f"legacy pickle stream exceeds the cap of {self.cap} bytes")
+        return data
+
+
+def _legacy_pid(pid: Any) -> Any:
+    # legacy ids are ('storage', type, root_key, location, numel, view_metadata); the first five match zip's
+    return torch_persistent_load(pid)
+
+
+def read_torch_legacy(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
+    p = str(path)
+    with open(path, "rb") as f:
+        size = file_size(f)
+        stream = _CappedReader(f, limits.max_pickle_bytes, p)
+        unsafe: list[str] = []
+
+        def walk(what: str, pid: Any = None) -> Any:
+            u = RestrictedUnpickler(stream, persistent_load=pid, limits=limits)  # type: ignore[arg-type]
+            try:
+                v = u.load().value
+            except FormatError as e:
+                unsafe.extend(g for g in u.unsafe if g not in unsafe)
+                if unsafe:
+                    raise FormatError(
+                        p, f"{what}: {e.cause}; it references unsafe globals {', '.join(unsafe)}"
+                    ) from None
+                raise FormatError(p, f"{what}: {e.cause}") from None
+            unsafe.extend(g for g in u.unsafe if g not in unsafe)
+            return v
+
+        magic = walk("magic number")
+        if magic != LEGACY_MAGIC:
+            note = f"; it references unsafe globals {', '.join(unsafe)}" if unsafe else ""
+            raise FormatError(p, f"a plain pickle, not a PyTorch checkpoint (no legacy magic number){note}")
+        proto = walk("protocol version")
+        if proto != LEGACY_PROTOCOL:
+            raise FormatError(p, f"unsupported legacy protocol version {proto!r}")
+        sys_info = walk("sys info")
+        little = not (isinstance(sys_info, dict) and sys_info.get("little_endian") is False)
+        root = walk("checkpoint object", _legacy_pid)
+        keys = walk("storage key list")
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise FormatError(p, "storage key list is malformed")
+        refs = {t.storage.key: t.storage for t in _all_refs(root)}
+        offsets: dict[str, int] = {}
+        pos = f.tell()
+        order = "<" if little else ">"
+        for key in keys:
+            st = refs.get(key)
+            f.seek(pos)
+            head = f.read(8)
+            if len(head) < 8:
+                raise FormatError(p, f"truncated: storage {key} header missing at byte {pos}")
+            (numel,) = struct.unpack(order + "q", head)
+            isz = itemsize(st.dtype) if st is not None and st.dtype else 1
+            if st is not None and numel != st.numel:
+                raise FormatError(p, f"storage {key} declares {numel} elements, the pickle says {st.numel}")
+            if numel < 0:
+                raise FormatError(p, f"storage {key} has a negative size")
+            offsets[key] = pos + 8
+            pos += 8 + numel * isz
+            if pos > size:
+                raise FormatError(p, f"truncated: storage {key} runs past the end of the file ({size} bytes)")
+        byteorder = "little" if little else "big"
+
+        def locate(t: TensorRef) -> RawLocation:
+            if t.storage.key not in offsets:
+                raise FormatError(p, f"storage {t.storage.key} is not in the file's storage list")
+            numel = t.storage.numel if t.storage.dtype else t.storage.numel // itemsize(t.dtype)
+            _check_view(t, numel, p)
+            return RawLocation(
+                p, offsets[t.storage.key], numel, t.storage_offset, _stride_or_none(t), byteorder
+            )
+
+        content = analyse(root, locate, scalar_reader(f, locate))
+        meta: dict[str, Any] = {"legacy_protocol": proto}
+        locations = sorted({st.location for st in refs.values()})
+        if locations:
+            meta["saved_on"] = locations
+        return _meta(path, "torch-legacy", os.path.getsize(path), content, unsafe, metadata=meta)

@@ -1,0 +1,283 @@
+"""Frozen dataclasses shared by every layer: what a checkpoint contains, and where its bytes live.
+
+Raw numbers are fields; human strings are `*_str` properties; `to_json()` gives the documented document.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+FORMATS = (
+    "safetensors",
+    "safetensors-sharded",
+    "torch-zip",
+    "torch-legacy",
+    "torch-sharded",
+    "torchscript",
+    "torch-dcp",
+    "hdf5",
+    "keras",
+)
+LAYOUTS = ("file", "sharded", "hf-checkpoint", "dcp")
+
+
+def human_bytes(n: int | float) -> str:
+    """1536 -> '1.5 KiB'."""
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def human_count(n: int) -> str:
+    """1234567 -> '1.23M'."""
+    for div, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{suffix}"
+    return str(n)
+
+
+@dataclass(frozen=True)
+class RawLocation:
+    """Where a tensor's storage bytes sit inside a file, uncompressed (torch zip/legacy, HDF5, DCP blob)."""
+
+    file: str
+    offset: int  # absolute byte offset of the storage's first element
+    storage_numel: int  # elements in the whole storage (views may use part of it)
+    storage_offset: int = 0  # element offset of this tensor inside its storage
+    stride: tuple[int, ...] | None = None  # None means C-contiguous
+    byteorder: str = "little"
+
+
+@dataclass(frozen=True)
+class SafetensorsLocation:
+    """A tensor read through `safetensors.safe_open` (the reference implementation)."""
+
+    file: str
+    key: str
+
+
+@dataclass(frozen=True)
+class Hdf5Location:
+    """A chunked/filtered HDF5 dataset: read by the isolated h5py worker."""
+
+    file: str
+    dataset: str
+    member: str | None = None  # the .h5 member inside a .keras zip
+
+
+@dataclass(frozen=True)
+class DcpChunk:
+    """One chunk of a torch.distributed.checkpoint tensor: a torch.save blob inside a .distcp file."""
+
+    file: str
+    offset: int
+    length: int
+    chunk_offsets: tuple[int, ...]
+    chunk_sizes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class DcpLocation:
+    chunks: tuple[DcpChunk, ...]
+
+
+Location = RawLocation | SafetensorsLocation | Hdf5Location | DcpLocation
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    """One tensor, known from headers only."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    nbytes: int
+    storage: str | None = None  # storage identity; tensors sharing it are tied (weight tying)
+    loc: Location | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def module(self) -> str:
+        """Module prefix: 'encoder.layer.0.attn.q.weight' -> 'encoder.layer.0.attn.q'."""
+        head, _, _ = self.name.rpartition(".")
+        if not head and "/" in self.name:
+            head, _, _ = self.name.rpartition("/")
+        return head
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "nbytes": self.nbytes}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A top-level non-tensor entry of a checkpoint, summarised (e.g. 'optimizer_state_dict')."""
+
+    name: str
+    kind: str  # python-ish type: dict, list, int, float, str, tensor-dict, optimizer, scheduler, object ...
+    summary: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "summary": self.summary}
+
+
+@dataclass(frozen=True)
+class Safety:
+    """Static verdict: anything outside the allowlist is listed, never imported or run."""
+
+    unsafe_globals: tuple[str, ...] = ()
+    findings: tuple[str, ...] = ()  # human detail: where each unsafe thing was seen
+
+    @property
+    def safe(self) -> bool:
+        return not self.unsafe_globals
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "safe": self.safe,
+            "unsafe_globals": list(self.unsafe_globals),
+            "findings": list(self.findings),
+        }
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """Everything inspect knows about one logical checkpoint, from headers alone."""
+
+    path: str
+    format: str
+    size_bytes: int
+    tensors: tuple[TensorMeta, ...] = ()
+    step: int | None = None
+    epoch: int | float | None = None
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    has_optimizer: bool = False
+    has_scheduler: bool = False
+    has_rng_state: bool = False
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    entries: tuple[Entry, ...] = ()
+    safety: Safety = Safety()
+    layout: str = "file"
+    framework: str | None = None  # pytorch | lightning | hf-trainer | keras | None (unknown)
+    files: tuple[str, ...] = ()
+    other_tensors: tuple[TensorMeta, ...] = ()  # optimizer state etc.: not model weights
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def n_tensors(self) -> int:
+        return len(self.tensors)
+
+    @property
+    def n_params(self) -> int:
+        return sum(t.numel for t in self.tensors)
+
+    @property
+    def dtypes(self) -> dict[str, int]:
+        """dtype -> parameter count, largest first."""
+        out: dict[str, int] = {}
+        for t in self.tensors:
+            out[t.dtype] = out.get(t.dtype, 0) + t.numel
+        return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    @property
+    def tensor_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+    @property
+    def tied(self) -> dict[str, tuple[str, ...]]:
+        """storage -> names, for storages used by more than one model tensor (tied weights)."""
+        groups: dict[str, list[str]] = {}
+        for t in self.tensors:
+            if t.storage is not None:
+                groups.setdefault(t.storage, []).append(t.name)
+        return {k: tuple(v) for k, v in groups.items() if len(v) > 1}
+
+    @property
+    def size_str(self) -> str:
+        return human_bytes(self.size_bytes)
+
+    @property
+    def n_params_str(self) -> str:
+        return human_count(self.n_params)
+
+    def tensor(self, name: str) -> TensorMeta:
+        """The model or other tensor called `name` (KeyError if absent)."""
+        for t in self.tensors + self.other_tensors:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "format": self.format,
+            "layout": self.layout,
+            "framework": self.framework,
+            "size_bytes": self.size_bytes,
+            "files": list(self.files),
+            "n_tensors": self.n_tensors,
+            "n_params": self.n_params,
+            "dtypes": self.dtypes,
+            "step": self.step,
+            "epoch": self.epoch,
+            "metrics": dict(self.metrics),
+            "has_optimizer": self.has_optimizer,
+            "has_scheduler": self.has_scheduler,
+            "has_rng_state": self.has_rng_state,
+            "metadata": _jsonable(self.metadata),
+            "entries": [e.to_json() for e in self.entries],
+            "tied": {k: list(v) for k, v in self.tied.items()},
+            "n_other_tensors": len(self.other_tensors),
+            "safety": self.safety.to_json(),
+            "warnings": list(self.warnings),
+            "tensors": [t.to_json() for t in self.tensors],
+        }
+
+
+@dataclass(frozen=True)
+class TensorStats:
+    """Value statistics of one tensor, computed through the loading layer."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    numel: int
+    min: float | None
+    max: float | None
+    mean: float | None
+    std: float | None
+    norm: float | None
+    nan_count: int
+    inf_count: int
+    zero_count: int
+    device: str
+
+    def to_json(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["shape"] = list(self.shape)
+        for k in ("min", "max", "mean", "std", "norm"):
+            v = d[k]
+            if v is not None and not math.isfinite(v):
+                d[k] = str(v)  # JSON has no NaN/Infinity
+        return d
+
+
+def _jsonable(obj: Any) -> Any:
+    """Metadata values made JSON-safe (non-finite floats become strings, tuples lists)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return str(obj)
