@@ -50,6 +50,8 @@ def detect_file(path: Path) -> str:
         raise FormatError(p, "a tar archive (the PyTorch < 0.1.10 format) is not supported")
     if head[:2] == b"\x1f\x8b":
         raise FormatError(p, "gzip-compressed file: decompress it first")
+    if head[:6] == b"\x93NUMPY":
+        raise FormatError(p, "a NumPy .npy array, not a checkpoint")
     if head[:6] == b"7z\xbc\xaf\x27\x1c":
         raise FormatError(p, "a 7z archive, not a checkpoint")
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
@@ -123,11 +125,33 @@ def _read_zip(path: Path, limits: Limits) -> CheckpointMeta:
     from .zipsafe import file_size, open_zip
 
     with open(path, "rb") as f:
-        names = open_zip(f, file_size(f), str(path), limits).namelist()
-    if find_prefix(names) is not None:
-        return read_torch_zip(path, limits)
-    if "config.json" in names or "model.weights.h5" in names:
-        from .hdf5_reader import read_keras
+        zf = open_zip(f, file_size(f), str(path), limits)
+        names = zf.namelist()
+        if find_prefix(names) is not None:
+            return read_torch_zip(path, limits)
+        if "config.json" in names or "model.weights.h5" in names:
+            from .hdf5_reader import read_keras
 
-        return read_keras(path, limits)
-    raise FormatError(str(path), "zip archive without data.pkl or model.weights.h5: not a checkpoint")
+            return read_keras(path, limits)
+        unsafe = _zip_pickle_globals(zf, limits)
+    note = f"; its pickles reference unsafe globals {', '.join(unsafe)}" if unsafe else ""
+    raise FormatError(str(path), f"zip archive without data.pkl or model.weights.h5: not a checkpoint{note}")
+
+
+def _zip_pickle_globals(zf, limits: Limits) -> list[str]:  # type: ignore[no-untyped-def]
+    """Unsafe globals in pickle-looking members of a non-checkpoint zip, so the error can warn about them."""
+    import zipfile
+
+    from .pickle_vm import scan_globals
+
+    found: list[str] = []
+    for info in zf.infolist()[:1000]:
+        if info.file_size > limits.max_pickle_bytes or info.is_dir():
+            continue
+        try:
+            data = zf.read(info)
+        except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, EOFError):
+            continue  # encrypted or damaged member: nothing to scan
+        if data[:1] == b"\x80" or info.filename.endswith((".pkl", ".pickle")):
+            found.extend(g for g in scan_globals(data, limits) if g not in found)
+    return found

@@ -175,6 +175,14 @@ def _tensor_metas(pairs: list[tuple[str, TensorRef]], locate: Locate) -> list[Te
     return out
 
 
+_RNG_FILE_KEYS = {"python", "numpy", "cpu", "cuda", "xla", "mps", "npu", "hpu", "mlu", "musa"}
+
+
+def _is_rng_file(root: dict[Any, Any]) -> bool:
+    keys = {str(k) for k in root}
+    return bool(keys) and keys <= _RNG_FILE_KEYS and bool(keys & {"python", "numpy", "cpu"})
+
+
 def _pick_model(root: dict[Any, Any]) -> tuple[str | None, Any]:
     """(key, value) of the model weights inside a checkpoint dict; key None means the dict itself."""
     if root and all(isinstance(v, TensorRef) for v in root.values()):
@@ -215,6 +223,12 @@ def analyse(root: Any, locate: Locate, read_scalar: ReadScalar) -> Content:
         return c
     if not isinstance(root, dict):
         c.entries.append(Entry("<root>", type(root).__name__, _summary(root)[1]))
+        return c
+
+    if _is_rng_file(root):  # HF's rng_state.pth: {"python", "numpy", "cpu", "cuda"}; no model weights
+        c.has_rng_state = True
+        c.other_tensors = _tensor_metas(list(iter_tensors(root)), locate)
+        c.entries = [Entry(str(k), *_summary(v, str(k))) for k, v in root.items()]
         return c
 
     model_key, model = _pick_model(root)

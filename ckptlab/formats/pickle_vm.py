@@ -435,12 +435,15 @@ class RestrictedUnpickler:
                     del stack[-n:]
                     stack.append(tuple(items))
                 elif name == "LIST":
-                    stack.append(pop_mark())
+                    # pop_mark() swaps `stack`; bind the result first, never `stack.append(pop_mark())`
+                    items = pop_mark()
+                    stack.append(items)
                 elif name == "DICT":
                     items = pop_mark()
                     stack.append(dict(zip(items[::2], items[1::2], strict=False)))
                 elif name == "FROZENSET":
-                    stack.append(frozenset(pop_mark()))
+                    items = pop_mark()
+                    stack.append(frozenset(items))
                 elif name == "APPEND":
                     v = stack.pop()
                     _append(stack[-1], [v])
@@ -571,7 +574,7 @@ def _setitems(target: Any, items: list[Any]) -> None:
 
 
 def scan_globals(data: bytes, limits: Limits = DEFAULT_LIMITS) -> list[str]:
-    """Globals referenced anywhere in a byte string that holds one or more pickles (no execution)."""
+    """Unsafe globals referenced anywhere in a byte string holding one or more pickles (no execution)."""
     found: list[str] = []
     stream = io.BytesIO(data)
     while stream.tell() < len(data):
@@ -579,11 +582,7 @@ def scan_globals(data: bytes, limits: Limits = DEFAULT_LIMITS) -> list[str]:
         try:
             u.load()
         except FormatError:
-            for g in u.globals_seen:
-                if g not in found:
-                    found.append(g)
+            found.extend(g for g in u.unsafe if g not in found)
             break
-        for g in u.globals_seen:
-            if g not in found:
-                found.append(g)
+        found.extend(g for g in u.unsafe if g not in found)
     return found

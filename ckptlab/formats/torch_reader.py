@@ -13,6 +13,7 @@ import math
 import os
 import struct
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from ..errors import FormatError, LimitError
 from ..model import CheckpointMeta, RawLocation, Safety
 from .content import Content, analyse
 from .limits import DEFAULT_LIMITS, Limits
-from .pickle_vm import RestrictedUnpickler, TensorRef, torch_persistent_load
+from .pickle_vm import RestrictedUnpickler, TensorRef, scan_globals, torch_persistent_load
 from .zipsafe import data_offset, file_size, open_zip
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -76,6 +77,22 @@ def _stored_member(tz: TorchZip, name: str, path: str) -> zipfile.ZipInfo:
     return info
 
 
+def read_stored(f: IO[bytes], info: zipfile.ZipInfo, path: str) -> bytes:
+    """A stored member's bytes read at its data offset (as torch does), CRC-checked; flag bits such as
+    'encrypted' that scanners trip over are refused rather than ignored."""
+    if info.flag_bits & 0x1:
+        raise FormatError(path, f"archive member {info.filename} is marked encrypted")
+    f.seek(0, 2)
+    off = data_offset(f, info, f.tell(), path)
+    f.seek(off)
+    raw = f.read(info.file_size)
+    if len(raw) != info.file_size:
+        raise FormatError(path, f"archive member {info.filename} is truncated")
+    if zlib.crc32(raw) != info.CRC:
+        raise FormatError(path, f"archive member {info.filename} fails its CRC-32 check (damaged file)")
+    return raw
+
+
 def walk_data_pkl(
     f: IO[bytes], tz: TorchZip, path: str, limits: Limits, member: str = "data.pkl"
 ) -> tuple[Any, RestrictedUnpickler]:
@@ -84,10 +101,7 @@ def walk_data_pkl(
         raise LimitError(
             path, f"{member} is {info.file_size} bytes, over the cap of {limits.max_pickle_bytes}"
         )
-    try:
-        raw = tz.zf.read(info)
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise FormatError(path, f"cannot read {member}: {e}") from None
+    raw = read_stored(f, info, path)
     u = RestrictedUnpickler(
         io.BytesIO(raw),
         persistent_load=torch_persistent_load,
@@ -272,6 +286,14 @@ class _CappedReader(io.RawIOBase):
         return data
 
 
+def _not_torch(f: IO[bytes], path: str, limits: Limits, why: str) -> FormatError:
+    """The error for a pickle that is not a torch file, naming every unsafe global in the whole file."""
+    f.seek(0)
+    unsafe = scan_globals(f.read(limits.max_pickle_bytes), limits)
+    note = f"; it references unsafe globals {', '.join(unsafe)}" if unsafe else ""
+    return FormatError(path, f"not a PyTorch checkpoint: a plain pickle ({why}){note}")
+
+
 def _legacy_pid(pid: Any) -> Any:
     # legacy ids are ('storage', type, root_key, location, numel, view_metadata); the first five match zip's
     return torch_persistent_load(pid)
@@ -298,10 +320,12 @@ def read_torch_legacy(path: Path, limits: Limits = DEFAULT_LIMITS) -> Checkpoint
             unsafe.extend(g for g in u.unsafe if g not in unsafe)
             return v
 
-        magic = walk("magic number")
+        try:
+            magic = walk("magic number")
+        except FormatError as e:
+            raise _not_torch(f, p, limits, e.cause.split(": ", 1)[-1]) from None
         if magic != LEGACY_MAGIC:
-            note = f"; it references unsafe globals {', '.join(unsafe)}" if unsafe else ""
-            raise FormatError(p, f"a plain pickle, not a PyTorch checkpoint (no legacy magic number){note}")
+            raise _not_torch(f, p, limits, "no legacy magic number")
         proto = walk("protocol version")
         if proto != LEGACY_PROTOCOL:
             raise FormatError(p, f"unsupported legacy protocol version {proto!r}")

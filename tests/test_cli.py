@@ -1,0 +1,139 @@
+"""CLI: `ckptlab inspect ... --json` documents, exit codes, one-line errors, `python -m ckptlab`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ckptlab.cli import build_parser, main
+
+DOC_KEYS = set(
+    [
+        "path",
+        "format",
+        "layout",
+        "framework",
+        "size_bytes",
+        "files",
+        "tensors",
+        "n_tensors",
+        "n_params",
+        "dtypes",
+        "step",
+        "epoch",
+        "metrics",
+        "has_optimizer",
+        "has_scheduler",
+        "has_rng_state",
+        "metadata",
+        "entries",
+        "tied",
+        "n_other_tensors",
+        "safety",
+        "warnings",
+    ]
+)
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ckptlab", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_inspect_json_document(train_pt: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", str(train_pt), "--json"]) == 0
+    out = capsys.readouterr()
+    doc = json.loads(out.out)
+    assert set(doc) == DOC_KEYS
+    assert doc["format"] == "torch-zip" and doc["n_tensors"] == 4 and doc["n_params"] == 58
+    assert doc["tensors"][0] == {"name": "0.weight", "shape": [8, 4], "dtype": "float32", "nbytes": 128}
+    assert doc["dtypes"] == {"float32": 58}
+    assert (doc["step"], doc["epoch"]) == (300, 3)
+    assert doc["metrics"] == {"loss": 0.25, "val_acc": 0.875}
+    assert doc["safety"] == {"safe": True, "unsafe_globals": [], "findings": []}
+    assert {e["name"] for e in doc["entries"]} >= {
+        "optimizer_state_dict",
+        "scheduler_state_dict",
+        "rng_state",
+    }
+    assert out.err == ""
+
+
+def test_inspect_stats_json(zip_pt: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", str(zip_pt), "--json", "--stats", "--device", "cpu"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    stats = {s["name"]: s for s in doc["stats"]}
+    assert set(stats) == {t["name"] for t in doc["tensors"]}
+    assert stats["head.scale"]["min"] == 0.5 and stats["head.scale"]["max"] == 1.5
+    assert stats["proj.weight"]["max"] == 5.0 and stats["proj.weight"]["device"] == "cpu"
+
+
+def test_inspect_text(lightning_ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", str(lightning_ckpt)]) == 0
+    text = capsys.readouterr().out
+    assert "format    torch-zip (file, lightning)" in text
+    assert "step      300   epoch 2" in text
+    assert "best_model_score=0.125" in text
+    assert "safety    safe" in text
+    assert "model.0.weight" in text
+
+
+def test_unsafe_file_exits_zero_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    torch = pytest.importorskip("torch")
+    p = tmp_path / "module.pt"
+    torch.save(torch.nn.Linear(2, 2), p)
+    assert main(["inspect", str(p)]) == 0
+    assert "UNSAFE: torch.nn.modules.linear.Linear" in capsys.readouterr().out
+
+
+def test_errors_are_one_line_exit_1(tmp_path: Path) -> None:
+    bad = tmp_path / "trunc.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
+    for target, cause in (
+        (bad, "safetensors header length 16 runs past the end of the file (9 bytes)"),
+        (tmp_path / "missing.pt", "no such file or directory"),
+    ):
+        r = run("inspect", str(target), "--json")
+        assert r.returncode == 1
+        assert r.stdout == ""
+        assert r.stderr == f"error: {target}: {cause}\n"
+
+
+def test_usage_error_exit_2() -> None:
+    r = run("inspect")
+    assert r.returncode == 2 and "usage:" in r.stderr
+    assert run("frobnicate").returncode == 2
+
+
+def test_debug_env_shows_traceback(tmp_path: Path) -> None:
+    p = tmp_path / "empty.pt"
+    p.write_bytes(b"")
+    r = subprocess.run([sys.executable, "-m", "ckptlab", "inspect", str(p)], capture_output=True, text=True,
+                       env={**__import__("os").environ, "CKPTLAB_DEBUG": "1"})  # fmt: skip
+    assert (
+        r.returncode == 1
+        and "Traceback" in r.stderr
+        and r.stderr.endswith(f"error: {p}: empty file (0 bytes)\n")
+    )
+
+
+def test_console_script_installed(safetensors_file: Path) -> None:
+    r = subprocess.run(
+        ["ckptlab", "inspect", str(safetensors_file), "--json"], capture_output=True, text=True
+    )
+    assert r.returncode == 0 and json.loads(r.stdout)["format"] == "safetensors"
+
+
+def test_every_command_is_documented_in_readme() -> None:
+    """sqlite-utils' habit: a command missing from the README fails the suite."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name in sub.choices:  # type: ignore[union-attr]
+        assert f"ckptlab {name}" in readme, f"README does not document `ckptlab {name}`"
+    for key in DOC_KEYS:
+        assert f"`{key}`" in readme, f"README does not document the JSON field `{key}`"

@@ -1,0 +1,127 @@
+"""safetensors (plain and sharded), sharded torch, HF Trainer checkpoint dirs and DCP dirs."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+from conftest import EXPECTED
+
+from ckptlab.errors import FormatError, IncompleteError
+from ckptlab.formats import read_meta
+from ckptlab.formats.safetensors_reader import read_safetensors
+
+torch = pytest.importorskip("torch")
+
+EXPECTED_ST = {k: v for k, v in EXPECTED.items() if k != "head.weight"}
+
+
+def test_safetensors_exact(safetensors_file: Path) -> None:
+    meta = read_meta(safetensors_file)
+    assert meta.format == "safetensors" and meta.layout == "file"
+    assert {t.name: (t.shape, t.dtype) for t in meta.tensors} == EXPECTED_ST
+    assert meta.n_params == 40 + 32 + 8 + 8 + 2 + 6 + 1
+    assert meta.metadata == {"format": "pt", "step": "1200"}
+    assert meta.step == 1200
+    assert meta.safety.safe and meta.files == (str(safetensors_file),)
+
+
+def _st_bytes(header: dict, data: bytes) -> bytes:
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + data
+
+
+def test_safetensors_all_reference_dtypes(tmp_path: Path) -> None:
+    codes = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+             "I32": 4, "U32": 4, "F32": 4, "F64": 8, "I64": 8, "U64": 8}  # fmt: skip
+    header, off = {}, 0
+    for code, size in codes.items():
+        header[f"t_{code}"] = {"dtype": code, "shape": [2], "data_offsets": [off, off + 2 * size]}
+        off += 2 * size
+    p = tmp_path / "dtypes.safetensors"
+    p.write_bytes(_st_bytes(header, b"\0" * off))
+    got = {t.name: t.dtype for t in read_safetensors(p).tensors}
+    assert got["t_F8_E4M3"] == "float8_e4m3fn" and got["t_BF16"] == "bfloat16" and got["t_BOOL"] == "bool"
+    assert got["t_U64"] == "uint64" and len(got) == len(codes)
+
+
+def test_safetensors_duplicate_key_reported(tmp_path: Path) -> None:
+    entry = b'{"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}'
+    raw = b'{"a": ' + entry + b', "a": ' + entry + b"}"
+    p = tmp_path / "dup.safetensors"
+    p.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * 4)
+    with pytest.raises(FormatError, match="duplicate key 'a' in safetensors header"):
+        read_meta(p)
+
+
+def test_sharded_safetensors(sharded_dir: Path) -> None:
+    idx = sharded_dir / "model.safetensors.index.json"
+    for target in (idx, sharded_dir):  # the index file or its directory
+        meta = read_meta(target)
+        assert meta.format == "safetensors-sharded" and meta.layout == "sharded"
+        assert {t.name: (t.shape, t.dtype) for t in meta.tensors} == EXPECTED_ST
+        assert meta.metadata["shards"] == 2
+        assert len(meta.files) == 3 and meta.files[0] == str(idx)
+        assert meta.warnings == ()
+        assert meta.size_bytes == sum(Path(f).stat().st_size for f in meta.files)
+
+
+def test_sharded_missing_shard_is_incomplete(sharded_dir: Path) -> None:
+    (sharded_dir / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(
+        IncompleteError, match=r"1 of 2 shards listed in the index are missing: model-00002-of-00002"
+    ):
+        read_meta(sharded_dir / "model.safetensors.index.json")
+
+
+def test_sharded_torch(sharded_torch_dir: Path) -> None:
+    meta = read_meta(sharded_torch_dir / "pytorch_model.bin.index.json")
+    assert meta.format == "torch-sharded"
+    assert [t.name for t in meta.tensors] == list(EXPECTED)
+    assert meta.safety.safe
+
+
+def test_hf_checkpoint_dir(hf_dir: Path) -> None:
+    meta = read_meta(hf_dir)
+    assert meta.path == str(hf_dir)
+    assert meta.format == "safetensors" and meta.layout == "hf-checkpoint" and meta.framework == "hf-trainer"
+    assert [t.name for t in meta.tensors] == [
+        "0.bias",
+        "0.weight",
+        "2.bias",
+        "2.weight",
+    ]  # safetensors sorts keys
+    assert (meta.step, meta.epoch) == (500, 1.5)
+    assert (meta.has_optimizer, meta.has_scheduler, meta.has_rng_state) == (True, True, True)
+    assert meta.metrics == {"loss": 0.8, "learning_rate": 4e-05, "eval_loss": 0.9, "eval_accuracy": 0.7,
+                            "best_metric": 0.42}  # fmt: skip
+    assert meta.metadata["max_steps"] == 1000
+    assert meta.metadata["model_config"] == {"model_type": "mlp", "architectures": ["MLP"]}
+    names = sorted(Path(f).name for f in meta.files)
+    assert names == ["config.json", "model.safetensors", "optimizer.pt", "rng_state.pth", "scheduler.pt",
+                     "trainer_state.json"]  # fmt: skip
+    assert {e.name: e.kind for e in meta.entries}["optimizer.pt"] == "optimizer"
+    assert meta.safety.safe
+
+
+def test_dcp_directory(dcp_dir: Path) -> None:
+    meta = read_meta(dcp_dir)
+    assert meta.format == "torch-dcp" and meta.layout == "dcp"
+    assert {t.name: t.shape for t in meta.tensors} == {"0.weight": (8, 4), "0.bias": (8,), "2.weight": (2, 8),
+                                                       "2.bias": (2,)}  # fmt: skip
+    assert meta.step == 300
+    assert meta.safety.safe
+    assert [Path(f).name for f in meta.files] == [".metadata", "__0_0.distcp"]
+
+
+def test_dcp_missing_data_file(dcp_dir: Path) -> None:
+    (dcp_dir / "__0_0.distcp").unlink()
+    with pytest.raises(IncompleteError, match=r"data files listed in \.metadata are missing: __0_0\.distcp"):
+        read_meta(dcp_dir)
+
+
+def test_plain_directory_is_not_a_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(FormatError, match="directory is not a checkpoint"):
+        read_meta(tmp_path)
