@@ -11,32 +11,30 @@ import pytest
 
 from ckptlab.cli import build_parser, main
 
-DOC_KEYS = set(
-    [
-        "path",
-        "format",
-        "layout",
-        "framework",
-        "size_bytes",
-        "files",
-        "tensors",
-        "n_tensors",
-        "n_params",
-        "dtypes",
-        "step",
-        "epoch",
-        "metrics",
-        "has_optimizer",
-        "has_scheduler",
-        "has_rng_state",
-        "metadata",
-        "entries",
-        "tied",
-        "n_other_tensors",
-        "safety",
-        "warnings",
-    ]
-)
+DOC_KEYS = {
+    "path",
+    "format",
+    "layout",
+    "framework",
+    "size_bytes",
+    "files",
+    "tensors",
+    "n_tensors",
+    "n_params",
+    "dtypes",
+    "step",
+    "epoch",
+    "metrics",
+    "has_optimizer",
+    "has_scheduler",
+    "has_rng_state",
+    "metadata",
+    "entries",
+    "tied",
+    "n_other_tensors",
+    "safety",
+    "warnings",
+}
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
