@@ -124,9 +124,12 @@ def render_stats(stats: Sequence[Any]) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import build_demo
+    from pathlib import Path
 
-    root = build_demo(args.dir, progress=lambda msg: sys.stderr.write(msg + "\n"))
+    from .demo import ensure_demo
+
+    # ensure_demo: an existing complete demo is reused, so re-running the command is harmless
+    root = ensure_demo(Path(args.dir), progress=lambda msg: sys.stderr.write(msg + "\n"))
     if args.json:
         _emit_json({"root": str(root)})
     else:

@@ -103,6 +103,9 @@ def test_hf_checkpoint_dir(hf_dir: Path) -> None:
     assert names == ["config.json", "model.safetensors", "optimizer.pt", "rng_state.pth", "scheduler.pt",
                      "trainer_state.json"]  # fmt: skip
     assert {e.name: e.kind for e in meta.entries}["optimizer.pt"] == "optimizer"
+    alone = read_meta(hf_dir / "optimizer.pt")  # a standalone optimizer file holds no model weights
+    assert alone.has_optimizer and alone.n_tensors == 0 and len(alone.other_tensors) == 12
+    assert alone.entries[0].kind == "optimizer"
     assert meta.safety.safe
 
 

@@ -123,7 +123,9 @@ def test_torchscript_listed_never_executed(torchscript_file: Path) -> None:
         "fc.weight": ((2, 3), "float32"),
         "fc.bias": ((2,), "float32"),
     }
-    assert meta.metadata["torchscript_class"] == "conftest.Net"  # __torch__.<module>.<class>
+    # __torch__.<module>.<class>; TorchScript mangles repeated scripting as ___torch_mangle_N
+    assert meta.metadata["torchscript_class"].startswith("conftest.")
+    assert meta.metadata["torchscript_class"].endswith(".Net")
     assert meta.metadata["code_files"] == 2
     assert meta.safety.safe  # __torch__ class names are TorchScript's own, not importable Python
 

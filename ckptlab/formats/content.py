@@ -225,6 +225,13 @@ def analyse(root: Any, locate: Locate, read_scalar: ReadScalar) -> Content:
         c.entries.append(Entry("<root>", type(root).__name__, _summary(root)[1]))
         return c
 
+    if is_optimizer_state(root) or is_scheduler_state(root):  # a standalone optimizer.pt / scheduler.pt
+        c.has_optimizer = is_optimizer_state(root)
+        c.has_scheduler = is_scheduler_state(root)
+        c.other_tensors = _tensor_metas(list(iter_tensors(root)), locate)
+        kind, summary = _summary(root)
+        c.entries = [Entry("<root>", kind, summary)]
+        return c
     if _is_rng_file(root):  # HF's rng_state.pth: {"python", "numpy", "cpu", "cuda"}; no model weights
         c.has_rng_state = True
         c.other_tensors = _tensor_metas(list(iter_tensors(root)), locate)
