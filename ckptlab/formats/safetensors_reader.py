@@ -28,10 +28,28 @@ def _no_duplicates(path: Path) -> Any:
         for k, v in pairs:
             if k in out:
                 raise FormatError(str(path), f"duplicate key {k!r} in safetensors header")
+            if not _is_scalar_utf8(k) or (isinstance(v, str) and not _is_scalar_utf8(v)):
+                # serde_json (the reference) rejects unpaired surrogate escapes such as "\ud800"
+                raise FormatError(
+                    str(path), "safetensors header is not valid JSON (unpaired surrogate escape)"
+                )
             out[k] = v
         return out
 
     return hook
+
+
+def _is_scalar_utf8(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _no_constant(name: str) -> Any:
+    # Python's json accepts NaN / Infinity / -Infinity; JSON (and the reference) does not
+    raise ValueError(f"{name} is not JSON")
 
 
 def read_header(path: Path, limits: Limits = DEFAULT_LIMITS) -> tuple[int, dict[str, Any]]:
@@ -41,7 +59,10 @@ def read_header(path: Path, limits: Limits = DEFAULT_LIMITS) -> tuple[int, dict[
     if size < 8:
         raise FormatError(p, f"file too small for a safetensors header ({size} bytes)")
     with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
+        head = f.read(8)
+        if len(head) < 8:  # the file shrank since it was sized (being rewritten?)
+            raise FormatError(p, f"file too small for a safetensors header ({len(head)} bytes)")
+        (n,) = struct.unpack("<Q", head)
         if n > limits.max_header_bytes:
             raise LimitError(
                 p, f"safetensors header length {n} exceeds the {limits.max_header_bytes}-byte cap"
@@ -54,13 +75,17 @@ def read_header(path: Path, limits: Limits = DEFAULT_LIMITS) -> tuple[int, dict[
     if not raw.startswith(b"{"):
         raise FormatError(p, "safetensors header does not start with '{'")
     try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates(path))
+        header = json.loads(
+            raw.decode("utf-8"), object_pairs_hook=_no_duplicates(path), parse_constant=_no_constant
+        )
     except UnicodeDecodeError:
         raise FormatError(p, "safetensors header is not valid UTF-8") from None
     except json.JSONDecodeError as e:
         raise FormatError(p, f"safetensors header is not valid JSON ({e.msg} at byte {e.pos})") from None
     except RecursionError:
         raise FormatError(p, "safetensors header JSON nested too deeply") from None
+    except ValueError as e:  # integers past int_max_str_digits, NaN/Infinity
+        raise FormatError(p, f"safetensors header is not valid JSON ({str(e).split(':')[0]})") from None
     if not isinstance(header, dict):
         raise FormatError(p, "safetensors header is not a JSON object")
     return n, header

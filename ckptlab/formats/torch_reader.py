@@ -191,6 +191,12 @@ def scalar_reader(
     return read
 
 
+def _check_count(path: Path, content: Content, limits: Limits) -> None:
+    n = len(content.tensors) + len(content.other_tensors)
+    if n > limits.max_tensors:
+        raise LimitError(str(path), f"{n} tensors exceed the cap of {limits.max_tensors}")
+
+
 def _meta(
     path: Path, fmt: str, size: int, content: Content, unsafe: list[str], **extra: Any
 ) -> CheckpointMeta:
@@ -225,6 +231,7 @@ def read_torch_zip(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMet
         root, u = walk_data_pkl(f, tz, p, limits)
         locate = zip_locator(f, tz, p, size)
         content = analyse(root, locate, scalar_reader(f, locate))
+        _check_count(path, content, limits)
         unsafe = list(u.unsafe)
         meta: dict[str, Any] = {}
         names = tz.zf.namelist()
@@ -367,6 +374,7 @@ def read_torch_legacy(path: Path, limits: Limits = DEFAULT_LIMITS) -> Checkpoint
             )
 
         content = analyse(root, locate, scalar_reader(f, locate))
+        _check_count(path, content, limits)
         meta: dict[str, Any] = {"legacy_protocol": proto}
         locations = sorted({st.location for st in refs.values()})
         if locations:

@@ -6,6 +6,7 @@ import io
 import os
 import struct
 import zipfile
+import zlib
 from typing import IO
 
 from ..errors import FormatError, LimitError
@@ -47,8 +48,10 @@ class Region(io.RawIOBase):
         return len(data)
 
 
-def declared_entries(f: IO[bytes], size: int) -> int:
-    """Entry count from the end-of-central-directory record (zip64-aware), read before parsing."""
+def _central_directory(f: IO[bytes], size: int) -> tuple[int, int, int]:
+    """(declared entries, central directory start, central directory size) from the end-of-central-directory
+    record (zip64-aware), read before parsing. The start is computed back from the record, as zipfile does,
+    so data prepended to the archive is allowed."""
     tail_len = min(size, 65536 + 22)
     f.seek(size - tail_len)
     tail = f.read(tail_len)
@@ -56,14 +59,90 @@ def declared_entries(f: IO[bytes], size: int) -> int:
     if i < 0 or len(tail) - i < 22:
         raise FormatError(None, "not a complete zip archive (no end-of-central-directory record; truncated?)")
     (total,) = struct.unpack("<H", tail[i + 10 : i + 12])
-    if total == 0xFFFF and i >= 20 and tail[i - 20 : i - 16] == _EOCD64_LOCATOR:
+    (cd_size,) = struct.unpack("<I", tail[i + 12 : i + 16])
+    cd_end = size - tail_len + i
+    if i >= 20 and tail[i - 20 : i - 16] == _EOCD64_LOCATOR:
         (eocd64_off,) = struct.unpack("<Q", tail[i - 12 : i - 4])
         if eocd64_off + 56 <= size:
             f.seek(eocd64_off)
             rec = f.read(56)
             if rec[:4] == b"PK\x06\x06":
-                (total,) = struct.unpack("<Q", rec[32:40])
-    return total
+                if total == 0xFFFF:
+                    (total,) = struct.unpack("<Q", rec[32:40])
+                (cd_size,) = struct.unpack("<Q", rec[40:48])
+                cd_end = size - tail_len + i - 20 - 56
+    return total, max(0, cd_end - cd_size), cd_size
+
+
+def declared_entries(f: IO[bytes], size: int) -> int:
+    """Entry count from the end-of-central-directory record (zip64-aware), read before parsing."""
+    return _central_directory(f, size)[0]
+
+
+def central_entries_exceed(f: IO[bytes], size: int, cap: int) -> bool:
+    """Whether the central directory really holds more than `cap` entries, whatever the end record claims.
+
+    zipfile parses the whole directory (about 500 bytes of Python objects per 46-byte entry) before a count
+    can be checked, so a record under-declaring its entries is caught here by walking the fixed-size entry
+    headers, stopping at cap + 1. Skipped when the directory is too small to hold more than `cap` entries.
+    """
+    _, start, length = _central_directory(f, size)
+    if length // 46 <= cap:
+        return False
+    n = pos = buf_start = 0
+    buf = b""
+    while n <= cap and pos + 46 <= length:
+        if pos + 46 > buf_start + len(buf):
+            f.seek(start + pos)
+            buf, buf_start = f.read(min(length - pos, 1 << 20)), pos
+            if len(buf) < 46:
+                break
+        h = buf[pos - buf_start : pos - buf_start + 46]
+        if h[:4] != b"PK\x01\x02":
+            break
+        name_len, extra_len, comment_len = struct.unpack("<HHH", h[28:34])
+        pos += 46 + name_len + extra_len + comment_len
+        n += 1
+    return n > cap
+
+
+class DamagedMemberError(FormatError, zipfile.BadZipFile):
+    """A member that cannot be read (damaged header, bad CRC, unsupported method or flag). Also a
+    BadZipFile, so callers that skip unreadable members keep doing so."""
+
+
+class SafeZipFile(zipfile.ZipFile):
+    """A ZipFile whose `read` is capped by the member's declared size and fails with one-line errors.
+
+    zipfile raises a zoo of exceptions for damaged members (BadZipFile, NotImplementedError, RuntimeError,
+    EOFError, UnicodeDecodeError...) and `read` inflates whatever size a member declares (a zip bomb).
+    """
+
+    ckpt_path: str | None = None
+    max_member_bytes: int = 64 * 1024 * 1024
+
+    def read(self, name: str | zipfile.ZipInfo, pwd: bytes | None = None) -> bytes:
+        info = name if isinstance(name, zipfile.ZipInfo) else self.getinfo(name)  # KeyError if absent
+        if info.file_size > self.max_member_bytes:
+            raise LimitError(
+                self.ckpt_path,
+                f"zip member {info.filename} declares {info.file_size} bytes, "
+                f"over the cap of {self.max_member_bytes}",
+            )
+        try:
+            return super().read(info, pwd)
+        except (
+            zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError, OSError, ValueError,
+            struct.error, zlib.error,
+        ) as e:  # fmt: skip
+            raise DamagedMemberError(
+                self.ckpt_path, f"zip member {info.filename} is damaged or unsupported ({_short(e)})"
+            ) from None
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return text[:160]
 
 
 def open_zip(f: IO[bytes], size: int, path: str, limits: Limits) -> zipfile.ZipFile:
@@ -74,15 +153,20 @@ def open_zip(f: IO[bytes], size: int, path: str, limits: Limits) -> zipfile.ZipF
         raise FormatError(path, e.cause) from None
     if n > limits.max_zip_entries:
         raise LimitError(path, f"zip declares {n} entries, over the cap of {limits.max_zip_entries}")
+    if central_entries_exceed(f, size, limits.max_zip_entries):
+        raise LimitError(path, f"zip central directory holds more than {limits.max_zip_entries} entries")
     try:
         f.seek(0)
-        zf = zipfile.ZipFile(f)
+        zf = SafeZipFile(f)
     except zipfile.BadZipFile as e:
         raise FormatError(path, f"damaged zip archive ({e})") from None
-    except (OSError, ValueError, struct.error, EOFError) as e:
-        raise FormatError(path, f"damaged zip archive ({type(e).__name__}: {e})") from None
+    except (OSError, ValueError, struct.error, EOFError, NotImplementedError) as e:
+        raise FormatError(path, f"damaged zip archive ({type(e).__name__}: {_short(e)})") from None
+    zf.ckpt_path, zf.max_member_bytes = path, limits.max_pickle_bytes
     if len(zf.infolist()) > limits.max_zip_entries:
         raise LimitError(path, f"zip holds more than {limits.max_zip_entries} entries")
+    if any(not info.filename for info in zf.infolist()):  # ZipInfo.is_dir() raises IndexError on these
+        raise FormatError(path, "damaged zip archive (a member has an empty name)")
     return zf
 
 
