@@ -1,0 +1,536 @@
+"""HDF5 (`.h5`, `.hdf5`, Keras 2 `.h5`, Keras 3 `.weights.h5`) and Keras 3 `.keras` readers.
+
+libhdf5 is never loaded in this process: every file is parsed by `hdf5_worker` in a child process with a
+capped address space and a timeout, and a crash of the child becomes one `FormatError`. This module turns
+the child's facts (object paths, attributes, dtypes, offsets) into a `CheckpointMeta`.
+
+    >>> meta = read_hdf5(Path("model.h5"), DEFAULT_LIMITS)      # doctest: +SKIP
+    >>> [t.name for t in meta.tensors][:2]                       # doctest: +SKIP
+    ['dense/kernel:0', 'dense/bias:0']
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import selectors
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..dtypes import DTYPE_BITS, nbytes_for, numpy_dtype_name
+from ..errors import FormatError, LimitError
+from ..model import CheckpointMeta, Entry, Hdf5Location, RawLocation, Safety, TensorMeta
+from . import keras_reader as kr
+from .limits import Limits
+
+_WORKER = Path(__file__).with_name("hdf5_worker.py")
+_ZIP_MAGIC = b"PK\x03\x04"
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_OPTIMIZER_PREFIXES = {"keras2-model": "optimizer_weights/", "keras3-weights": "optimizer/"}
+_STEP_ATTRS = ("step", "global_step")
+_MiB = 1024 * 1024
+
+
+# ------------------------------------------------------------------------------------------ public API
+
+
+def read_hdf5(path: Path, limits: Limits) -> CheckpointMeta:
+    """Metadata of an HDF5 file (`format="hdf5"`), including Keras 2 models and Keras 3 weights files."""
+    result = read_hdf5_many([path], limits)[0]
+    if isinstance(result, FormatError):
+        raise result
+    return result
+
+
+def read_keras(path: Path, limits: Limits) -> CheckpointMeta:
+    """Metadata of a Keras 3 `.keras` zip (`format="keras"`): config.json, metadata.json, model.weights.h5."""
+    result = read_hdf5_many([path], limits)[0]
+    if isinstance(result, FormatError):
+        raise result
+    return result
+
+
+def read_hdf5_many(paths: Sequence[Path], limits: Limits) -> list[CheckpointMeta | FormatError]:
+    """Read many HDF5 / `.keras` files with one worker process (restarted only after a crash).
+
+    Returns one result per path, in order: a `CheckpointMeta`, or the `FormatError` that reading it raised,
+    so one bad file never stops a scan. A path whose content starts like a zip is read as `.keras`.
+    """
+    results: list[CheckpointMeta | FormatError | None] = [None] * len(paths)
+    jobs: list[tuple[int, dict[str, Any], tuple[int, kr.KerasArchive | None]]] = []
+    for i, path in enumerate(paths):
+        path = Path(path)
+        try:
+            size, archive = _precheck(path, limits)
+        except FormatError as exc:
+            results[i] = exc
+            continue
+        item = {"path": str(path), "member": archive.weights_member if archive else None}
+        jobs.append((i, item, (size, archive)))
+    answers = _run_meta([item for _, item, _ in jobs], limits)
+    for (i, _item, (size, archive)), answer in zip(jobs, answers, strict=True):
+        path = Path(paths[i])
+        if isinstance(answer, FormatError):
+            results[i] = answer
+            continue
+        try:
+            results[i] = _build_meta(path, size, answer, archive)
+        except FormatError as exc:
+            results[i] = exc
+    assert all(r is not None for r in results)
+    return results  # type: ignore[return-value]
+
+
+def read_hdf5_dataset(loc: Hdf5Location, limits: Limits) -> tuple[bytes, str, tuple[int, ...]]:
+    """(raw C-order little-endian bytes, canonical dtype, shape) of one dataset, read by the worker.
+
+    For chunked/compressed datasets and datasets inside a `.keras` zip. Datasets with external raw
+    storage or virtual layout are refused: reading them would read other files named by the file.
+    """
+    request = {
+        "op": "dataset",
+        "path": loc.file,
+        "member": loc.member,
+        "dataset": loc.dataset,
+        "memory_bytes": limits.hdf5_memory_bytes,
+    }
+    child = _Child(request, limits)
+    try:
+        deadline = time.monotonic() + limits.hdf5_timeout_s
+        line = child.read_line(deadline, limits.max_keras_member_bytes)
+        if line is None:
+            raise FormatError(loc.file, child.failure())
+        header = _parse_answer(line)
+        if not header.get("ok"):
+            raise FormatError(loc.file, _answer_error(header, limits))
+        nbytes = int(header["nbytes"])
+        if nbytes > limits.hdf5_memory_bytes:
+            cap = limits.hdf5_memory_bytes
+            raise LimitError(loc.file, f"dataset {loc.dataset} has {nbytes} bytes (limit {cap})")
+        data = child.read_exact(nbytes, deadline)
+        if data is None:
+            raise FormatError(loc.file, child.failure())
+    except _Timeout:
+        raise FormatError(loc.file, _timeout_cause(limits)) from None
+    finally:
+        child.close()
+    dtype = _canonical_dtype(header["dtype"], header.get("attr_dtype"))
+    if dtype is None:
+        raise FormatError(loc.file, f"dataset {loc.dataset} has unsupported dtype {header['dtype']}")
+    return data, dtype, tuple(int(n) for n in header["shape"])
+
+
+# ------------------------------------------------------------------------------------- worker client
+
+
+class _Timeout(Exception):
+    pass
+
+
+# Runs the worker file by path, not `-m ckptlab...`, so the child imports neither the ckptlab package nor
+# its readers. Dropping sys.path[0] (the current directory under -c) before any further import means no
+# stray json.py or numpy/ in the directory being scanned can shadow a real module. (-P does this too,
+# but only from Python 3.11.)
+_BOOTSTRAP = (
+    "import sys\n"
+    "if sys.path and sys.path[0] == '':\n"
+    "    del sys.path[0]\n"
+    "import runpy\n"
+    "runpy.run_path(sys.argv.pop(1), run_name='__main__')\n"
+)
+
+
+def _worker_argv() -> list[str]:
+    return [sys.executable, "-c", _BOOTSTRAP, str(_WORKER)]
+
+
+def _worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # one BLAS thread keeps the child's address-space reservation small and predictable under RLIMIT_AS;
+    # file locking fails on read-only or network mounts and a reader never needs it
+    env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env["HDF5_USE_FILE_LOCKING"] = "FALSE"
+    return env
+
+
+class _Child:
+    """One worker process: request written by a thread, answers read with deadlines."""
+
+    def __init__(self, request: dict[str, Any], limits: Limits) -> None:
+        self.limits = limits
+        self._err = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the child; close() closes it
+        self.proc = subprocess.Popen(
+            _worker_argv(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._err,
+            env=_worker_env(),
+            close_fds=True,
+        )
+        payload = json.dumps(request).encode()
+        # a thread, so a child that never reads stdin cannot block us past the timeout
+        threading.Thread(target=self._feed, args=(payload,), daemon=True).start()
+        self._buf = bytearray()
+        self._eof = False
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self.proc.stdout, selectors.EVENT_READ)  # type: ignore[arg-type]
+
+    def _feed(self, payload: bytes) -> None:
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(payload)
+            self.proc.stdin.close()
+        except (BrokenPipeError, OSError, ValueError):
+            pass  # the child died early; its exit status tells why
+
+    def _fill(self, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not self._sel.select(remaining):
+            raise _Timeout
+        chunk = os.read(self.proc.stdout.fileno(), 1 << 20)  # type: ignore[union-attr]
+        if chunk:
+            self._buf += chunk
+        else:
+            self._eof = True
+
+    def read_line(self, deadline: float, max_bytes: int) -> bytes | None:
+        """One answer line, or None when the child exited first."""
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl >= 0:
+                line = bytes(self._buf[:nl])
+                del self._buf[: nl + 1]
+                return line
+            if self._eof:
+                return None
+            if len(self._buf) > max_bytes:
+                raise LimitError(None, f"HDF5 worker answer over {max_bytes} bytes")
+            self._fill(deadline)
+
+    def read_exact(self, n: int, deadline: float) -> bytes | None:
+        while len(self._buf) < n:
+            if self._eof:
+                return None
+            self._fill(deadline)
+        data = bytes(self._buf[:n])
+        del self._buf[:n]
+        return data
+
+    def failure(self) -> str:
+        """Why the child stopped answering: a signal, an out-of-memory, or an error exit."""
+        rc = self.proc.wait()
+        self._err.seek(0, 2)
+        self._err.seek(max(0, self._err.tell() - 4096))
+        tail = self._err.read().decode("utf-8", "replace").strip()
+        if rc < 0:
+            return f"HDF5 parser crashed (signal {-rc})"
+        if "MemoryError" in tail:
+            return _oom_cause(self.limits)
+        last = tail.splitlines()[-1] if tail else "no output"
+        return f"HDF5 parser failed (exit {rc}: {last})"
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._sel.close()
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        self._err.close()
+
+
+def _timeout_cause(limits: Limits) -> str:
+    return f"HDF5 parser timed out after {limits.hdf5_timeout_s:g}s"
+
+
+def _oom_cause(limits: Limits) -> str:
+    return f"HDF5 parser ran out of memory (limit {limits.hdf5_memory_bytes // _MiB} MiB)"
+
+
+def _parse_answer(line: bytes) -> dict[str, Any]:
+    try:
+        answer = json.loads(line)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise FormatError(None, f"HDF5 worker sent a malformed answer ({line[:80]!r})")
+    return answer
+
+
+def _answer_error(answer: dict[str, Any], limits: Limits) -> str:
+    cause = str(answer.get("error", "unknown error"))
+    return _oom_cause(limits) if cause == "oom" else cause
+
+
+def _run_meta(items: list[dict[str, Any]], limits: Limits) -> list[dict[str, Any] | FormatError]:
+    """Facts for each item; a crash or timeout fails only the item in progress, then a new child goes on."""
+    out: list[dict[str, Any] | FormatError] = []
+    while len(out) < len(items):
+        pending = items[len(out) :]
+        request = {
+            "op": "meta",
+            "items": pending,
+            "max_objects": limits.max_hdf5_objects,
+            "max_attr_bytes": limits.max_keras_member_bytes,
+            "memory_bytes": limits.hdf5_memory_bytes,
+        }
+        child = _Child(request, limits)
+        try:
+            for item in pending:
+                path = item["path"]
+                try:
+                    line = child.read_line(time.monotonic() + limits.hdf5_timeout_s, limits.hdf5_memory_bytes)
+                except _Timeout:
+                    out.append(FormatError(path, _timeout_cause(limits)))
+                    break
+                except LimitError as exc:
+                    out.append(LimitError(path, exc.cause))
+                    break
+                if line is None:
+                    out.append(FormatError(path, child.failure()))
+                    break
+                try:
+                    answer = _parse_answer(line)
+                except FormatError as exc:
+                    out.append(FormatError(path, exc.cause))
+                    break
+                if answer.get("ok"):
+                    out.append(answer["facts"])
+                else:
+                    err = LimitError if answer.get("limit") else FormatError
+                    out.append(err(path, _answer_error(answer, limits)))
+        finally:
+            child.close()
+    return out
+
+
+# ------------------------------------------------------------------------------------- meta building
+
+
+def _precheck(path: Path, limits: Limits) -> tuple[int, kr.KerasArchive | None]:
+    """(file size, the `.keras` archive or None), checked without HDF5: exists, not empty, zip caps, JSON."""
+    p = str(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            magic = f.read(8)
+    except IsADirectoryError:
+        raise FormatError(p, "is a directory, not a file") from None
+    except OSError as exc:
+        raise FormatError(p, f"cannot read: {exc.strerror or exc}") from None
+    if size == 0:
+        raise FormatError(p, "empty file (0 bytes)")
+    # content decides; the suffix only makes a non-zip `.keras` fail as a bad archive, not as bad HDF5
+    if magic[:4] == _ZIP_MAGIC or (path.suffix == ".keras" and magic != _HDF5_MAGIC):
+        return size, kr.open_keras_archive(path, limits)
+    return size, None
+
+
+def _canonical_dtype(dtype_str: str, attr_dtype: Any) -> str | None:
+    """'<f4' -> 'float32'; an opaque 2-byte dataset tagged dtype='bfloat16' (Keras 3 saves so) -> bfloat16."""
+    name = numpy_dtype_name(dtype_str)
+    if name is not None:
+        return name
+    code = dtype_str.lstrip("<>|=")
+    tagged = isinstance(attr_dtype, str) and attr_dtype in DTYPE_BITS
+    if tagged and code.startswith("V") and code[1:].isdigit() and DTYPE_BITS[attr_dtype] == 8 * int(code[1:]):
+        return attr_dtype
+    return None
+
+
+class _Builder:
+    """Turns the worker's object list into tensors, entries and findings for one file."""
+
+    def __init__(self, path: Path, size: int, facts: dict[str, Any], member: str | None) -> None:
+        self.path = path
+        self.file = str(path)
+        self.member = member
+        self.size = size
+        self.groups: dict[str, dict[str, Any]] = {}
+        self.datasets: dict[str, dict[str, Any]] = {}
+        self.entries: list[Entry] = []
+        self.unsafe: list[str] = []
+        self.findings: list[str] = []
+        self.warnings: list[str] = []
+        for obj in facts["objects"]:
+            kind, p = obj["type"], obj["path"]
+            if kind == "group" and "attrs" in obj:
+                self.groups[p] = obj["attrs"]
+            elif kind == "dataset":
+                self.datasets[p] = obj
+                self._dataset_safety(obj)
+            elif kind == "external_link":
+                self._unsafe("h5py.ExternalLink", f"external link /{p} -> {obj['file']}:{obj['target']}")
+            elif kind == "soft_link":
+                self.entries.append(Entry(p, "link", f"soft link -> {obj['target']}"))
+        self.root_attrs = self.groups.get("", {})
+        for name, value in self.root_attrs.items():
+            if isinstance(value, dict) and "__omitted__" in value:
+                size = value["__omitted__"]
+                self.warnings.append(f"root attribute {name!r} omitted ({size} bytes, over the cap)")
+
+    def _unsafe(self, global_name: str, finding: str) -> None:
+        if global_name not in self.unsafe:
+            self.unsafe.append(global_name)
+        self.findings.append(finding)
+
+    def _dataset_safety(self, ds: dict[str, Any]) -> None:
+        for name, _offset, _size in ds["external"]:
+            self._unsafe("h5py.ExternalStorage", f"external storage /{ds['path']} -> {name}")
+        for src_file, src_dset in ds["virtual"]:
+            self._unsafe("h5py.VirtualDataset", f"virtual dataset /{ds['path']} -> {src_file}:{src_dset}")
+
+    def tensor(self, name: str, ds: dict[str, Any]) -> TensorMeta | None:
+        """A TensorMeta for a numeric dataset; anything else becomes an entry and gives None."""
+        attr_dtype = ds["attrs"].get("dtype")
+        dtype = _canonical_dtype(ds["dtype"], attr_dtype) if ds["shape"] is not None else None
+        if dtype is None or ds["kind"] not in ("numeric", "opaque"):
+            shape = "no data" if ds["shape"] is None else f"shape {tuple(ds['shape'])}"
+            what = ds["kind"] if ds["kind"] != "numeric" else f"unsupported dtype {ds['dtype']}"
+            self.entries.append(Entry(name, "dataset", f"{what} dataset, {shape}"))
+            return None
+        shape = tuple(int(n) for n in ds["shape"])
+        numel = math.prod(shape)
+        nbytes = nbytes_for(dtype, numel)
+        loc = self._loc(ds, numel, nbytes)
+        # hard links give one dataset several names: the object address makes them tied tensors
+        return TensorMeta(name, shape, dtype, nbytes, storage=f"h5:{ds['addr']}", loc=loc)
+
+    def _loc(self, ds: dict[str, Any], numel: int, nbytes: int) -> RawLocation | Hdf5Location | None:
+        if ds["external"] or ds["virtual"]:
+            return None  # their bytes live in other files the checkpoint names; never read them
+        offset = ds["offset"]
+        raw_ok = (
+            self.member is None
+            and ds["layout"] == "contiguous"
+            and offset is not None
+            and ds["storage_size"] == nbytes
+            and offset >= 0
+            and offset + nbytes <= self.size
+        )
+        if raw_ok:
+            order = "big" if ds["dtype"].startswith(">") else "little"
+            return RawLocation(self.file, offset=int(offset), storage_numel=numel, byteorder=order)
+        return Hdf5Location(self.file, "/" + ds["path"], self.member)
+
+    def add(self, name: str, ds: dict[str, Any], into: list[TensorMeta]) -> None:
+        t = self.tensor(name, ds)
+        if t is not None:
+            into.append(t)
+
+
+def _layout(b: _Builder, keras_archive: bool) -> str:
+    if keras_archive:
+        return "keras3-weights"
+    ra = b.root_attrs
+    if "model_config" in ra or kr.attr_list(b.groups.get("model_weights", {}), "layer_names"):
+        return "keras2-model"
+    if kr.attr_list(ra, "layer_names"):
+        return "keras2-weights"
+    if kr.is_keras3_weights(list(b.datasets), ra):
+        return "keras3-weights"
+    return "generic"
+
+
+def _build_meta(
+    path: Path, size: int, facts: dict[str, Any], archive: kr.KerasArchive | None
+) -> CheckpointMeta:
+    b = _Builder(path, size, facts, archive.weights_member if archive else None)
+    layout = _layout(b, archive is not None)
+    tensors: list[TensorMeta] = []
+    others: list[TensorMeta] = []
+    metadata: dict[str, Any] = {"hdf5_layout": layout}
+    remaining = dict(b.datasets)
+
+    if layout in ("keras2-model", "keras2-weights"):
+        root = "model_weights" if layout == "keras2-model" else ""
+        for name, dpath in kr.keras2_weight_paths(root, b.groups, b.warnings):
+            ds = remaining.pop(dpath, None)
+            if ds is None:
+                b.warnings.append(f"weight {name!r} listed in weight_names has no dataset /{dpath}")
+            else:
+                b.add(name, ds, tensors)
+    # what no Keras 2 weight list claimed: optimizer state by prefix, everything else a tensor by its path
+    opt_prefix = _OPTIMIZER_PREFIXES.get(layout if layout != "keras2-weights" else "keras2-model")
+    # HDF5 lists names alphabetically ('vars/10' before 'vars/2'): sort naturally, except that Keras 2
+    # lists its optimizer weights in creation order in an attribute
+    order = (
+        kr.attr_list(b.groups.get("optimizer_weights", {}), "weight_names")
+        if layout.startswith("keras2")
+        else []
+    )
+    rank = {f"optimizer_weights/{w}": i for i, w in enumerate(order)}
+    names = sorted(remaining, key=lambda n: (rank.get(n, len(rank)), kr.natural_key(n)))
+    for dpath in names:
+        is_opt = opt_prefix is not None and dpath.startswith(opt_prefix)
+        b.add(dpath, remaining[dpath], others if is_opt else tensors)
+
+    framework = "keras" if layout != "generic" else None
+    entries: list[Entry] = []
+    docs = None
+    if layout.startswith("keras2"):
+        docs = kr.keras2_docs(b.file, b.root_attrs, b.groups.get("model_weights", {}))
+    elif archive is not None:
+        docs = kr.keras3_docs(archive)
+    if docs is not None:
+        metadata.update(docs.metadata)
+        entries += docs.entries
+        b.unsafe += [g for g in docs.unsafe if g not in b.unsafe]
+        b.findings += [f for f in docs.findings if f not in b.findings]
+    if others:
+        opt_group = "optimizer_weights" if layout.startswith("keras2") else "optimizer"
+        opt_name = _optimizer_name(b, opt_group, metadata)
+        summary = f"{opt_name + ', ' if opt_name else ''}{len(others)} tensors"
+        entries.append(Entry(opt_group, "optimizer", summary))
+    step, epoch, metrics = _progress(b.root_attrs)
+    return CheckpointMeta(
+        path=str(path),
+        format="keras" if archive is not None else "hdf5",
+        size_bytes=b.size,
+        tensors=tuple(tensors),
+        step=step,
+        epoch=epoch,
+        metrics=metrics,
+        has_optimizer=bool(others),
+        metadata=metadata,
+        entries=tuple(entries + b.entries),
+        safety=Safety(tuple(b.unsafe), tuple(b.findings)),
+        layout="file",
+        framework=framework,
+        files=(str(path),),
+        other_tensors=tuple(others),
+        warnings=tuple(b.warnings) + (archive.warnings if archive else ()),
+    )
+
+
+def _optimizer_name(b: _Builder, group: str, metadata: dict[str, Any]) -> str | None:
+    if isinstance(metadata.get("optimizer"), str):
+        return metadata["optimizer"]
+    name = b.groups.get(f"{group}/vars", {}).get("name")  # Keras 3 names the optimizer's vars group
+    return name if isinstance(name, str) else None
+
+
+def _progress(root_attrs: dict[str, Any]) -> tuple[int | None, int | float | None, dict[str, float]]:
+    """step / epoch / metrics from root attributes (`step`, `global_step`, `epoch`, float scalars)."""
+    step: int | None = None
+    epoch: int | float | None = None
+    metrics: dict[str, float] = {}
+    for key, value in root_attrs.items():
+        if isinstance(value, list) and len(value) == 1:
+            value = value[0]  # h5py stores a Python scalar as a 1-element array by some writers
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if key in _STEP_ATTRS and isinstance(value, int):
+            step = value if step is None or key == "step" else step
+        elif key == "epoch":
+            epoch = value
+        elif isinstance(value, float):
+            metrics[key] = value
+    return step, epoch, metrics
