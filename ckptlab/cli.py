@@ -120,6 +120,87 @@ def render_stats(stats: Sequence[Any]) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- scan / ls
+
+
+def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from .index.store import Store
+
+    return Store(args.db)  # None -> CKPTLAB_DB or the user cache dir
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from .index.scan import scan
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\r{phase} {done}/{total}")
+            if done == total:
+                sys.stderr.write("\n")
+
+    with _store(args) as store:
+        result = scan(args.roots, store, workers=args.workers, progress=progress)
+    if args.json:
+        _emit_json(result.to_json())
+    else:
+        print(render_entries(result.entries))
+        for path, err in result.errors:
+            sys.stderr.write(f"warning: {path}: {err}\n")
+        print(
+            f"\n{len(result.entries)} checkpoints ({result.parsed} read, {result.reused} unchanged), "
+            f"{result.files_seen} files seen, {len(result.errors)} errors, {result.seconds:.2f} s"
+        )
+    missing_roots = [p for p, e in result.errors if p in result.roots]
+    return 1 if missing_roots else 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        entries = store.entries(run=args.run)
+        errors = store.errors()
+    if args.json:
+        _emit_json(
+            {
+                "checkpoints": [e.to_json() for e in entries],
+                "errors": [{"path": p, "error": e} for p, e in errors],
+            }
+        )
+    else:
+        print(render_entries(entries) if entries else "the index is empty: run `ckptlab scan ROOT` first")
+    return 0
+
+
+def render_entries(entries: Sequence[Any]) -> str:
+    """A table of index rows: run, checkpoint, step, epoch, format, size, params, safety, status."""
+    if not entries:
+        return "no checkpoints found"
+    rows = []
+    for e in entries:
+        run = os.path.basename(e.run) or e.run
+        name = os.path.relpath(e.path, e.run) if e.path.startswith(e.run) else e.path
+        safe = "-" if e.safe is None else ("safe" if e.safe else "UNSAFE")
+        status = e.status if e.status == "ok" else f"{e.status}: {e.reason}"
+        rows.append(
+            (
+                run,
+                name,
+                "-" if e.step is None else str(e.step),
+                "-" if e.epoch is None else f"{e.epoch:g}",
+                e.format or "-",
+                human_bytes(e.size_bytes),
+                "-" if e.n_params is None else human_count(e.n_params),
+                safe,
+                status,
+            )
+        )
+    head = ("run", "checkpoint", "step", "epoch", "format", "size", "params", "safety", "status")
+    widths = [min(48, max(len(r[i]) for r in [head, *rows])) for i in range(len(head) - 1)]
+    lines = ["  ".join(f"{c:<{w}}" for c, w in zip(head, widths, strict=False)) + "  status"]
+    for r in rows:
+        lines.append("  ".join(f"{c[:w]:<{w}}" for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------- demo
 
 
@@ -160,6 +241,26 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--limit", type=int, default=40, help="tensors shown in the text table (default 40)")
     ins.add_argument("--all", action="store_true", help="show every tensor in the text table")
     ins.set_defaults(func=cmd_inspect)
+
+    db_help = "index database (default: $CKPTLAB_DB or the user cache dir)"
+    sc = sub.add_parser(
+        "scan",
+        help="index checkpoint directories into the SQLite index (incremental)",
+        description="Index the checkpoints under ROOTs (logical checkpoints; unchanged ones are reused).",
+    )
+    sc.add_argument("roots", nargs="+", metavar="ROOT", help="directories to scan")
+    sc.add_argument("--db", default=None, help=db_help)
+    sc.add_argument(
+        "--workers", type=int, default=8, help="parallel readers (default 8; more for network storage)"
+    )
+    sc.add_argument("--json", action="store_true", help="print one JSON document")
+    sc.set_defaults(func=cmd_scan)
+
+    ls = sub.add_parser("ls", help="list the index without scanning", description="List indexed checkpoints.")
+    ls.add_argument("--run", default=None, help="only this run (its path or directory name)")
+    ls.add_argument("--db", default=None, help=db_help)
+    ls.add_argument("--json", action="store_true", help="print one JSON document")
+    ls.set_defaults(func=cmd_ls)
 
     demo = sub.add_parser(
         "demo",

@@ -281,3 +281,62 @@ def _jsonable(obj: Any) -> Any:
     if obj is None or isinstance(obj, (str, int, float, bool)):
         return obj
     return str(obj)
+
+
+STATUSES = ("ok", "unreadable", "incomplete", "debris")
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One row of the index: a logical checkpoint as scanned (possibly unreadable, incomplete or debris)."""
+
+    path: str
+    run: str
+    root: str
+    layout: str  # file | sharded | hf-checkpoint | dcp
+    status: str  # ok | unreadable | incomplete | debris
+    fingerprint: str  # (relpath, size, mtime_ns) of every part: unchanged -> not read again
+    files: tuple[tuple[str, int, int], ...] = ()  # (path, size, mtime_ns)
+    format: str | None = None
+    framework: str | None = None
+    step: int | None = None
+    epoch: int | float | None = None
+    size_bytes: int = 0
+    n_tensors: int | None = None
+    n_params: int | None = None
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    has_optimizer: bool | None = None
+    has_scheduler: bool | None = None
+    has_rng_state: bool | None = None
+    safe: bool | None = None
+    unsafe_globals: tuple[str, ...] = ()
+    reason: str | None = None  # why the status is not ok
+    mtime: float | None = None
+    meta: Mapping[str, Any] | None = None  # the inspect document without tensors
+
+    @property
+    def size_str(self) -> str:
+        return human_bytes(self.size_bytes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "run": self.run,
+            "format": self.format,
+            "layout": self.layout,
+            "framework": self.framework,
+            "step": self.step,
+            "epoch": self.epoch,
+            "size_bytes": self.size_bytes,
+            "n_tensors": self.n_tensors,
+            "n_params": self.n_params,
+            "metrics": _jsonable(dict(self.metrics)),
+            "has_optimizer": self.has_optimizer,
+            "has_scheduler": self.has_scheduler,
+            "has_rng_state": self.has_rng_state,
+            "safe": self.safe,
+            "unsafe_globals": list(self.unsafe_globals),
+            "status": self.status,
+            "reason": self.reason,
+            "mtime": self.mtime,
+        }

@@ -1,0 +1,1 @@
+"""The checkpoint index: scanning roots into a SQLite store."""

@@ -1,0 +1,390 @@
+"""Walk roots, group files into logical checkpoints, read what changed, write the index.
+
+Tolerant (a bad file or unreadable directory becomes a row or an error, never an exception that stops the
+scan), incremental (parts whose (path, size, mtime) are unchanged are not read again), parallel (a thread
+pool for network storage; HDF5 files go in batches through the isolated h5py worker). No torch import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ..errors import CkptlabError, FormatError, IncompleteError
+from ..formats import detect_file, read_meta
+from ..formats.limits import DEFAULT_LIMITS, Limits
+from ..formats.multifile import is_hf_checkpoint_dir
+from ..layouts import (
+    CHECKPOINT_SUFFIXES,
+    debris_reason,
+    looks_like_checkpoint_name,
+    order_key,
+    parse_name,
+    run_dir,
+)
+from ..model import CheckpointMeta, IndexEntry, TensorMeta
+from .store import Store
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
+MAX_INDEX_JSON = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A logical checkpoint found on disk, before reading it."""
+
+    path: Path
+    layout: str  # file | sharded | hf-checkpoint | dcp
+    parts: tuple[Path, ...]
+    missing: tuple[str, ...] = ()
+    debris: str | None = None
+
+
+@dataclass
+class ScanResult:
+    roots: list[str]
+    entries: list[IndexEntry] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    files_seen: int = 0
+    parsed: int = 0
+    reused: int = 0
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "roots": self.roots,
+            "checkpoints": [e.to_json() for e in self.entries],
+            "errors": [{"path": p, "error": e} for p, e in self.errors],
+            "stats": {
+                "files_seen": self.files_seen,
+                "checkpoints": len(self.entries),
+                "parsed": self.parsed,
+                "reused": self.reused,
+                "seconds": round(self.seconds, 3),
+            },
+        }
+
+
+def _weight_map_files(index: Path) -> list[str] | None:
+    try:
+        if index.stat().st_size > MAX_INDEX_JSON:
+            return None
+        doc = json.loads(index.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return None
+    wm = doc.get("weight_map") if isinstance(doc, dict) else None
+    if not isinstance(wm, dict):
+        return None
+    return list(dict.fromkeys(str(v) for v in wm.values()))
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def discover(root: Path, errors: list[tuple[str, str]]) -> tuple[list[Candidate], int]:
+    """Every logical checkpoint under `root` and the number of files seen. Symlinked directories are not
+    followed; symlinked files are followed only when the target stays inside the root."""
+    real_root = os.path.realpath(root)
+    out: list[Candidate] = []
+    files_seen = 0
+    if root.is_dir() and (_is_dcp_dir(root) or is_hf_checkpoint_dir(root)):
+        stack: list[Path] = []
+        out.append(_dir_candidate(root))
+    else:
+        stack = [root]
+    while stack:
+        d = stack.pop()
+        try:
+            with os.scandir(d) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            errors.append((str(d), f"cannot read directory: {e.strerror or e}"))
+            continue
+        consumed: set[str] = set()
+        for e in entries:
+            if e.name.endswith(".index.json") and e.is_file(follow_symlinks=False):
+                shards = _weight_map_files(Path(e.path))
+                if shards is None:
+                    continue
+                present = tuple(Path(d, s) for s in shards if os.path.isfile(os.path.join(d, s)))
+                missing = tuple(s for s in shards if not os.path.isfile(os.path.join(d, s)))
+                consumed.add(e.name)
+                consumed.update(shards)
+                out.append(Candidate(Path(e.path), "sharded", (Path(e.path), *present), missing))
+        for e in entries:
+            if e.name in consumed:
+                continue
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    p = Path(e.path)
+                    if (
+                        why := debris_reason(e.name, size=None, mtime=None, now=0.0, settle_seconds=0)
+                    ) is not None:
+                        out.append(Candidate(p, "file", (), debris=why))
+                    elif _is_dcp_dir(p) or is_hf_checkpoint_dir(p):
+                        out.append(_dir_candidate(p))
+                        files_seen += len(out[-1].parts)
+                    else:
+                        stack.append(p)
+                    continue
+                files_seen += 1
+                if e.is_symlink():
+                    target = os.path.realpath(e.path)
+                    if not os.path.exists(target):
+                        if looks_like_checkpoint_name(e.name):
+                            link = os.readlink(e.path)
+                            why = debris_reason(
+                                e.name,
+                                size=None,
+                                mtime=None,
+                                now=0.0,
+                                is_symlink=True,
+                                target_exists=False,
+                                link_target=link,
+                            )
+                            out.append(Candidate(Path(e.path), "file", (), debris=why))
+                        continue
+                    if not _inside(target, real_root) or not os.path.isfile(target):
+                        continue  # never follow a link out of the root
+                elif not e.is_file(follow_symlinks=False):
+                    continue
+                # a checkpoint suffix is enough (a broken .pt is an error row); others need checkpoint magic
+                if e.name.lower().endswith(CHECKPOINT_SUFFIXES) or (
+                    looks_like_checkpoint_name(e.name) and not e.name.startswith(".") and _sniff(Path(e.path))
+                ):
+                    out.append(Candidate(Path(e.path), "file", (Path(e.path),)))
+            except OSError as err:
+                errors.append((e.path, f"cannot stat: {err.strerror or err}"))
+    return out, files_seen
+
+
+def _is_dcp_dir(p: Path) -> bool:
+    return (p / ".metadata").is_file()
+
+
+def _dir_candidate(p: Path) -> Candidate:
+    layout = "dcp" if _is_dcp_dir(p) else "hf-checkpoint"
+    with os.scandir(p) as it:
+        parts = tuple(sorted(Path(e.path) for e in it if e.is_file(follow_symlinks=False)))
+    return Candidate(p, layout, parts)
+
+
+def _sniff(p: Path) -> bool:
+    """Content check for files whose names say nothing (e.g. `model` with no suffix). A text file can look
+    like a protocol-0 pickle, so only binary pickles (PROTO opcode) count."""
+    try:
+        kind = detect_file(p)
+        if kind == "pickle":
+            with open(p, "rb") as f:
+                return f.read(1) == b"\x80"
+        return kind in ("safetensors", "zip", "hdf5")
+    except (FormatError, OSError):
+        return False
+
+
+def _fingerprint(c: Candidate, root: Path) -> tuple[str, tuple[tuple[str, int, int], ...], float | None]:
+    parts = []
+    newest = None
+    for p in c.parts:
+        st = p.stat()
+        parts.append((str(p), st.st_size, st.st_mtime_ns))
+        newest = max(newest or 0.0, st.st_mtime)
+    h = hashlib.sha1(usedforsecurity=False)
+    h.update(c.layout.encode())
+    for path, size, mtime in parts:
+        h.update(f"{os.path.relpath(path, root)}\0{size}\0{mtime}\n".encode())
+    h.update(("missing:" + ",".join(c.missing)).encode())
+    return h.hexdigest(), tuple(parts), newest
+
+
+def _base_entry(
+    c: Candidate, root: Path, fp: str, files: tuple[tuple[str, int, int], ...], mtime: float | None
+) -> IndexEntry:
+    name = parse_name(c.path.name)
+    return IndexEntry(
+        path=str(c.path),
+        run=str(run_dir(c.path)),
+        root=str(root),
+        layout=c.layout,
+        status="ok",
+        fingerprint=fp,
+        files=files,
+        step=name.step,
+        epoch=name.epoch,
+        size_bytes=sum(f[1] for f in files),
+        metrics=dict(name.metrics),
+        mtime=mtime,
+    )
+
+
+def entry_from_meta(base: IndexEntry, meta: CheckpointMeta) -> IndexEntry:
+    """Content first, then the name: a step saved in the file beats one parsed from its name."""
+    doc = meta.to_json()
+    doc.pop("tensors", None)
+    return replace(
+        base,
+        format=meta.format,
+        framework=meta.framework,
+        layout=meta.layout if base.layout == "file" else base.layout,
+        step=meta.step if meta.step is not None else base.step,
+        epoch=meta.epoch if meta.epoch is not None else base.epoch,
+        n_tensors=meta.n_tensors,
+        n_params=meta.n_params,
+        metrics={**base.metrics, **meta.metrics},
+        has_optimizer=meta.has_optimizer,
+        has_scheduler=meta.has_scheduler,
+        has_rng_state=meta.has_rng_state,
+        safe=meta.safety.safe,
+        unsafe_globals=meta.safety.unsafe_globals,
+        reason="; ".join(meta.warnings) or None,
+        meta=doc,
+    )
+
+
+def scan(
+    roots: Iterable[str | os.PathLike[str]],
+    store: Store,
+    *,
+    now: float | None = None,
+    settle_seconds: float = 5.0,
+    workers: int = 8,
+    progress: Progress | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> ScanResult:
+    """Scan `roots` into `store`; returns every checkpoint under them (read now or reused)."""
+    t0 = time.perf_counter()
+    now = time.time() if now is None else now
+    result = ScanResult(roots=[str(Path(r).resolve()) for r in roots])
+    for root_s in result.roots:
+        root = Path(root_s)
+        errors: list[tuple[str, str]] = []
+        if not root.exists():
+            result.errors.append((root_s, "no such file or directory"))
+            continue
+        candidates, seen = discover(root, errors)
+        result.files_seen += seen
+        known = store.fingerprints(root_s)
+        previous = {e.path: e for e in store.entries(root=root_s)} if known else {}
+        entries: list[IndexEntry] = []  # every checkpoint under the root
+        fresh: list[IndexEntry] = []  # the ones to (re)write: not reused
+        to_read: list[tuple[Candidate, IndexEntry]] = []
+        for c in candidates:
+            try:
+                fp, files, mtime = _fingerprint(c, root)
+            except OSError as err:
+                errors.append((str(c.path), f"cannot stat: {err.strerror or err}"))
+                continue
+            base = _base_entry(c, root, fp, files, mtime)
+            why = c.debris or _late_debris(c, files, now, settle_seconds)
+            if why:
+                fresh.append(replace(base, status="debris", reason=why))
+            elif c.missing:
+                listed = ", ".join(c.missing[:3]) + (", …" if len(c.missing) > 3 else "")
+                fresh.append(replace(base, status="incomplete", reason=f"missing shard(s): {listed}"))
+            elif known.get(base.path) == fp and base.path in previous:
+                entries.append(previous[base.path])
+                result.reused += 1
+            else:
+                to_read.append((c, base))
+        read, tensors = _read_all(to_read, limits, workers, progress)
+        result.parsed += len(to_read)
+        fresh.extend(read)
+        entries.extend(fresh)
+        errors.extend((e.path, e.reason or "unreadable") for e in read if e.status == "unreadable")
+        store.save_scan(root_s, fresh, tensors, [e.path for e in entries], errors, now)
+        result.entries.extend(sorted(entries, key=_order))
+        result.errors.extend(errors)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _order(e: IndexEntry) -> tuple[object, ...]:
+    epoch = int(e.epoch) if e.epoch is not None else None
+    return (e.run, *order_key(e.step, epoch, os.path.basename(e.path)))
+
+
+def _late_debris(
+    c: Candidate, files: tuple[tuple[str, int, int], ...], now: float, settle: float
+) -> str | None:
+    """Zero-byte parts and parts still being written (modified within `settle` seconds)."""
+    for path, size, mtime_ns in files:
+        why = debris_reason(
+            os.path.basename(path), size=size, mtime=mtime_ns / 1e9, now=now, settle_seconds=settle
+        )
+        if why:
+            return why if len(files) == 1 else f"{os.path.basename(path)}: {why}"
+    return None
+
+
+def _read_one(c: Candidate, base: IndexEntry, limits: Limits) -> tuple[IndexEntry, tuple[TensorMeta, ...]]:
+    try:
+        meta = read_meta(c.path, limits)
+    except IncompleteError as e:
+        return replace(base, status="incomplete", reason=e.cause), ()
+    except CkptlabError as e:
+        return replace(base, status="unreadable", reason=e.cause), ()
+    return entry_from_meta(base, meta), meta.tensors
+
+
+def _read_all(
+    todo: list[tuple[Candidate, IndexEntry]], limits: Limits, workers: int, progress: Progress | None
+) -> tuple[list[IndexEntry], dict[str, tuple[TensorMeta, ...]]]:
+    """Read candidates in a thread pool; plain HDF5 files go through the h5py worker in batches."""
+    out: list[IndexEntry] = []
+    tensors: dict[str, tuple[TensorMeta, ...]] = {}
+    total, done = len(todo), 0
+    hdf5, other = [], []
+    for c, base in todo:
+        (hdf5 if c.layout == "file" and _is_hdf5(c.path) else other).append((c, base))
+
+    def report() -> None:
+        if progress:
+            progress("read", done, total)
+
+    report()
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        batches = (
+            [hdf5[i :: max(1, min(2, len(hdf5)))] for i in range(max(1, min(2, len(hdf5))))] if hdf5 else []
+        )
+        hdf5_futures = [pool.submit(_read_hdf5_batch, b, limits) for b in batches if b]
+        for entry, ts in pool.map(lambda cb: _read_one(cb[0], cb[1], limits), other):
+            out.append(entry)
+            tensors[entry.path] = ts
+            done += 1
+            report()
+        for fut in hdf5_futures:
+            for entry, ts in fut.result():
+                out.append(entry)
+                tensors[entry.path] = ts
+                done += 1
+            report()
+    return out, tensors
+
+
+def _is_hdf5(p: Path) -> bool:
+    try:
+        return detect_file(p) == "hdf5"
+    except (FormatError, OSError):
+        return False
+
+
+def _read_hdf5_batch(
+    batch: list[tuple[Candidate, IndexEntry]], limits: Limits
+) -> list[tuple[IndexEntry, tuple[TensorMeta, ...]]]:
+    from ..formats.hdf5_reader import read_hdf5_many
+
+    results = read_hdf5_many([c.path for c, _ in batch], limits)
+    out = []
+    for (_, base), res in zip(batch, results, strict=True):
+        if isinstance(res, CkptlabError):
+            out.append((replace(base, status="unreadable", reason=res.cause), ()))
+        else:
+            out.append((entry_from_meta(base, res), res.tensors))
+    return out
