@@ -155,14 +155,28 @@ def discover(root: Path, errors: list[tuple[str, str]]) -> tuple[list[Candidate]
                         continue  # never follow a link out of the root
                 elif not e.is_file(follow_symlinks=False):
                     continue
+                if _temp_save(e.name):  # `model.pth.tmp`, `x.ckpt.partial`: a save that never finished
+                    why = debris_reason(e.name, size=None, mtime=None, now=0.0, settle_seconds=0)
+                    out.append(Candidate(Path(e.path), "file", (Path(e.path),), debris=why))
                 # a checkpoint suffix is enough (a broken .pt is an error row); others need checkpoint magic
-                if e.name.lower().endswith(CHECKPOINT_SUFFIXES) or (
+                elif e.name.lower().endswith(CHECKPOINT_SUFFIXES) or (
                     looks_like_checkpoint_name(e.name) and not e.name.startswith(".") and _sniff(Path(e.path))
                 ):
                     out.append(Candidate(Path(e.path), "file", (Path(e.path),)))
             except OSError as err:
                 errors.append((e.path, f"cannot stat: {err.strerror or err}"))
     return out, files_seen
+
+
+_TEMP_SUFFIXES = (".tmp", ".partial", ".part", ".incomplete", ".crdownload")
+
+
+def _temp_save(name: str) -> bool:
+    lower = name.lower()
+    for suffix in _TEMP_SUFFIXES:
+        if lower.endswith(suffix):
+            return lower.removesuffix(suffix).endswith(CHECKPOINT_SUFFIXES)
+    return False
 
 
 def _is_dcp_dir(p: Path) -> bool:
@@ -288,7 +302,12 @@ def scan(
             elif c.missing:
                 listed = ", ".join(c.missing[:3]) + (", …" if len(c.missing) > 3 else "")
                 fresh.append(replace(base, status="incomplete", reason=f"missing shard(s): {listed}"))
-            elif known.get(base.path) == fp and base.path in previous:
+            elif (
+                known.get(base.path) == fp
+                and base.path in previous
+                and previous[base.path].status != "debris"
+            ):
+                # unchanged since the last scan; debris is never reused, since a settled save must be read
                 entries.append(previous[base.path])
                 result.reused += 1
             else:

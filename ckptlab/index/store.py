@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import CkptlabError
 from ..model import IndexEntry, TensorMeta
 
 Migration = Callable[[sqlite3.Connection], None]
@@ -89,6 +90,7 @@ def _initial(db: sqlite3.Connection) -> None:
         CREATE TABLE tensors (
             checkpoint_id INTEGER NOT NULL REFERENCES checkpoints(id) ON DELETE CASCADE,
             name TEXT NOT NULL,
+            position INTEGER NOT NULL,
             shape TEXT NOT NULL,
             dtype TEXT NOT NULL,
             numel INTEGER NOT NULL,
@@ -145,9 +147,24 @@ class Store:
         self.db.execute("PRAGMA busy_timeout = 30000")
         self.db.execute("PRAGMA foreign_keys = ON")
         if str(self.path) != ":memory:":
-            self.db.execute("PRAGMA journal_mode = WAL")
+            self._enable_wal()
         self.db.execute("PRAGMA synchronous = NORMAL")
         self.migrate()
+
+    def _enable_wal(self, wait_s: float = 30.0) -> None:
+        # switching to WAL needs an exclusive lock and SQLite does not call the busy handler for it, so two
+        # processes opening a brand-new index at once must retry here
+        deadline = time.monotonic() + wait_s
+        delay = 0.01
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise CkptlabError(str(self.path), f"cannot open the index: {e}") from None
+                time.sleep(delay)
+                delay = min(0.2, delay * 2)
 
     def __enter__(self) -> Store:
         return self
@@ -281,9 +298,12 @@ class Store:
         )
         if tensors:
             db.executemany(
-                "INSERT OR IGNORE INTO tensors (checkpoint_id, name, shape, dtype, numel, nbytes) "
-                "VALUES (?,?,?,?,?,?)",
-                [(cid, t.name, json.dumps(list(t.shape)), t.dtype, t.numel, t.nbytes) for t in tensors],
+                "INSERT OR IGNORE INTO tensors (checkpoint_id, name, position, shape, dtype, numel, nbytes) "
+                "VALUES (?,?,?,?,?,?,?)",
+                [
+                    (cid, t.name, i, json.dumps(list(t.shape)), t.dtype, t.numel, t.nbytes)
+                    for i, t in enumerate(tensors)
+                ],
             )
 
     def forget_root(self, root: str) -> None:
@@ -361,7 +381,7 @@ class Store:
         rows = self.db.execute(
             "SELECT t.name, t.shape, t.dtype, t.nbytes FROM tensors t "
             "JOIN checkpoints c ON c.id = t.checkpoint_id "
-            "WHERE c.path = ? ORDER BY rowid",
+            "WHERE c.path = ? ORDER BY t.position",
             (path,),
         )
         return [TensorMeta(r[0], tuple(json.loads(r[1])), r[2], r[3]) for r in rows]
