@@ -194,4 +194,6 @@ def _num_or_none(v: str | None) -> int | float | None:
         f = float(v)
     except ValueError:
         return None
+    if not math.isfinite(f):  # "nan" / "inf" strings: not an epoch (and not representable in JSON)
+        return None
     return int(f) if f.is_integer() else f

@@ -167,7 +167,35 @@ def open_zip(f: IO[bytes], size: int, path: str, limits: Limits) -> zipfile.ZipF
         raise LimitError(path, f"zip holds more than {limits.max_zip_entries} entries")
     if any(not info.filename for info in zf.infolist()):  # ZipInfo.is_dir() raises IndexError on these
         raise FormatError(path, "damaged zip archive (a member has an empty name)")
+    _refuse_ambiguous_names(zf, path)
     return zf
+
+
+def _refuse_ambiguous_names(zf: zipfile.ZipFile, path: str) -> None:
+    """Two members torch could confuse make the archive ambiguous: zipfile's getinfo() returns the LAST of
+    duplicate names, while torch's miniz reader returns the first, and matches names case-insensitively. A
+    benign `data.pkl` after a malicious `DATA.PKL` (or a second `data.pkl`) would be checked while torch
+    loads the other. Exact duplicates are refused; case-only collisions where torch reads by name (pickles,
+    storage records, byteorder, version) too. TorchScript code files differing in case stay allowed."""
+    names: set[str] = set()
+    seen: dict[str, str] = {}
+    for info in zf.infolist():
+        name = info.filename
+        if name in names:
+            raise FormatError(path, f"ambiguous zip archive: member {name!r} appears twice")
+        names.add(name)
+        low = name.lower()
+        other = seen.get(low)
+        if other is not None and _read_by_name(low):
+            raise FormatError(
+                path, f"ambiguous zip archive: members {other!r} and {name!r} differ only in case"
+            )
+        seen.setdefault(low, name)
+
+
+def _read_by_name(low: str) -> bool:
+    parts = low.split("/")
+    return low.endswith(".pkl") or parts[-1] in ("byteorder", "version") or "data" in parts[:-1]
 
 
 def data_offset(f: IO[bytes], info: zipfile.ZipInfo, size: int, path: str) -> int:
