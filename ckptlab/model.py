@@ -135,16 +135,18 @@ class Safety:
 
     unsafe_globals: tuple[str, ...] = ()
     findings: tuple[str, ...] = ()  # human detail: where each unsafe thing was seen
+    unverified: tuple[str, ...] = ()  # parts that could not be checked (unreadable): never called safe
 
     @property
     def safe(self) -> bool:
-        return not self.unsafe_globals
+        return not self.unsafe_globals and not self.unverified
 
     def to_json(self) -> dict[str, Any]:
         return {
             "safe": self.safe,
             "unsafe_globals": list(self.unsafe_globals),
             "findings": list(self.findings),
+            "unverified": list(self.unverified),
         }
 
 

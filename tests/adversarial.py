@@ -434,14 +434,6 @@ def assert_one_line_error(out: str, err: str, path: Path | str) -> str:
 
 # ---------------------------------------------------------------- malicious payload helpers
 
-# what a protocol-2 pickle (torch.save's default) writes for a Python 3 global, through _compat_pickle
-PY2_NAMES = {
-    "builtins.exec": "__builtin__.exec",
-    "builtins.eval": "__builtin__.eval",
-    "subprocess.Popen": "commands.Popen",
-}
-
-
 def payload_ops(obj: Any) -> Raw:
     """The opcodes `pickle.dumps(obj, 2)` writes for `obj`, without PROTO/STOP and without memo PUTs, so
     they can be spliced into another stream (see `inject`). Python 3 names (fix_imports=False): a protocol-4

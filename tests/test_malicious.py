@@ -23,7 +23,6 @@ from typing import Any
 
 import pytest
 from adversarial import (
-    PY2_NAMES,
     armed,
     asm,
     assert_one_line_error,
@@ -52,8 +51,8 @@ PAYLOADS = ["system", "exec", "popen"]
 
 
 def accepted(qualname: str) -> set[str]:
-    """The global as Python 3 names it, or as a protocol-2 pickle spells it (torch.save's protocol)."""
-    return {qualname, PY2_NAMES.get(qualname, qualname)}
+    """The global as Python 3 resolves it: a protocol-2 spelling (`__builtin__.exec`) is reported mapped."""
+    return {qualname}
 
 
 def read_armed(path: Path) -> CheckpointMeta:
@@ -284,7 +283,8 @@ def test_raw_pickle_error_names_the_global(
     with armed() as calls, pytest.raises(FormatError) as ei:
         read_meta(path)
     assert calls == [] and not marker.exists()
-    expected = qualname if protocol > 2 else PY2_NAMES.get(qualname, qualname)
+    # reported as Python 3 resolves it, whatever the protocol spelled (`__builtin__.exec` -> builtins.exec)
+    expected = qualname
     assert ei.value.cause.endswith(f"it references unsafe globals {expected}"), ei.value.cause
     with armed():
         assert cli_main(["inspect", str(path), "--json"]) == 1
@@ -471,7 +471,8 @@ def test_ambiguous_archive_is_refused(tmp_path: Path, case: str) -> None:
     path = write(tmp_path / "model.pt", build(*_evil_and_good(marker)))
     with armed(), pytest.raises(FormatError) as ei:
         read_meta(path)
-    assert ei.value.cause == cause and not marker.exists()
+    # the refusal also names the hidden copy's payload: torch would run it
+    assert ei.value.cause == f"{cause}; it references unsafe globals os.system" and not marker.exists()
 
 
 @pytest.mark.parametrize("case", list(DIFFERENTIAL))
@@ -482,7 +483,7 @@ def test_control_torch_loads_the_hidden_copy(tmp_path: Path, case: str) -> None:
     assert marker.exists(), "torch no longer loads the first/case-folded copy: the refusal may be relaxed"
 
 
-# ================================================================ known gaps (xfail strict: see reasons)
+# ================================================================ payloads behind refusals and odd parts
 
 
 def _crc_damaged(z: bytes, member: str) -> bytes:
@@ -515,13 +516,6 @@ def test_control_torch_loads_refused_data_pkl(tmp_path: Path, kind: str) -> None
     assert marker.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="torch_reader refuses a deflated or CRC-damaged data.pkl ('torch.save never compresses' / 'fails "
-    "its CRC-32 check') without scanning it, but torch.load inflates it / ignores the CRC and runs it: the "
-    "error line should still name its unsafe globals (scan a bounded read with scan_globals, as "
-    "_zip_pickle_globals does for non-checkpoint zips) so the user is not told merely 'damaged'",
-)
 @pytest.mark.parametrize("kind", ["deflated", "bad-crc"])
 def test_refused_data_pkl_error_names_unsafe_globals(tmp_path: Path, kind: str) -> None:
     marker = tmp_path / "MARKER"
@@ -531,13 +525,6 @@ def test_refused_data_pkl_error_names_unsafe_globals(tmp_path: Path, kind: str) 
     assert "posix.system" in ei.value.cause and not marker.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pickle_vm reports globals as spelled in the stream; a protocol-2 pickle (torch.save's default) "
-    "writes __builtin__.exec / commands.Popen, which Python 3's unpickler maps (fix_imports, "
-    "_compat_pickle.NAME_MAPPING/IMPORT_MAPPING) to builtins.exec / subprocess.Popen before calling them. "
-    "Report the name that would be resolved (optionally with the raw spelling)",
-)
 @pytest.mark.parametrize("payload", ["exec", "popen"])
 def test_protocol_2_globals_reported_by_their_python_3_name(tmp_path: Path, payload: str) -> None:
     marker = tmp_path / "MARKER"
@@ -567,13 +554,6 @@ def test_control_torch_load_runs_plain_pickle_part(tmp_path: Path, part: str) ->
     assert marker.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="multifile.read_hf_checkpoint turns an unreadable part into a warning only: a checkpoint-N/ dir "
-    "whose training_args.bin / optimizer.pt is a plain malicious pickle (torch.load runs it) is reported "
-    "safe=True with the global mentioned only in `warnings`. Merge the globals named by the part's error "
-    "(or scan_globals of the part) into safety.unsafe_globals",
-)
 @pytest.mark.parametrize("part", ["training_args.bin", "optimizer.pt"])
 def test_hf_dir_with_plain_pickle_part_is_unsafe(tmp_path: Path, part: str) -> None:
     marker = tmp_path / "MARKER"
@@ -603,13 +583,6 @@ def test_control_dcp_load_runs_bytes_item(tmp_path: Path) -> None:
     assert marker.exists()  # DefaultLoadPlanner.load_bytes: torch.load(value, weights_only=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dcp_reader walks only .metadata: non-tensor (BytesStorageMetadata) items are torch.save blobs in "
-    "the .distcp files that torch's DefaultLoadPlanner.load_bytes loads with weights_only=False, so a "
-    "malicious item is reported safe=True. Walk each bytes item's data.pkl (bounded, as _read_small_item "
-    "does) and merge its unsafe globals",
-)
 def test_dcp_malicious_bytes_item_is_unsafe(tmp_path: Path) -> None:
     marker = tmp_path / "MARKER"
     meta = read_armed(_dcp_with_evil_item(tmp_path, marker))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import CkptlabError, FormatError
+from ..errors import CkptlabError, FormatError, IncompleteError
 from ..model import CheckpointMeta
 from .limits import DEFAULT_LIMITS, Limits
 
@@ -97,8 +97,24 @@ def read_meta(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> 
 
 
 def read_file(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
-    """Metadata of one file, dispatched on its content."""
+    """Metadata of one file, dispatched on its content. A zip or pickle that cannot be read is an error
+    that names the unsafe globals found in it: torch.load may still unpickle what ckptlab refuses."""
     kind = detect_file(path)
+    try:
+        return _dispatch(path, kind, limits)
+    except FormatError as e:
+        if kind not in ("zip", "pickle") or isinstance(e, IncompleteError):
+            raise
+        from .globals_scan import unsafe_globals_in_file
+
+        found = unsafe_globals_in_file(path, limits)
+        if not found:
+            raise
+        note = f"; it references unsafe globals {', '.join(found)}"
+        raise type(e)(e.path or str(path), e.cause + note) from None
+
+
+def _dispatch(path: Path, kind: str, limits: Limits) -> CheckpointMeta:
     if kind == "safetensors":
         from .safetensors_reader import read_safetensors
 
@@ -133,25 +149,4 @@ def _read_zip(path: Path, limits: Limits) -> CheckpointMeta:
             from .hdf5_reader import read_keras
 
             return read_keras(path, limits)
-        unsafe = _zip_pickle_globals(zf, limits)
-    note = f"; its pickles reference unsafe globals {', '.join(unsafe)}" if unsafe else ""
-    raise FormatError(str(path), f"zip archive without data.pkl or model.weights.h5: not a checkpoint{note}")
-
-
-def _zip_pickle_globals(zf, limits: Limits) -> list[str]:  # type: ignore[no-untyped-def]
-    """Unsafe globals in pickle-looking members of a non-checkpoint zip, so the error can warn about them."""
-    import zipfile
-
-    from .pickle_vm import scan_globals
-
-    found: list[str] = []
-    for info in zf.infolist()[:1000]:
-        if info.file_size > limits.max_pickle_bytes or info.is_dir():
-            continue
-        try:
-            data = zf.read(info)
-        except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, EOFError):
-            continue  # encrypted or damaged member: nothing to scan
-        if data[:1] == b"\x80" or info.filename.endswith((".pkl", ".pickle")):
-            found.extend(g for g in scan_globals(data, limits) if g not in found)
-    return found
+    raise FormatError(str(path), "zip archive without data.pkl or model.weights.h5: not a checkpoint")

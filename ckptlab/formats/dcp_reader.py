@@ -107,18 +107,29 @@ def read_dcp(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
         )
     model, other = _split_model(tensors)
     step = epoch = None
+    unsafe = list(u.unsafe)
+    findings = [f".metadata references {g} (not imported or called)" for g in unsafe]
+    unverified: list[str] = []
     for name in byte_items:
-        leaf = name.rsplit(".", 1)[-1].lower()
-        if leaf in STEP_KEYS + EPOCH_KEYS and "." not in name:
-            val = _read_small_item(path, where.get((name, None)), limits)
-            if isinstance(val, int) and not isinstance(val, bool):
-                if leaf in STEP_KEYS and step is None:
-                    step = val
-                elif leaf in EPOCH_KEYS and epoch is None:
-                    epoch = val
+        loc = where.get((name, None))
+        try:
+            if loc is None:
+                raise FormatError(p, "no storage entry")
+            val, item_unsafe = _walk_item(path, loc, limits)
+        except (FormatError, OSError) as e:
+            unverified.append(name)
+            findings.append(f"item {name!r} could not be checked ({getattr(e, 'cause', e)})")
+            continue
+        unsafe.extend(g for g in item_unsafe if g not in unsafe)
+        findings.extend(f"item {name!r} references {g} (not imported or called)" for g in item_unsafe)
+        leaf = name.lower()
+        if isinstance(val, int) and not isinstance(val, bool) and "." not in name:
+            if leaf in STEP_KEYS and step is None:
+                step = val
+            elif leaf in EPOCH_KEYS and epoch is None:
+                epoch = val
     tops = {n.split(".", 1)[0] for n in [t.name for t in tensors] + byte_items}
     files = (str(mpath), *(str(path / f) for f in files_needed))
-    unsafe = tuple(u.unsafe)
     return CheckpointMeta(
         path=p,
         format="torch-dcp",
@@ -131,7 +142,7 @@ def read_dcp(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
         has_rng_state=any("rng" in t.lower() for t in tops),
         metadata={"dcp_version": attrs.get("version"), "data_files": len(files_needed)},
         entries=tuple(Entry(n, "bytes", "pickled non-tensor item") for n in byte_items),
-        safety=Safety(unsafe, tuple(f".metadata references {g} (not imported or called)" for g in unsafe)),
+        safety=Safety(tuple(unsafe), tuple(findings), tuple(unverified)),
         layout="dcp",
         framework="torch-dcp",
         files=files,
@@ -157,18 +168,14 @@ def _split_model(tensors: list[TensorMeta]) -> tuple[list[TensorMeta], list[Tens
     return model, other
 
 
-def _read_small_item(path: Path, loc: tuple[str, int, int] | None, limits: Limits) -> Any:
-    """A non-tensor item is a tiny torch.save archive inside a .distcp file; walk it restrictedly."""
-    if loc is None or loc[2] > 1 << 20:
-        return None
+def _walk_item(path: Path, loc: tuple[str, int, int], limits: Limits) -> tuple[Any, list[str]]:
+    """A non-tensor item is a torch.save archive inside a .distcp file, which torch's DefaultLoadPlanner
+    loads with weights_only=False: walk it restrictedly for its value and its unsafe globals."""
     from .torch_reader import open_torch_zip, walk_data_pkl
 
     rel, off, length = loc
-    try:
-        with open(path / rel, "rb") as f:
-            region = Region(f, off, length)
-            tz = open_torch_zip(region, length, str(path / rel), limits)  # type: ignore[arg-type]
-            value, _ = walk_data_pkl(region, tz, str(path / rel), limits)  # type: ignore[arg-type]
-            return value
-    except (FormatError, OSError):
-        return None
+    with open(path / rel, "rb") as f:
+        region = Region(f, off, length)
+        tz = open_torch_zip(region, length, str(path / rel), limits)  # type: ignore[arg-type]
+        value, u = walk_data_pkl(region, tz, str(path / rel), limits)  # type: ignore[arg-type]
+    return value, list(u.unsafe)

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import FormatError, IncompleteError, LimitError
 from ..model import CheckpointMeta, Entry, Safety
+from .globals_scan import unsafe_globals_in_file
 from .limits import DEFAULT_LIMITS, Limits
 
 # HF Trainer's file names (transformers.trainer: WEIGHTS_NAME, SAFE_WEIGHTS_NAME, OPTIMIZER_NAME, ...)
@@ -32,6 +33,8 @@ def _load_json(path: Path, limits: Limits) -> Any:
         return json.loads(path.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise FormatError(str(path), f"invalid JSON ({e})") from None
+    except ValueError as e:  # e.g. an integer past int_max_str_digits
+        raise FormatError(str(path), f"invalid JSON ({str(e).split(':')[0]})") from None
     except RecursionError:
         raise FormatError(str(path), "JSON nested too deeply") from None
 
@@ -50,6 +53,8 @@ def read_index(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
         pp = PurePosixPath(name)
         if pp.is_absolute() or ".." in pp.parts or "\\" in name:
             raise FormatError(p, f"shard path {name!r} escapes the checkpoint directory")
+        if name.endswith(".json"):  # an index naming itself (or another index) would recurse
+            raise FormatError(p, f"shard {name!r} is a JSON file, not a weights file")
     missing = [n for n in shard_names if not (path.parent / n).is_file()]
     if missing:
         listed = ", ".join(missing[:3]) + (", …" if len(missing) > 3 else "")
@@ -137,14 +142,24 @@ def read_hf_checkpoint(path: Path, limits: Limits = DEFAULT_LIMITS) -> Checkpoin
     entries = [Entry(weights_name, "weights", f"{weights.format}, {weights.n_tensors} tensors")]
     warnings = list(weights.warnings)
     has_opt = has_sched = False
+    part_unsafe: list[str] = []
+    part_findings: list[str] = []
+    unverified: list[str] = []
     for name in sorted(names):
         fp = path / name
         if name in HF_OPTIMIZER or name in HF_SCHEDULER or name.startswith("rng_state") or name == HF_ARGS:
             try:
                 m = read_file(fp, limits)
             except FormatError as e:
+                # torch.load may still unpickle a part ckptlab cannot read: its globals count, and a part
+                # that could not be checked at all keeps the checkpoint from being called safe
                 warnings.append(f"{name}: {e.cause}")
                 entries.append(Entry(name, "unreadable", e.cause))
+                found = unsafe_globals_in_file(fp, limits)
+                part_unsafe.extend(g for g in found if g not in part_unsafe)
+                part_findings.extend(f"{name}: unreadable part references {g}" for g in found)
+                if not found:
+                    unverified.append(name)
                 continue
             parts.append(m)
             if name in HF_OPTIMIZER:
@@ -181,10 +196,9 @@ def read_hf_checkpoint(path: Path, limits: Limits = DEFAULT_LIMITS) -> Checkpoin
                 k: cfg[k] for k in ("model_type", "architectures", "torch_dtype") if k in cfg
             }
     all_parts = [weights, *parts]
-    unsafe = tuple(dict.fromkeys(g for m in all_parts for g in m.safety.unsafe_globals))
-    findings = tuple(
-        dict.fromkeys(f"{os.path.basename(m.path)}: {f}" for m in all_parts for f in m.safety.findings)
-    )
+    unsafe = tuple(dict.fromkeys([*(g for m in all_parts for g in m.safety.unsafe_globals), *part_unsafe]))
+    read_findings = [f"{os.path.basename(m.path)}: {f}" for m in all_parts for f in m.safety.findings]
+    findings = tuple(dict.fromkeys([*read_findings, *part_findings]))
     files = tuple(sorted(str(path / n) for n in names if (path / n).is_file()))
     return replace(
         weights,
@@ -198,7 +212,7 @@ def read_hf_checkpoint(path: Path, limits: Limits = DEFAULT_LIMITS) -> Checkpoin
         has_rng_state=any(n.startswith("rng_state") for n in names),
         metadata=meta,
         entries=tuple(entries),
-        safety=Safety(unsafe, findings),
+        safety=Safety(unsafe, findings, tuple(unverified)),
         layout="hf-checkpoint",
         framework="hf-trainer",
         files=files,

@@ -8,6 +8,7 @@ nesting, stack and memo, so a crafted stream cannot hang or exhaust memory.
 
 from __future__ import annotations
 
+import _compat_pickle
 import io
 import pickletools
 import re
@@ -173,6 +174,13 @@ CONTEXT_GLOBALS: dict[str, tuple[re.Pattern[str], ...]] = {
 }
 
 
+def python3_name(module: str, name: str) -> tuple[str, str]:
+    """The (module, name) Python 3's unpickler resolves for a pickled global (fix_imports mapping)."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
+
+
 def is_safe_global(qualname: str, context: str | None = None) -> bool:
     if qualname in SAFE_GLOBALS or any(p.match(qualname) for p in _SAFE_PATTERNS):
         return True
@@ -326,7 +334,9 @@ class RestrictedUnpickler:
         persistent_load: PersistentLoad | None = torch_persistent_load,
         context: str | None = None,
         limits: Limits = DEFAULT_LIMITS,
+        lenient: bool = False,
     ) -> None:
+        self.lenient = lenient  # scanning for globals only: a malformed tensor record must not stop the walk
         self.stream = stream
         self.persistent_load = persistent_load
         self.context = context
@@ -335,6 +345,9 @@ class RestrictedUnpickler:
         self.unsafe: list[str] = []
 
     def _global(self, module: str, name: str) -> Any:
+        # report what Python 3 would resolve: protocol < 3 pickles (torch.save's default is 2) spell
+        # builtins as __builtin__ and subprocess as commands; pickle maps them before the lookup
+        module, name = python3_name(module, name)
         qual = f"{module}.{name}"
         if qual not in self.globals_seen:
             self.globals_seen.append(qual)
@@ -352,7 +365,11 @@ class RestrictedUnpickler:
         if isinstance(fn, Global):
             handler = _HANDLERS.get(fn.qualname)
             if handler is not None and is_safe_global(fn.qualname, self.context):
-                return handler(args)
+                try:
+                    return handler(args)
+                except FormatError:
+                    if not self.lenient:
+                        raise
             return Obj(fn, args)
         if isinstance(fn, DtypeRef):
             return fn
@@ -573,12 +590,19 @@ def _setitems(target: Any, items: list[Any]) -> None:
         raise FormatError(None, f"pickle: SETITEM on {type(target).__name__}")
 
 
+def _any_persistent_id(pid: Any) -> Any:
+    try:
+        return torch_persistent_load(pid)
+    except FormatError:
+        return pid
+
+
 def scan_globals(data: bytes, limits: Limits = DEFAULT_LIMITS) -> list[str]:
     """Unsafe globals referenced anywhere in a byte string holding one or more pickles (no execution)."""
     found: list[str] = []
     stream = io.BytesIO(data)
     while stream.tell() < len(data):
-        u = RestrictedUnpickler(stream, persistent_load=lambda pid: pid, limits=limits)
+        u = RestrictedUnpickler(stream, persistent_load=_any_persistent_id, limits=limits, lenient=True)
         try:
             u.load()
         except FormatError:

@@ -24,7 +24,7 @@ from ..errors import FormatError, LimitError
 from ..model import CheckpointMeta, RawLocation, Safety
 from .content import Content, analyse
 from .limits import DEFAULT_LIMITS, Limits
-from .pickle_vm import RestrictedUnpickler, TensorRef, scan_globals, torch_persistent_load
+from .pickle_vm import RestrictedUnpickler, TensorRef, torch_persistent_load
 from .zipsafe import data_offset, file_size, open_zip
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -110,8 +110,8 @@ def walk_data_pkl(
     )
     try:
         res = u.load()
-    except FormatError as e:
-        raise FormatError(path, f"{member}: {e.cause}") from None
+    except FormatError as e:  # keep the type: a LimitError stays a LimitError
+        raise type(e)(path, f"{member}: {e.cause}") from None
     return res.value, u
 
 
@@ -279,7 +279,10 @@ class _CappedReader(io.RawIOBase):
         return self.f.tell()
 
     def read(self, n: int = -1) -> bytes:  # type: ignore[override]
-        data = self.f.read(n if n >= 0 else self.cap + 1)
+        # never ask the file for more than the cap allows: a declared 2**60-byte string must read short
+        # (and fail as truncated), not try to allocate
+        room = self.cap + 1 - self.used
+        data = self.f.read(room if n < 0 else min(n, room))
         self.used += len(data)
         if self.used > self.cap:
             raise LimitError(self.path, f"legacy pickle stream exceeds the cap of {self.cap} bytes")
@@ -291,14 +294,6 @@ class _CappedReader(io.RawIOBase):
         if self.used > self.cap:
             raise LimitError(self.path, f"legacy pickle stream exceeds the cap of {self.cap} bytes")
         return data
-
-
-def _not_torch(f: IO[bytes], path: str, limits: Limits, why: str) -> FormatError:
-    """The error for a pickle that is not a torch file, naming every unsafe global in the whole file."""
-    f.seek(0)
-    unsafe = scan_globals(f.read(limits.max_pickle_bytes), limits)
-    note = f"; it references unsafe globals {', '.join(unsafe)}" if unsafe else ""
-    return FormatError(path, f"not a PyTorch checkpoint: a plain pickle ({why}){note}")
 
 
 def _legacy_pid(pid: Any) -> Any:
@@ -314,25 +309,22 @@ def read_torch_legacy(path: Path, limits: Limits = DEFAULT_LIMITS) -> Checkpoint
         unsafe: list[str] = []
 
         def walk(what: str, pid: Any = None) -> Any:
+            # errors name no globals here: read_file names every unsafe global of a refused file
             u = RestrictedUnpickler(stream, persistent_load=pid, limits=limits)  # type: ignore[arg-type]
             try:
                 v = u.load().value
             except FormatError as e:
-                unsafe.extend(g for g in u.unsafe if g not in unsafe)
-                if unsafe:
-                    raise FormatError(
-                        p, f"{what}: {e.cause}; it references unsafe globals {', '.join(unsafe)}"
-                    ) from None
-                raise FormatError(p, f"{what}: {e.cause}") from None
+                raise type(e)(p, f"{what}: {e.cause}") from None
             unsafe.extend(g for g in u.unsafe if g not in unsafe)
             return v
 
         try:
             magic = walk("magic number")
         except FormatError as e:
-            raise _not_torch(f, p, limits, e.cause.split(": ", 1)[-1]) from None
+            why = e.cause.split(": ", 1)[-1]
+            raise FormatError(p, f"not a PyTorch checkpoint: a plain pickle ({why})") from None
         if magic != LEGACY_MAGIC:
-            raise _not_torch(f, p, limits, "no legacy magic number")
+            raise FormatError(p, "not a PyTorch checkpoint: a plain pickle (no legacy magic number)")
         proto = walk("protocol version")
         if proto != LEGACY_PROTOCOL:
             raise FormatError(p, f"unsupported legacy protocol version {proto!r}")
