@@ -26,7 +26,21 @@ def _emit_json(doc: Any) -> None:
 
 
 def _err(msg: str) -> None:
-    sys.stderr.write(f"error: {msg}\n")
+    sys.stderr.write(f"error: {printable(msg)}\n")
+
+
+def printable(text: str) -> str:
+    """Names come from untrusted files: escape control characters (terminal escapes, newlines) and lone
+    surrogates so that what is printed is one inert line that any terminal encoding accepts."""
+    if text.isprintable() and text.isascii():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable() and not 0xD800 <= ord(ch) <= 0xDFFF:
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape", "backslashreplace").decode("ascii"))
+    return "".join(out)
 
 
 # ---------------------------------------------------------------- inspect
@@ -53,10 +67,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             doc["stats"] = [s.to_json() for s in stats]
         _emit_json(doc)
     else:
-        print(render_inspect(meta, limit=None if args.all else args.limit))
+        _print_lines(render_inspect(meta, limit=None if args.all else args.limit))
         if stats is not None:
-            print(render_stats(stats))
+            _print_lines(render_stats(stats))
     return 0
+
+
+def _print_lines(text: str) -> None:
+    print("\n".join(printable(line) for line in text.split("\n")))
 
 
 def render_inspect(meta: CheckpointMeta, limit: int | None = 40) -> str:
@@ -143,7 +161,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if args.json:
         _emit_json(result.to_json())
     else:
-        print(render_entries(result.entries))
+        _print_lines(render_entries(result.entries))
         for path, err in result.errors:
             sys.stderr.write(f"warning: {path}: {err}\n")
         print(
@@ -166,7 +184,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
             }
         )
     else:
-        print(render_entries(entries) if entries else "the index is empty: run `ckptlab scan ROOT` first")
+        _print_lines(
+            render_entries(entries) if entries else "the index is empty: run `ckptlab scan ROOT` first"
+        )
     return 0
 
 

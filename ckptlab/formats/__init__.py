@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from ..errors import CkptlabError, FormatError, IncompleteError
@@ -34,7 +35,7 @@ def detect_file(path: Path) -> str:
         size = os.path.getsize(path)
         with open(path, "rb") as f:
             head = f.read(512)
-            if size == 0:
+            if size == 0 or not head:  # (a file can shrink between the stat and the read)
                 raise FormatError(p, "empty file (0 bytes)")
             if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
                 return "zip"
@@ -83,6 +84,8 @@ def read_meta(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> 
             return read_directory(path, limits)
         if not path.exists():
             raise FormatError(p, "no such file or directory")
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or device would block open() or never end
+            raise FormatError(p, "not a regular file")
         return read_file(path, limits)
     except CkptlabError as e:
         if e.path is None:  # inner layers raise without a path; name the file for the user

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,11 +128,40 @@ def iter_tensors(
             yield from iter_tensors(v, join(i), depth + 1, seen)
 
 
-def _count_tensors(obj: Any) -> tuple[int, int]:
+# Memo of (tensor count, bytes) per container, alive for one analyse() call: many keys may share one big
+# container through the pickle memo, and counting it afresh for each would take keys x size time.
+_COUNTS: ContextVar[dict[int, tuple[int, int]] | None] = ContextVar("ckptlab_counts", default=None)
+
+
+def _children(obj: Any) -> Iterator[Any]:
+    if isinstance(obj, dict):
+        yield from obj.values()
+    elif isinstance(obj, (list, tuple)):
+        yield from obj
+    elif isinstance(obj, Obj):
+        yield from obj.attrs().values()
+        yield from obj.items.values()
+        yield from obj.list_items
+
+
+def _count_tensors(obj: Any, depth: int = 0) -> tuple[int, int]:
+    """(tensors, bytes) reachable from obj; each container is counted once per analyse() call."""
+    if isinstance(obj, TensorRef):
+        return 1, nbytes_for(obj.dtype, math.prod(obj.shape))
+    if not isinstance(obj, (dict, list, tuple, Obj)) or depth > _MAX_DEPTH:
+        return 0, 0
+    memo = _COUNTS.get()
+    if memo is None:
+        memo = {}
+    key = id(obj)
+    if key in memo:
+        return memo[key]
+    memo[key] = (0, 0)  # cycle guard
     n = b = 0
-    for _, t in iter_tensors(obj):
-        n += 1
-        b += nbytes_for(t.dtype, math.prod(t.shape))
+    for child in _children(obj):
+        cn, cb = _count_tensors(child, depth + 1)
+        n, b = n + cn, b + cb
+    memo[key] = (n, b)
     return n, b
 
 
@@ -199,6 +229,7 @@ def _pick_model(root: dict[Any, Any]) -> tuple[str | None, Any]:
             or k in SCHEDULER_KEYS
             or is_optimizer_state(v)
             or not isinstance(v, (dict, Obj))
+            or _RNG_NAME.search(str(k))  # an RNG dict holds a uint8 tensor: never the model
         ):
             continue
         _, b = _count_tensors(v)
@@ -213,6 +244,14 @@ def _pick_model(root: dict[Any, Any]) -> tuple[str | None, Any]:
 
 def analyse(root: Any, locate: Locate, read_scalar: ReadScalar) -> Content:
     """Everything CheckpointMeta needs from a pickled object tree."""
+    token = _COUNTS.set({})
+    try:
+        return _analyse(root, locate, read_scalar)
+    finally:
+        _COUNTS.reset(token)
+
+
+def _analyse(root: Any, locate: Locate, read_scalar: ReadScalar) -> Content:
     c = Content(framework="pytorch")
     if isinstance(root, (TensorRef, list, tuple)):
         c.tensors = _tensor_metas(list(iter_tensors(root)), locate)
@@ -247,6 +286,7 @@ def analyse(root: Any, locate: Locate, read_scalar: ReadScalar) -> Content:
         _lightning(root, c, read_scalar)
 
     others: list[tuple[str, TensorRef]] = []
+    others_seen: set[int] = set()
     for k, v in root.items():
         key = str(k)
         if (model_key is not None and k == model_key) or (model_key is None and model is root) or k in loose:
@@ -266,14 +306,17 @@ def analyse(root: Any, locate: Locate, read_scalar: ReadScalar) -> Content:
             c.has_scheduler = True
         if _RNG_NAME.search(lk):
             c.has_rng_state = True
-        others.extend((f"{key}.{n}" if n != "tensor" else key, t) for n, t in iter_tensors(v))
+        # one `seen` for all entries: a container shared by several keys is listed once, not once per key
+        others.extend(
+            (f"{key}.{n}" if n != "tensor" else key, t) for n, t in iter_tensors(v, seen=others_seen)
+        )
         kind, summary = _summary(v, key)
         c.entries.append(Entry(key, kind, summary))
         val = _scalar(v, read_scalar)
         if lk in STEP_KEYS and val is not None and c.step is None:
-            c.step = int(val)
+            c.step = int(val) if math.isfinite(val) else None
         elif lk in EPOCH_KEYS and val is not None and c.epoch is None:
-            c.epoch = int(val) if float(val).is_integer() else float(val)
+            c.epoch = (int(val) if float(val).is_integer() else float(val)) if math.isfinite(val) else None
         elif (
             val is not None
             and (isinstance(val, float) or _METRIC_NAME.search(key))

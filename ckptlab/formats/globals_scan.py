@@ -9,64 +9,92 @@ with the restricted interpreter, bounded by the limits, and returns the unsafe g
 
 from __future__ import annotations
 
+import io
 import struct
 import zipfile
 import zlib
 from pathlib import Path
 from typing import BinaryIO
 
+from ..errors import FormatError
 from .limits import Limits
 from .pickle_vm import scan_globals
+from .zipsafe import Region, open_zip
 
 _LOCAL = b"PK\x03\x04"
 _MAX_MEMBERS = 10_000
 
 
 def unsafe_globals_in_file(path: Path, limits: Limits) -> list[str]:
-    """Unsafe globals referenced by any pickle in `path` (a pickle stream or a zip of them); never raises."""
+    """Unsafe globals referenced by any pickle in `path` (a pickle stream or a zip of them); never raises.
+    Pickles are read incrementally from the file, so memory stays small whatever lengths they declare."""
     try:
         with open(path, "rb") as f:
-            data = f.read(limits.max_pickle_bytes + 1)
-    except OSError:
-        return []
-    if data[:4] == _LOCAL:
-        return _zip_globals(path, limits)
-    return scan_globals(data[: limits.max_pickle_bytes], limits)
-
-
-def _zip_globals(path: Path, limits: Limits) -> list[str]:
-    found: list[str] = []
-    try:
-        with open(path, "rb") as f:
-            offsets = _member_offsets(f)
-            if offsets is None:  # no usable central directory: look for local headers near the start
-                blob = f.read(2 * limits.max_pickle_bytes)
-                offsets, pos = [], 0
-                while len(offsets) < _MAX_MEMBERS and (pos := blob.find(_LOCAL, pos)) >= 0:
-                    offsets.append(pos)
-                    pos += 4
-            for off in offsets[:_MAX_MEMBERS]:
-                raw = _member_bytes(f, off, limits)
-                if raw is not None:
-                    found.extend(g for g in scan_globals(raw, limits) if g not in found)
+            size = f.seek(0, 2)
+            f.seek(0)
+            if f.read(4) == _LOCAL:
+                return _zip_globals(f, limits)
+            return scan_globals(
+                Region(f, 0, min(size, limits.max_pickle_bytes)), limits, min(size, limits.max_pickle_bytes)
+            )
     except (OSError, MemoryError):
-        pass
+        return []
+
+
+def _zip_globals(f: BinaryIO, limits: Limits) -> list[str]:
+    found: list[str] = []
+    offsets = _member_offsets(f, limits)
+    if offsets is None:  # no usable central directory: find local headers, in bounded chunks
+        offsets = _local_headers(f, limits)
+    for off in offsets[:_MAX_MEMBERS]:
+        member = _member_stream(f, off, limits)
+        if member is not None:
+            stream, length = member
+            found.extend(g for g in scan_globals(stream, limits, length) if g not in found)
     return found
 
 
-def _member_offsets(f: BinaryIO) -> list[int] | None:
-    """Local-header offsets of every member, from the central directory (names and offsets only)."""
+def _member_offsets(f: BinaryIO, limits: Limits) -> list[int] | None:
+    """Local-header offsets of every member, from the central directory, under the same entry caps."""
     try:
-        with zipfile.ZipFile(f) as zf:
+        size = f.seek(0, 2)
+        with open_zip(f, size, "", limits) as zf:
             return [i.header_offset for i in zf.infolist()]
-    except (zipfile.BadZipFile, OSError, ValueError, struct.error, EOFError, NotImplementedError):
+    except (
+        FormatError,
+        zipfile.BadZipFile,
+        OSError,
+        ValueError,
+        struct.error,
+        EOFError,
+        NotImplementedError,
+    ):
         return None
 
 
-def _member_bytes(f: BinaryIO, off: int, limits: Limits) -> bytes | None:
-    """A member's pickle bytes read at its local header: stored or deflated, CRC and flags ignored. Any name
-    counts (a payload may hide as `data.txt`), so a stored member is peeked at first: only one that starts
-    like a binary pickle, or is named like one, is read in full."""
+def _local_headers(f: BinaryIO, limits: Limits, chunk: int = 1 << 20) -> list[int]:
+    out: list[int] = []
+    pos, tail = 0, b""
+    end = min(f.seek(0, 2), 2 * limits.max_pickle_bytes)
+    f.seek(0)
+    while pos < end and len(out) < _MAX_MEMBERS:
+        block = tail + f.read(min(chunk, end - pos))
+        base = pos - len(tail)
+        i = 0
+        while (i := block.find(_LOCAL, i)) >= 0 and len(out) < _MAX_MEMBERS:
+            out.append(base + i)
+            i += 4
+        pos += len(block) - len(tail)
+        tail = block[-3:]
+        if not block:
+            break
+    return sorted(set(out))
+
+
+def _member_stream(f: BinaryIO, off: int, limits: Limits) -> tuple[BinaryIO, int] | None:
+    """A member's pickle as (stream, length), found at its local header: stored (read in place) or deflated
+    (inflated, bounded), CRC and flags ignored. Any name counts (a payload may hide as `data.txt`), so only a
+    member that starts like a binary pickle, or is named like one, is scanned."""
     f.seek(off)
     h = f.read(30)
     if len(h) < 30 or h[:4] != _LOCAL:
@@ -74,17 +102,22 @@ def _member_bytes(f: BinaryIO, off: int, limits: Limits) -> bytes | None:
     method, _, _, _, csize, _, nlen, elen = struct.unpack("<HHHIIIHH", h[8:30])
     name = f.read(nlen).decode("utf-8", "replace").lower()
     named = name.endswith((".pkl", ".pickle"))
-    f.seek(off + 30 + nlen + elen)
+    start = off + 30 + nlen + elen
+    size = f.seek(0, 2)
+    length = min(csize or size - start, limits.max_pickle_bytes, max(0, size - start))
     if method == 0:
+        f.seek(start)
         if not named and f.read(1) != b"\x80":
             return None
-        f.seek(off + 30 + nlen + elen)
-    elif method != 8:
+        f.seek(start)
+        return Region(f, start, length), length  # type: ignore[return-value]
+    if method != 8:
         return None
-    raw = f.read(min(csize or limits.max_pickle_bytes, limits.max_pickle_bytes))
-    if method == 8:
-        try:
-            raw = zlib.decompressobj(-15).decompress(raw, limits.max_pickle_bytes)
-        except zlib.error:
-            return None
-    return raw if named or raw[:1] == b"\x80" else None
+    f.seek(start)
+    try:
+        raw = zlib.decompressobj(-15).decompress(f.read(length), limits.max_pickle_bytes)
+    except zlib.error:
+        return None
+    if not named and raw[:1] != b"\x80":
+        return None
+    return io.BytesIO(raw), len(raw)

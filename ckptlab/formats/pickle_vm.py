@@ -14,7 +14,7 @@ import pickletools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 from ..dtypes import TORCH_STORAGE_DTYPES, torch_dtype_name
 from ..errors import FormatError, LimitError
@@ -597,11 +597,19 @@ def _any_persistent_id(pid: Any) -> Any:
         return pid
 
 
-def scan_globals(data: bytes, limits: Limits = DEFAULT_LIMITS) -> list[str]:
-    """Unsafe globals referenced anywhere in a byte string holding one or more pickles (no execution)."""
+def scan_globals(
+    data: bytes | IO[bytes], limits: Limits = DEFAULT_LIMITS, length: int | None = None
+) -> list[str]:
+    """Unsafe globals referenced anywhere in one or more consecutive pickles (no execution). `data` is bytes
+    or a stream of `length` bytes read incrementally (so a huge declared string never gets allocated)."""
     found: list[str] = []
-    stream = io.BytesIO(data)
-    while stream.tell() < len(data):
+    if isinstance(data, (bytes, bytearray)):
+        stream: IO[bytes] = io.BytesIO(data)
+        length = len(data)
+    else:
+        stream = data
+    start = stream.tell()
+    while stream.tell() - start < (length or 0):
         u = RestrictedUnpickler(stream, persistent_load=_any_persistent_id, limits=limits, lenient=True)
         try:
             u.load()

@@ -37,6 +37,24 @@ class Region(io.RawIOBase):
         self.pos = max(0, base + offset)
         return self.pos
 
+    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+        # clamp before allocating: RawIOBase.read(n) would allocate n bytes for a declared 2**60-byte string
+        room = max(0, self.length - self.pos)
+        n = room if n is None or n < 0 else min(n, room)
+        if n == 0:
+            return b""
+        self.f.seek(self.start + self.pos)
+        data = self.f.read(n)
+        self.pos += len(data)
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:  # type: ignore[override]
+        room = max(0, self.length - self.pos)
+        self.f.seek(self.start + self.pos)
+        data = self.f.readline(room if size is None or size < 0 else min(size, room))
+        self.pos += len(data)
+        return data
+
     def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
         n = max(0, min(len(b), self.length - self.pos))
         if n == 0:
