@@ -1,0 +1,227 @@
+"""The dashboard in a real browser: `streamlit run app.py` + headless Debian Chromium driven by playwright.
+
+Screenshots go to tmp_path and are copied to /tmp/ckptlab-shots/ for a human to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from ui_fixtures import PT_PARAMS, ST_PARAMS, build_ui_root
+
+CHROMIUM = Path("/usr/bin/chromium")
+PROJECT = Path(__file__).resolve().parent.parent
+SHOTS = Path("/tmp/ckptlab-shots")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="needs Chromium at /usr/bin/chromium (apt-get install chromium)"
+    ),
+]
+sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 45.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"streamlit did not become healthy at {url} in {timeout:.0f}s")
+
+
+@pytest.fixture(scope="module")
+def fixture_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return build_ui_root(tmp_path_factory.mktemp("root"))
+
+
+@pytest.fixture(scope="module")
+def server(fixture_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = _free_port()
+    home = tmp_path_factory.mktemp("home")
+    env = {
+        **os.environ,
+        "CKPTLAB_ROOT": str(fixture_files["safetensors"].parent),
+        "HOME": str(home),
+        "XDG_DATA_HOME": str(home / ".local" / "share"),
+    }
+    log = (home / "streamlit.log").open("wb")
+    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
+    cmd += [
+        "--server.address",
+        "127.0.0.1",
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+    proc = subprocess.Popen(cmd, cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    ctx = browser.new_context(viewport={"width": 1440, "height": 1600})
+    pg = ctx.new_page()
+    pg.set_default_timeout(30_000)
+    try:
+        yield pg
+    finally:
+        ctx.close()
+
+
+_SETTLED_JS = """() => {
+  if (document.querySelector('[data-testid="stStatusWidget"]')) return false;   // script still running
+  // elements not drawn yet, progress bars or spinners of a run in flight, elements of the previous run
+  if (document.querySelector('[data-testid="stSkeleton"], [data-testid="stProgress"], '
+      + '[data-testid="stSpinner"], [data-stale="true"]')) return false;
+  const charts = [...document.querySelectorAll('[data-testid="stPlotlyChart"]')]
+      .filter(e => e.offsetParent !== null);                                     // visible tab only
+  return charts.every(e => e.querySelector('.main-svg'));
+}"""
+
+
+def _settle(page) -> None:  # type: ignore[no-untyped-def]
+    """Wait until the script run finished and every visible element (plotly charts included) is drawn."""
+    page.wait_for_function(_SETTLED_JS, timeout=30_000)
+    page.wait_for_timeout(300)
+
+
+def _shot(page, tmp_path: Path, name: str) -> Path:  # type: ignore[no-untyped-def]
+    out = tmp_path / f"{name}.png"
+    page.screenshot(path=str(out), full_page=True)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(out, SHOTS / out.name)
+    return out
+
+
+def _assert_clean(page) -> None:  # type: ignore[no-untyped-def]
+    text = page.inner_text("body")
+    assert "Traceback" not in text
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def _metrics(page) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    labels = page.locator('[data-testid="stMetricLabel"]').all_inner_texts()
+    values = page.locator('[data-testid="stMetricValue"]').all_inner_texts()
+    return {k.strip(): v.strip() for k, v in zip(labels, values, strict=True)}
+
+
+def test_home_lists_checkpoints(server: str, page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    page.goto(server)
+    page.get_by_text("All checkpoints as links").wait_for()
+    _settle(page)
+    _shot(page, tmp_path, "home")
+    _assert_clean(page)
+    links = page.locator('[data-testid="stPageLink"]').all_inner_texts()
+    # inner text starts with the icon's ligature name ("search"); the label is the last line
+    assert sorted(t.split()[-1] for t in links) == [
+        "broken.pt",
+        "evil.pt",
+        "last.pt",
+        "model.safetensors",
+    ]
+    assert _metrics(page)["Checkpoints"] == "4"
+    assert _metrics(page)["Unsafe / unreadable"] == "1 / 1"
+
+
+def test_inspect_safetensors(server: str, page, fixture_files, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    page.goto(f"{server}/Inspect?path={quote(str(fixture_files['safetensors']))}")
+    page.locator('[data-testid="stMetricValue"]').first.wait_for()
+    _settle(page)
+    _shot(page, tmp_path, "inspect_safetensors")
+    _assert_clean(page)
+    m = _metrics(page)
+    assert m["Format"] == "safetensors"
+    assert m["Parameters"] == str(ST_PARAMS)
+    assert m["Tensors"] == "4"
+    assert "Safe" in page.inner_text('[data-testid="stAlert"]')
+    assert page.locator(".js-plotly-plot").count() >= 2
+    for tab in ("Modules", "Tensors", "Entries & metadata"):
+        page.get_by_role("tab", name=tab).click()
+        _settle(page)
+        _shot(page, tmp_path, "inspect_safetensors_" + tab.split()[0].lower())
+        _assert_clean(page)
+
+
+def test_inspect_torch_stats(server: str, page, fixture_files, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    page.goto(f"{server}/Inspect?path={quote(str(fixture_files['torch']))}")
+    page.locator('[data-testid="stMetricValue"]').first.wait_for()
+    _settle(page)
+    page.get_by_role("tab", name="Tensor stats").click()
+    page.get_by_role("button", name="Compute stats").click()
+    page.get_by_text("L2 norm").wait_for()
+    _settle(page)
+    _shot(page, tmp_path, "inspect_torch_stats")
+    _assert_clean(page)
+    m = _metrics(page)
+    assert (m["Format"], m["Parameters"], m["Step"], m["Epoch"]) == ("torch-zip", str(PT_PARAMS), "120", "3")
+    assert (m["min"], m["max"], m["mean"]) == ("0", "14", "7")
+
+
+def test_inspect_unsafe_and_unreadable(server: str, page, fixture_files, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    page.goto(f"{server}/Inspect?path={quote(str(fixture_files['unsafe']))}")
+    page.get_by_text("Unsafe:").wait_for()
+    _settle(page)
+    _shot(page, tmp_path, "inspect_unsafe")
+    _assert_clean(page)
+    assert "posix.system" in page.inner_text('[data-testid="stAlert"]')
+
+    page.goto(f"{server}/Inspect?path={quote(str(fixture_files['pickle']))}")
+    page.get_by_text("not a PyTorch checkpoint").wait_for()
+    _settle(page)
+    _shot(page, tmp_path, "inspect_unreadable")
+    _assert_clean(page)
+    alerts = page.locator('[data-testid="stAlert"]').all_inner_texts()
+    assert len(alerts) == 1 and "broken.pt" in alerts[0]

@@ -1,0 +1,77 @@
+"""Small checkpoint files for the dashboard tests, built on the fly (no binaries in git).
+
+`build_ui_root(root)` writes a folder the home page lists: a safetensors file, a torch zip `.pt`, a torch
+zip whose `data.pkl` references `posix.system` (unsafe, but readable), and a plain pickle that is not a
+checkpoint (unreadable: an error row).
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import save_file
+
+# A hand-written protocol-2 pickle: `posix.system("id")`. Never unpickled by anything here.
+EVIL_PICKLE = b"\x80\x02cposix\nsystem\nq\x00X\x02\x00\x00\x00idq\x01\x85q\x02Rq\x03."
+# {"x": posix.system("id")}: the same call as a dict value, for a torch zip's data.pkl
+EVIL_DATA_PKL = (
+    b"\x80\x02}q\x00(X\x01\x00\x00\x00xcposix\nsystem\nq\x01X\x02\x00\x00\x00idq\x02\x85q\x03Rq\x04u."
+)
+
+# safetensors model: 2 modules deep, mixed dtypes. params: 8*8 + 8 + 4*8 + 4 = 108
+ST_TENSORS = {
+    "encoder.layer.0.attn.q.weight": ((8, 8), np.float32),
+    "encoder.layer.0.attn.q.bias": ((8,), np.float32),
+    "head.weight": ((4, 8), np.float16),
+    "head.bias": ((4,), np.float16),
+}
+ST_PARAMS = 108
+
+# torch model: params 3*5 + 5 = 20; the weight is a ramp so its stats are exact
+PT_PARAMS = 20
+
+
+def write_safetensors(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    arrays = {k: rng.standard_normal(shape).astype(dt) for k, (shape, dt) in ST_TENSORS.items()}
+    save_file(arrays, str(path), metadata={"format": "pt", "note": "ckptlab ui fixture"})
+    return path
+
+
+def write_torch_pt(path: Path) -> Path:
+    """torch.save of {'fc.weight': arange(15) as 5x3, 'fc.bias': zeros(5)}: min 0, max 14, mean 7."""
+    import torch
+
+    sd = {"fc.weight": torch.arange(15, dtype=torch.float32).reshape(5, 3), "fc.bias": torch.zeros(5)}
+    torch.save({"state_dict": sd, "epoch": 3, "global_step": 120}, path)
+    return path
+
+
+def write_unsafe_pt(path: Path) -> Path:
+    """A torch zip archive (as torch.save writes it) whose data.pkl calls posix.system."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("evil/data.pkl", EVIL_DATA_PKL)
+        z.writestr("evil/byteorder", "little")
+        z.writestr("evil/version", "3\n")
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+def write_plain_pickle(path: Path) -> Path:
+    path.write_bytes(EVIL_PICKLE)
+    return path
+
+
+def build_ui_root(root: Path) -> dict[str, Path]:
+    """All four fixtures under `root` (created), by role."""
+    (root / "run").mkdir(parents=True, exist_ok=True)
+    return {
+        "safetensors": write_safetensors(root / "model.safetensors"),
+        "torch": write_torch_pt(root / "run" / "last.pt"),
+        "unsafe": write_unsafe_pt(root / "evil.pt"),
+        "pickle": write_plain_pickle(root / "broken.pt"),
+    }
