@@ -20,8 +20,6 @@ the name compared numerically (`natural_key`), unknown steps and epochs last; ne
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 import re
@@ -43,16 +41,12 @@ __all__ = [
     "RUN_LOG_NAMES",
     "SKIP_SUFFIXES",
     "TEMPLATES",
-    "LogRow",
     "NameInfo",
-    "TrainerState",
     "debris_reason",
     "looks_like_checkpoint_name",
     "natural_key",
     "order_key",
-    "parse_lightning_metrics_csv",
     "parse_name",
-    "parse_trainer_state",
     "run_dir",
     "sort_checkpoints",
 ]
@@ -510,169 +504,3 @@ def looks_like_checkpoint_name(name: str) -> bool:
         if low == part or (part.startswith("*") and low.endswith(part[1:])):
             return True
     return not (low.endswith(SKIP_SUFFIXES) or low.startswith(_SKIP_PREFIXES) or low in _SKIP_NAMES)
-
-
-# ------------------------------------------------------------------------------------------------- logs
-
-
-def _number(v: Any) -> float | None:
-    """JSON numbers only (not bools, not strings)."""
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
-
-def _integer(v: Any) -> int | None:
-    f = _number(v)
-    return _as_int(f) if f is not None else None
-
-
-@dataclass(frozen=True)
-class LogRow:
-    """One `log_history` entry of HF's trainer_state.json.
-
-    `kind`: `eval` (has `eval_*` keys), `train` (`loss` / `learning_rate` / `grad_norm`), `summary` (the
-    end-of-training row: `train_runtime`, `train_loss`, ...) or `other`. `metrics` holds every numeric
-    value but `step` and `epoch` (read-only mapping, left out of the hash like `NameInfo.metrics`).
-    """
-
-    step: int | None
-    epoch: float | None
-    kind: str
-    metrics: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}), hash=False)
-
-
-@dataclass(frozen=True)
-class TrainerState:
-    """The parts of HF's `trainer_state.json` ckptlab uses. Missing or ill-typed fields are None."""
-
-    global_step: int | None = None
-    epoch: float | None = None
-    max_steps: int | None = None
-    num_train_epochs: float | None = None
-    save_steps: int | None = None
-    eval_steps: int | None = None
-    logging_steps: int | None = None
-    best_metric: float | None = None
-    best_model_checkpoint: str | None = None
-    best_global_step: int | None = None
-    log_history: tuple[LogRow, ...] = ()
-
-    @property
-    def train_rows(self) -> tuple[LogRow, ...]:
-        return tuple(r for r in self.log_history if r.kind == "train")
-
-    @property
-    def eval_rows(self) -> tuple[LogRow, ...]:
-        return tuple(r for r in self.log_history if r.kind == "eval")
-
-    def series(self, metric: str) -> tuple[tuple[int, float], ...]:
-        """(step, value) for every row that logged `metric` with a step, in log order."""
-        return tuple(
-            (r.step, r.metrics[metric])
-            for r in self.log_history
-            if r.step is not None and metric in r.metrics
-        )
-
-
-_TRAIN_KEYS = ("loss", "learning_rate", "grad_norm")
-_SUMMARY_KEYS = ("train_runtime", "train_loss")
-
-
-def _row_kind(keys: Iterable[str]) -> str:
-    keys = set(keys)
-    if any(k.startswith("eval_") for k in keys):
-        return "eval"
-    if keys.intersection(_TRAIN_KEYS):
-        return "train"
-    if keys.intersection(_SUMMARY_KEYS):
-        return "summary"
-    return "other"
-
-
-def parse_trainer_state(doc: Any) -> TrainerState:
-    """A `TrainerState` from a parsed `trainer_state.json`; tolerant: anything odd becomes None / skipped.
-
-    >>> s = parse_trainer_state({"global_step": 64, "epoch": 2.0, "best_metric": 0.41,
-    ...     "best_model_checkpoint": "out/checkpoint-64", "log_history": [
-    ...         {"epoch": 1.0, "grad_norm": 1.5, "learning_rate": 0.001, "loss": 0.9, "step": 32},
-    ...         {"epoch": 2.0, "eval_loss": 0.41, "eval_runtime": 0.1, "step": 64},
-    ...         "junk"]})
-    >>> s.global_step, s.epoch, s.best_metric, s.best_model_checkpoint
-    (64, 2.0, 0.41, 'out/checkpoint-64')
-    >>> for r in s.log_history:
-    ...     print(r.step, r.kind, dict(r.metrics))
-    32 train {'grad_norm': 1.5, 'learning_rate': 0.001, 'loss': 0.9}
-    64 eval {'eval_loss': 0.41, 'eval_runtime': 0.1}
-    >>> s.series("eval_loss")
-    ((64, 0.41),)
-    """
-    if not isinstance(doc, Mapping):
-        return TrainerState()
-    rows = []
-    history = doc.get("log_history")
-    for entry in history if isinstance(history, list) else ():
-        if not isinstance(entry, Mapping):
-            continue
-        metrics = {}
-        for k, v in entry.items():
-            value = _number(v)
-            if isinstance(k, str) and k not in ("step", "epoch") and value is not None:
-                metrics[k] = value
-        rows.append(
-            LogRow(
-                _integer(entry.get("step")),
-                _number(entry.get("epoch")),
-                _row_kind(metrics),
-                MappingProxyType(metrics),
-            )
-        )
-    best_ckpt = doc.get("best_model_checkpoint")
-    return TrainerState(
-        global_step=_integer(doc.get("global_step")),
-        epoch=_number(doc.get("epoch")),
-        max_steps=_integer(doc.get("max_steps")),
-        num_train_epochs=_number(doc.get("num_train_epochs")),
-        save_steps=_integer(doc.get("save_steps")),
-        eval_steps=_integer(doc.get("eval_steps")),
-        logging_steps=_integer(doc.get("logging_steps")),
-        best_metric=_number(doc.get("best_metric")),
-        best_model_checkpoint=best_ckpt if isinstance(best_ckpt, str) else None,
-        best_global_step=_integer(doc.get("best_global_step")),
-        log_history=tuple(rows),
-    )
-
-
-_CSV_INT_COLUMNS = ("epoch", "step")
-
-
-def parse_lightning_metrics_csv(text: str) -> list[dict[str, float | int]]:
-    """Rows of Lightning CSVLogger's `metrics.csv`, numbers only: blank and non-numeric cells are dropped,
-    `epoch` and `step` become ints, rows left empty are skipped, a malformed line ends the read (the rows
-    before it are kept). `step` is the column as written: Lightning counts batches stepped from 0, so a
-    row logged after N optimizer steps usually says N - 1 (the demo's lightning-run writes it that way).
-
-    >>> parse_lightning_metrics_csv("epoch,step,train_loss,val_loss\\n0,9,0.5,\\n0,31,,0.45\\n")
-    [{'epoch': 0, 'step': 9, 'train_loss': 0.5}, {'epoch': 0, 'step': 31, 'val_loss': 0.45}]
-    """
-    reader = csv.reader(io.StringIO(text))
-    rows: list[dict[str, float | int]] = []
-    try:
-        header = [h.strip() for h in next(reader, [])]
-        for cells in reader:
-            row: dict[str, float | int] = {}
-            for key, cell in zip(header, cells, strict=False):
-                value = _csv_number(key, cell.strip())
-                if key and value is not None and key not in row:
-                    row[key] = value
-            if row:
-                rows.append(row)
-    except csv.Error:  # a malformed line (a NUL byte, an unterminated quote): keep the rows before it
-        pass
-    return rows
-
-
-def _csv_number(key: str, cell: str) -> float | int | None:
-    try:
-        value = float(cell)
-    except ValueError:
-        return None
-    return _as_int(value) if key in _CSV_INT_COLUMNS else value

@@ -34,6 +34,11 @@ def human_bytes(n: int | float) -> str:
     return f"{n:.1f} TiB"  # pragma: no cover
 
 
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """plural(1, "tensor") -> '1 tensor'; plural(3, "tensor") -> '3 tensors'."""
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
 def human_count(n: int) -> str:
     """1234567 -> '1.23M'."""
     for div, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):

@@ -53,7 +53,7 @@ def test_inspect_json_document(train_pt: Path, capsys: pytest.CaptureFixture[str
     assert doc["dtypes"] == {"float32": 58}
     assert (doc["step"], doc["epoch"]) == (300, 3)
     assert doc["metrics"] == {"loss": 0.25, "val_acc": 0.875}
-    assert doc["safety"] == {"safe": True, "unsafe_globals": [], "findings": []}
+    assert doc["safety"] == {"safe": True, "unsafe_globals": [], "findings": [], "unverified": []}
     assert {e["name"] for e in doc["entries"]} >= {
         "optimizer_state_dict",
         "scheduler_state_dict",

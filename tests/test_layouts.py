@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import ckptlab.layouts
+import ckptlab.runlogs
 from ckptlab.layouts import (
     CHECKPOINT_SUFFIXES,
     TEMPLATES,
@@ -17,17 +18,17 @@ from ckptlab.layouts import (
     looks_like_checkpoint_name,
     natural_key,
     order_key,
-    parse_lightning_metrics_csv,
     parse_name,
-    parse_trainer_state,
     run_dir,
     sort_checkpoints,
 )
+from ckptlab.runlogs import parse_lightning_metrics_csv, parse_trainer_state
 
 
-def test_doctests() -> None:
-    result = doctest.testmod(ckptlab.layouts, optionflags=doctest.ELLIPSIS)
-    assert result.attempted >= 30
+@pytest.mark.parametrize("module,at_least", [(ckptlab.layouts, 25), (ckptlab.runlogs, 5)])
+def test_doctests(module: object, at_least: int) -> None:
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)  # type: ignore[arg-type]
+    assert result.attempted >= at_least
     assert result.failed == 0
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..dtypes import nbytes_for
-from ..model import Entry, Location, TensorMeta, human_bytes
+from ..model import Entry, Location, TensorMeta, human_bytes, plural
 from .pickle_vm import DtypeRef, Global, Obj, StorageRef, TensorRef
 
 # Keys under which training scripts and frameworks keep the model weights, most specific first.
@@ -402,8 +402,8 @@ def _summary(v: Any, key: str = "") -> tuple[str, str]:
         state = v.get("state")
         n_state = len(state) if isinstance(state, dict) else 0
         return "optimizer", (
-            f"{len(groups)} param group(s) over {n_params} params{lr}; state for {n_state} params "
-            f"({n} tensors, {human_bytes(b)})"
+            f"{plural(len(groups), 'param group')} over {plural(n_params, 'param')}{lr}; "
+            f"state for {plural(n_state, 'param')} ({plural(n, 'tensor')}, {human_bytes(b)})"
         )
     if is_scheduler_state(v):
         last = v.get("_last_lr")
@@ -414,20 +414,20 @@ def _summary(v: Any, key: str = "") -> tuple[str, str]:
         )
         return "scheduler", f"last_epoch={v.get('last_epoch')}{lr}"
     if isinstance(v, list) and v and all(is_optimizer_state(x) for x in v):
-        return "optimizer", f"{len(v)} optimizer state(s)"
+        return "optimizer", plural(len(v), "optimizer state")
     if isinstance(v, list) and v and all(is_scheduler_state(x) for x in v):
-        return "scheduler", f"{len(v)} scheduler state(s)"
+        return "scheduler", plural(len(v), "scheduler state")
     if isinstance(v, TensorRef):
         return "tensor", f"tensor {v.dtype} {list(v.shape)}"
     if isinstance(v, dict):
         n, b = _count_tensors(v)
-        extra = f" ({n} tensors, {human_bytes(b)})" if n else ""
+        extra = f" ({plural(n, 'tensor')}, {human_bytes(b)})" if n else ""
         keys = ", ".join(str(k) for k in list(v)[:6]) + (", …" if len(v) > 6 else "")
-        return "dict", f"{len(v)} keys{extra}: {keys}"
+        return "dict", f"{plural(len(v), 'key')}{extra}: {keys}"
     if isinstance(v, (list, tuple)):
         n, b = _count_tensors(v)
-        extra = f" ({n} tensors, {human_bytes(b)})" if n else ""
-        return type(v).__name__, f"{len(v)} items{extra}"
+        extra = f" ({plural(n, 'tensor')}, {human_bytes(b)})" if n else ""
+        return type(v).__name__, f"{plural(len(v), 'item')}{extra}"
     if isinstance(v, bool):
         return "bool", str(v)
     if isinstance(v, (int, float)):
@@ -438,7 +438,7 @@ def _summary(v: Any, key: str = "") -> tuple[str, str]:
         return "bytes", f"{len(v)} bytes"
     if isinstance(v, Obj):
         n, b = _count_tensors(v)
-        extra = f" ({n} tensors, {human_bytes(b)})" if n else ""
+        extra = f" ({plural(n, 'tensor')}, {human_bytes(b)})" if n else ""
         return "object", f"{v.qualname}{extra}"
     if isinstance(v, (Global, DtypeRef, StorageRef)):
         return "reference", repr(v)

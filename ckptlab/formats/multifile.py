@@ -12,7 +12,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import FormatError, IncompleteError, LimitError
-from ..model import CheckpointMeta, Entry, Safety
+from ..model import CheckpointMeta, Entry, Safety, plural
+from ..runlogs import parse_trainer_state
 from .globals_scan import unsafe_globals_in_file
 from .limits import DEFAULT_LIMITS, Limits
 
@@ -23,6 +24,7 @@ HF_OPTIMIZER = ("optimizer.pt", "optimizer.bin")
 HF_SCHEDULER = ("scheduler.pt",)
 HF_STATE = "trainer_state.json"
 HF_ARGS = "training_args.bin"
+_THROUGHPUT = ("_runtime", "_per_second")
 
 
 def _load_json(path: Path, limits: Limits) -> Any:
@@ -96,7 +98,7 @@ def read_index(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
         size_bytes=sum(os.path.getsize(f) for f in files),
         tensors=tuple(tensors),
         metadata=meta,
-        entries=(Entry("weight_map", "dict", f"{len(wm)} tensors over {len(parts)} shards"),),
+        entries=(Entry("weight_map", "dict", f"{plural(len(wm), 'tensor')} over {len(parts)} shards"),),
         safety=Safety(unsafe, findings),
         layout="sharded",
         framework=parts[0].framework,
@@ -139,7 +141,7 @@ def read_hf_checkpoint(path: Path, limits: Limits = DEFAULT_LIMITS) -> Checkpoin
     wpath = path / weights_name
     weights = read_index(wpath, limits) if weights_name.endswith(".index.json") else read_file(wpath, limits)
     parts: list[CheckpointMeta] = []
-    entries = [Entry(weights_name, "weights", f"{weights.format}, {weights.n_tensors} tensors")]
+    entries = [Entry(weights_name, "weights", f"{weights.format}, {plural(weights.n_tensors, 'tensor')}")]
     warnings = list(weights.warnings)
     has_opt = has_sched = False
     part_unsafe: list[str] = []
@@ -172,23 +174,28 @@ def read_hf_checkpoint(path: Path, limits: Limits = DEFAULT_LIMITS) -> Checkpoin
                 kind = "training_args"
             else:
                 kind = "rng_state"
-            entries.append(Entry(name, kind, f"{m.format}, {len(m.other_tensors) + m.n_tensors} tensors"))
-    state: dict[str, Any] = {}
+            entries.append(
+                Entry(name, kind, f"{m.format}, {plural(len(m.other_tensors) + m.n_tensors, 'tensor')}")
+            )
+    doc: Any = _load_json(path / HF_STATE, limits) if HF_STATE in names else {}
+    state = parse_trainer_state(doc)
     if HF_STATE in names:
-        state = _load_json(path / HF_STATE, limits)
-        if not isinstance(state, dict):
-            state = {}
-        entries.append(Entry(HF_STATE, "trainer_state", f"{len(state.get('log_history') or [])} log entries"))
-    step = state.get("global_step") if isinstance(state.get("global_step"), int) else None
-    epoch = state.get("epoch") if isinstance(state.get("epoch"), (int, float)) else None
+        entries.append(
+            Entry(HF_STATE, "trainer_state", plural(len(state.log_history), "log entry", "log entries"))
+        )
     metrics = dict(weights.metrics)
-    metrics.update(_last_logged(state.get("log_history")))
-    if isinstance(state.get("best_metric"), (int, float)):
-        metrics["best_metric"] = float(state["best_metric"])
+    for row in state.log_history:  # the latest value of every train/eval metric
+        if row.kind in ("train", "eval"):
+            metrics.update({k: v for k, v in row.metrics.items() if not k.endswith(_THROUGHPUT)})
+    if state.best_metric is not None:
+        metrics["best_metric"] = state.best_metric
+    step, epoch = state.global_step, state.epoch
+    if isinstance(epoch, float) and epoch.is_integer():
+        epoch = int(epoch)
     meta: dict[str, Any] = {"weights": weights_name, **weights.metadata}
-    for k in ("best_model_checkpoint", "max_steps", "num_train_epochs", "train_batch_size", "save_steps"):
-        if k in state:
-            meta[k] = state[k]
+    for k in ("best_model_checkpoint", "max_steps", "num_train_epochs", "save_steps"):
+        if getattr(state, k) is not None:
+            meta[k] = getattr(state, k)
     if "config.json" in names:
         cfg = _load_json(path / "config.json", limits)
         if isinstance(cfg, dict):
@@ -219,27 +226,3 @@ def read_hf_checkpoint(path: Path, limits: Limits = DEFAULT_LIMITS) -> Checkpoin
         other_tensors=tuple(t for m in parts for t in (*m.tensors, *m.other_tensors)),
         warnings=tuple(warnings),
     )
-
-
-def _last_logged(history: Any) -> dict[str, float]:
-    """Latest value of every numeric metric in HF's log_history (train and eval entries)."""
-    out: dict[str, float] = {}
-    if not isinstance(history, list):
-        return out
-    skip = {
-        "epoch",
-        "step",
-        "total_flos",
-        "train_runtime",
-        "eval_runtime",
-        "eval_samples_per_second",
-        "eval_steps_per_second",
-        "train_samples_per_second",
-        "train_steps_per_second",
-    }
-    for row in history:
-        if isinstance(row, dict):
-            for k, v in row.items():
-                if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool):
-                    out[k] = float(v)
-    return out
