@@ -9,6 +9,7 @@ Tensor names are split into a module hierarchy on `.` (PyTorch: `encoder.layer.0
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -360,4 +361,96 @@ def histogram_figure(hist: HistogramLike, title: str = "", log_y: bool = False) 
     )
     fig.update_xaxes(title="value")
     fig.update_yaxes(title="count", type="log" if log_y else "linear")
+    return fig
+
+
+# Index statuses: the usable blue of every other chart; the problems in warm colours, debris greyed out.
+STATUS_COLORS: dict[str, str] = {
+    "ok": "#4C78A8",
+    "incomplete": "#EECA3B",
+    "unreadable": "#E45756",
+    "debris": "#BAB0AC",
+}
+_BINARY_UNITS = (("B", 1), ("KiB", 1024), ("MiB", 1024**2), ("GiB", 1024**3), ("TiB", 1024**4))
+
+
+def byte_ticks(max_bytes: int | float, n: int = 5) -> tuple[list[float], list[str]]:
+    """About `n` round tick positions from 0 to `max_bytes`, labelled in one binary unit.
+
+    >>> byte_ticks(5 * 1024**2)
+    ([0, 1048576, 2097152, 3145728, 4194304, 5242880], ['0', '1 MiB', '2 MiB', '3 MiB', '4 MiB', '5 MiB'])
+    >>> byte_ticks(0)
+    ([0], ['0'])
+    """
+    if max_bytes <= 0:
+        return [0], ["0"]
+    unit, div = _BINARY_UNITS[0]
+    for name, size in _BINARY_UNITS:
+        if max_bytes >= size:
+            unit, div = name, size
+    span = max_bytes / div
+    raw = span / max(1, n)
+    mag = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    count = math.floor(span / step + 1e-9)
+    vals = [i * step * div for i in range(count + 1)]
+    texts = ["0"] + [f"{i * step:g} {unit}" for i in range(1, count + 1)]
+    return [int(v) if float(v).is_integer() else v for v in vals], texts
+
+
+def disk_usage_figure(rows: Iterable[tuple[str, str, int]]) -> go.Figure:
+    """Bytes on disk per run, one horizontal bar per run (largest on top) stacked by checkpoint status,
+    with the run's total and checkpoint count written at the end of its bar.
+
+    `rows` are (run, status, bytes), one per checkpoint (`ckptlab.index.views.usage_rows`)."""
+    by_run: dict[str, Counter[str]] = {}
+    counts: Counter[str] = Counter()
+    for run, status, size in rows:
+        by_run.setdefault(run, Counter())[status] += int(size)
+        counts[run] += 1
+    totals = {run: sum(c.values()) for run, c in by_run.items()}
+    if not by_run or not any(totals.values()):
+        return empty_figure("nothing indexed yet" if not by_run else "no bytes on disk")
+    runs = sorted(by_run, key=lambda r: (-totals[r], r))[
+        ::-1
+    ]  # plotly draws the first category at the bottom
+    statuses = [s for s in STATUS_COLORS if any(by_run[r][s] for r in runs)]
+    statuses += sorted({s for c in by_run.values() for s in c} - set(statuses))
+    fig = go.Figure()
+    for status in statuses:
+        values = [by_run[r][status] for r in runs]
+        fig.add_trace(
+            go.Bar(
+                name=status,
+                x=values,
+                y=runs,
+                orientation="h",
+                marker={"color": STATUS_COLORS.get(status, "#79706E")},
+                customdata=[[human_bytes(v), _pct(v, totals[r])] for v, r in zip(values, runs, strict=True)],
+                hovertemplate="<b>%{y}</b><br>%{fullData.name}: %{customdata[0]} (%{customdata[1]})"
+                "<extra></extra>",
+            )
+        )
+    top = max(totals.values())
+    for r in runs:
+        n = counts[r]
+        fig.add_annotation(
+            x=totals[r],
+            y=r,
+            text=f"{human_bytes(totals[r])} · {n} checkpoint{'' if n == 1 else 's'}",
+            xanchor="left",
+            xshift=6,
+            showarrow=False,
+            font={"size": 12},
+        )
+    tickvals, ticktext = byte_ticks(top)
+    fig.update_xaxes(title="size on disk", tickvals=tickvals, ticktext=ticktext, range=[0, top * 1.3])
+    fig.update_yaxes(type="category", categoryorder="array", categoryarray=runs, automargin=True)
+    fig.update_layout(
+        barmode="stack",
+        height=110 + 34 * len(runs),
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "left", "x": 0, "title": None},
+        showlegend=len(statuses) > 1,
+    )
     return fig

@@ -1,8 +1,8 @@
-"""Shared Streamlit glue for `app.py` and `pages/`: cached reads, common widgets, error display.
+"""Shared Streamlit glue for `app.py` and `pages/`: the index handle, scans with progress, cached reads,
+common widgets, error display.
 
-This is the only module in the package that imports Streamlit. Logic lives elsewhere in `ckptlab`; what is
-here decides how things are cached and shown. The checkpoint walk (`find_checkpoints`) is a stop-gap until
-the index (`ckptlab.index`) lands.
+This is the only module in the package that imports Streamlit. Logic lives elsewhere in `ckptlab` (what the
+index table shows is `ckptlab.index.views`); what is here decides how things are cached and shown.
 """
 
 from __future__ import annotations
@@ -10,7 +10,11 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterable, Sequence
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,132 +25,445 @@ import streamlit as st
 from . import plots
 from .errors import CkptlabError
 from .formats import read_meta
-from .model import CheckpointMeta, Safety, TensorMeta
+from .index import views
+from .index.store import Store, default_db_path
+from .model import CheckpointMeta, IndexEntry, Safety, TensorMeta
 
 if TYPE_CHECKING:
     from .analysis.stats import Histogram
+    from .index.scan import ScanResult
     from .model import TensorStats
     from .plots import ModuleRow
 
 log = logging.getLogger(__name__)
 
-ROOT_ENV = "CKPTLAB_ROOT"
-ROOT_KEY = "ckptlab_root"  # session-state key (not a widget key, so it survives page switches)
+ROOT_ENV = "CKPTLAB_ROOT"  # one or more roots, separated by os.pathsep
 PATH_KEY = "path"  # the Inspect page's path box; bound to the `?path=` query parameter
+TABLE_KEY = "checkpoints"  # the home page's index table (its selection opens Inspect)
 
-CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".h5", ".hdf5", ".keras")
-INDEX_SUFFIXES = (".safetensors.index.json", ".bin.index.json", ".pt.index.json")
-_HF_CHECKPOINT_DIR = re.compile(r"^checkpoint-\d+$")
-_SHARD = re.compile(r"-\d{5}-of-\d{5}\.")
-_SKIP_DIRS = {"__pycache__", "node_modules", ".git", ".venv", "venv", "wandb"}
+# session-state keys (not widget keys, so they survive page switches)
+_SCAN_REQUEST = "_ckptlab_scan_request"  # roots a button asked to scan in the next run
+_AUTO_DONE = "_ckptlab_first_start_done"  # the first-start scan ($CKPTLAB_ROOT or the demo) has run
+_LAST_SCAN = "_ckptlab_last_scan"  # what the last scan of this session found, to show until the next
+_ADD_BOX = "_ckptlab_add_root"
+_ADD_NOTE = "_ckptlab_add_root_note"
+_DEMO = "<demo>"  # a scan request for the built-in demo (built on demand)
+_FILTERS = ("run", "format", "status", "safety")
+
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:])")
 
 
-# ---------------------------------------------------------------------------------------------- finding
+# ---------------------------------------------------------------------------------------------- the index
 
 
-def find_checkpoints(root: Path, limit: int = 500) -> list[Path]:
-    """Logical checkpoints under `root`, sorted: checkpoint files, sharded `*.index.json` files (their shards
-    are not listed again), HF `checkpoint-N/` directories and DCP directories (a `.metadata` file).
+@dataclass
+class IndexHandle:
+    """The app's one connection to the index, shared by every session of the server process.
 
-    Hidden and tool directories are skipped; at most `limit` results.
-    """
-    found: list[Path] = []
-    if not root.is_dir():
-        return found
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        if here != root and (_HF_CHECKPOINT_DIR.match(here.name) or ".metadata" in filenames):
-            found.append(here)
-            dirnames[:] = []
-            continue
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _SKIP_DIRS)
-        has_index = any(f.endswith(INDEX_SUFFIXES) for f in filenames)
-        for f in sorted(filenames):
-            if f.endswith(INDEX_SUFFIXES) or (
-                f.endswith(CHECKPOINT_SUFFIXES) and not (has_index and _SHARD.search(f))
-            ):
-                found.append(here / f)
-        if len(found) >= limit:
-            break
-    return sorted(found, key=natural_key)[:limit]
+    The connection is made with `check_same_thread=False`; Streamlit runs each session's script in its own
+    thread, so every use goes through `lock` (sqlite3 connections must not be used concurrently)."""
+
+    store: Store
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    @property
+    def path(self) -> Path:
+        return self.store.path
+
+    def roots(self) -> list[tuple[str, float | None]]:
+        with self.lock:
+            return self.store.roots()
+
+    def forget_root(self, root: str) -> None:
+        with self.lock:
+            self.store.forget_root(root)
 
 
-def natural_key(path: Path | str) -> tuple[tuple[int, int | str], ...]:
-    """Sort key putting `checkpoint-64` before `checkpoint-128` (digit runs compare as numbers)."""
-    return tuple((0, int(tok)) if tok.isdigit() else (1, tok) for tok in re.split(r"(\d+)", str(path)) if tok)
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _open_index(db: str) -> IndexHandle:
+    return IndexHandle(Store(db))
 
 
-@st.cache_data(ttl=15, max_entries=32, show_spinner="Looking for checkpoints…")
-def _find_cached(root: str) -> list[str]:
-    return [str(p) for p in find_checkpoints(Path(root))]
+def open_index() -> IndexHandle:
+    """The index database (`$CKPTLAB_DB`, else the user cache dir), opened once per server process.
+
+    Raises CkptlabError when it cannot be opened."""
+    return _open_index(str(default_db_path()))
 
 
-def list_checkpoints(root: Path | None) -> list[Path]:
-    """`find_checkpoints(root)` cached for a few seconds: every widget change reruns the page, and a big
-    folder takes a while to walk. `rescan()` forgets the cache."""
-    return [Path(p) for p in _find_cached(str(root))] if root is not None else []
+@dataclass(frozen=True)
+class Snapshot:
+    """What the index holds now: roots with their last scan time, entries (by run, then step), errors,
+    and each run's short label (`views.run_labels`)."""
+
+    roots: tuple[tuple[str, float | None], ...]
+    entries: tuple[IndexEntry, ...]
+    errors: tuple[tuple[str, str], ...]
+    labels: Mapping[str, str]
 
 
-def rescan() -> None:
-    """Forget the cached folder listings (the metadata cache is keyed by size + mtime and stays valid)."""
-    _find_cached.clear()
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _snapshot_cached(db: str, roots: tuple[tuple[str, float | None], ...]) -> Snapshot:
+    handle = _open_index(db)
+    with handle.lock:
+        entries = tuple(handle.store.entries())
+        errors = tuple(handle.store.errors())
+    return Snapshot(roots, entries, errors, views.run_labels(entries))
 
 
-def relative(path: str | Path, root: Path | None) -> str:
-    """`path` relative to `root` when it lies under it, else as given."""
-    if root is not None:
-        try:
-            return str(Path(path).relative_to(root))
-        except ValueError:
-            pass
-    return str(path)
+def snapshot(handle: IndexHandle) -> Snapshot:
+    """The index's contents, read again only when a root was scanned or forgotten since (every write of the
+    store, the CLI's included, updates a root's scan time): a rerun of the page does not query the entries.
+    Shared between sessions as is (cache_resource): nothing may mutate it."""
+    return _snapshot_cached(str(handle.path), tuple(handle.roots()))
 
 
-def group_by_folder(items: list[tuple[str, str]]) -> list[tuple[str, list[tuple[str, str]]]]:
-    """(relative name, path) pairs grouped by their first folder, order kept: ("run", [("last.pt", ...)]).
-
-    Top-level files form the group "" (listed first)."""
-    groups: dict[str, list[tuple[str, str]]] = {"": []}
-    for rel, path in items:
-        head, sep, rest = rel.partition("/")
-        key, label = (head, rest) if sep else ("", rel)
-        groups.setdefault(key, []).append((label, path))
-    return [(k, v) for k, v in groups.items() if v]
+def env_roots() -> list[Path]:
+    """The roots in `$CKPTLAB_ROOT` (several separated by `os.pathsep`)."""
+    raw = os.environ.get(ROOT_ENV, "")
+    return [Path(p.strip()).expanduser() for p in raw.split(os.pathsep) if p.strip()]
 
 
-# ---------------------------------------------------------------------------------------------- root
-
-
-@st.cache_resource(show_spinner="Building the demo checkpoints (first start only)…")
+@st.cache_resource(show_spinner="Building the demo checkpoints (first start only, a few seconds)…")
 def _demo_root() -> tuple[str | None, str | None]:
     """(demo dir, None) or (None, why not): built once per server process, then reused."""
     try:
-        from .demo import ensure_demo
+        from . import demo
 
-        return str(ensure_demo()), None
+        return str(demo.ensure_demo()), None
     except Exception as e:  # the demo is a nicety: never let it break the app
         log.exception("building the demo failed")
-        return None, f"the built-in demo is unavailable ({type(e).__name__}: {first_line(str(e))})"
+        return None, f"The built-in demo is unavailable ({type(e).__name__}: {first_line(str(e))})."
 
 
-def default_root() -> tuple[Path | None, str | None]:
-    """The folder the app lists: `$CKPTLAB_ROOT` if set, else the built-in demo (built on first use).
+def _is_demo(root: str | Path) -> bool:
+    from .demo import is_complete
 
-    Returns (root or None, a note to show when there is none)."""
-    env = os.environ.get(ROOT_ENV, "").strip()
+    return is_complete(Path(root))
+
+
+def request_scan(roots: Sequence[str]) -> None:
+    """Ask the next run of the home page to scan `roots` (for button callbacks)."""
+    st.session_state[_SCAN_REQUEST] = list(roots)
+
+
+def _scan_everything(handle: IndexHandle) -> None:
+    known = [r for r, _ in handle.roots()]
+    request_scan(list(dict.fromkeys([*known, *(str(p) for p in env_roots())])))
+
+
+def _first_start(handle: IndexHandle) -> list[str]:
+    """What to scan on a session's first visit: the `$CKPTLAB_ROOT` roots not indexed yet; with no such
+    variable and an empty index, the built-in demo."""
+    known = {r for r, _ in handle.roots()}
+    env = env_roots()
     if env:
-        return Path(env).expanduser(), None
-    root, note = _demo_root()
-    return (Path(root) if root else None), note
+        return [str(p) for p in env if str(p.resolve()) not in known]
+    return [] if known else [_DEMO]
 
 
-def current_root() -> tuple[Path | None, str | None]:
-    """The root chosen on the home page in this session, else `default_root()`."""
-    chosen = st.session_state.get(ROOT_KEY)
-    if chosen:
-        return Path(chosen).expanduser(), None
-    return default_root()
+def _scan_with_progress(handle: IndexHandle, roots: Sequence[str]) -> views.ScanReport:
+    from .index.scan import scan
+
+    results: list[ScanResult] = []
+    notes: list[str] = []
+    bar = st.progress(0.0, text="Scanning…")
+    # a connection of its own: other sessions keep reading through the shared handle meanwhile (WAL)
+    with Store(handle.path) as store:
+        for root in roots:
+            if root == _DEMO:
+                demo_dir, note = _demo_root()
+                if demo_dir is None:
+                    notes.append(note or "The built-in demo is unavailable.")
+                    continue
+                root = demo_dir
+            name = Path(root).name or root
+            bar.progress(0.0, text=f"Looking for checkpoints under {name}…")
+            last = [0.0]
+
+            def progress(
+                phase: str, done: int, total: int, name: str = name, last: list[float] = last
+            ) -> None:
+                now = time.monotonic()
+                if done < total and now - last[0] < 0.1:  # at most ~10 updates a second reach the browser
+                    return
+                last[0] = now
+                what = "reading checkpoint headers" if phase == "read" else phase
+                bar.progress(done / total if total else 1.0, text=f"{name}: {what} {done:,} / {total:,}")
+
+            # a finished demo is complete by construction: its fresh files are not "still being written"
+            settle = {"settle_seconds": 0.0} if _is_demo(root) else {}
+            try:
+                results.append(scan([root], store, progress=progress, **settle))
+            except Exception as e:  # a reader bug must not take the page down; the log has the traceback
+                log.exception("scanning %s failed", root)
+                notes.append(f"Scanning {root} failed: {error_line(e)}")
+    bar.empty()
+    return views.scan_report(results, notes)
+
+
+def scan_pending(handle: IndexHandle) -> None:
+    """Run the scan a button asked for, or the first-start scan, with a progress bar; then show what the
+    session's last scan found (until the next one)."""
+    roots = st.session_state.pop(_SCAN_REQUEST, None)
+    first = roots is None and not st.session_state.get(_AUTO_DONE)
+    if first:
+        roots = _first_start(handle)
+    if roots:
+        st.session_state[_LAST_SCAN] = _scan_with_progress(handle, roots)
+    if first:  # set only now: a first-start scan cut short by a rerun is tried again
+        st.session_state[_AUTO_DONE] = True
+    report: views.ScanReport | None = st.session_state.get(_LAST_SCAN)
+    if report is None:
+        return
+    for note in report.notes:
+        st.warning(md_escape(note), icon=":material/warning:")
+    if report.n_roots:
+        text = f"Scanned: {md_escape(report.line)}"
+        if report.n_errors:
+            st.warning(text + " — see *Scan errors* below.", icon=":material/warning:")
+        else:
+            st.success(text, icon=":material/check_circle:")
+
+
+def scan_button(handle: IndexHandle) -> None:
+    """Rescan every indexed root (and `$CKPTLAB_ROOT`); incremental, so unchanged files are not read."""
+    st.button(
+        "Scan",
+        icon=":material/refresh:",
+        type="primary",
+        key="_ckptlab_scan",
+        on_click=_scan_everything,
+        args=(handle,),
+        help="Look for new, changed and deleted checkpoints under every root. Unchanged files (same size "
+        "and mtime) are not read again.",
+        width="stretch",
+    )
+
+
+def _add_root() -> None:
+    raw = str(st.session_state.get(_ADD_BOX) or "").strip()
+    if not raw:
+        return
+    p = Path(raw).expanduser()
+    if not p.is_dir():
+        st.session_state[_ADD_NOTE] = f"{p}: not a directory"
+        return
+    st.session_state.pop(_ADD_NOTE, None)
+    st.session_state[_ADD_BOX] = ""
+    request_scan([str(p.resolve())])
+
+
+def roots_sidebar(handle: IndexHandle, snap: Snapshot) -> None:
+    """The sidebar: indexed roots (each removable), a box to add one, the demo, and the database's path."""
+    sb = st.sidebar
+    sb.header("Roots")
+    per_root = Counter(e.root for e in snap.entries)
+    now = time.time()
+    has_demo = False
+    for i, (root, scanned) in enumerate(snap.roots):
+        demo = _is_demo(root)
+        has_demo = has_demo or demo
+        with sb.container(border=True):
+            text, remove = st.columns([6, 1], vertical_alignment="top")
+            name = md_escape(Path(root).name or root)
+            text.markdown(f"**{name}**" + (" :blue-badge[demo]" if demo else ""))
+            when = "never scanned" if scanned is None else f"scanned {views.ago(now - scanned)}"
+            n = per_root.get(root, 0)
+            text.caption(f"{md_escape(root)}  \n{n:,} checkpoint{'' if n == 1 else 's'} · {when}")
+            remove.button(
+                "",
+                icon=":material/close:",
+                key=f"_ckptlab_forget_{i}",
+                on_click=handle.forget_root,
+                args=(root,),
+                help="Remove from the index (no file is touched)",
+                type="tertiary",
+            )
+    known = {r for r, _ in snap.roots}
+    for p in env_roots():
+        if str(p.resolve()) not in known:
+            sb.caption(md_escape(f"${ROOT_ENV}: {p} (not indexed: press Scan)"))
+    if not snap.roots:
+        sb.caption("No roots yet.")
+    sb.text_input(
+        "Add a folder",
+        key=_ADD_BOX,
+        on_change=_add_root,
+        placeholder="/data/runs",
+        help="A folder to index (recursively). It is scanned when added.",
+    )
+    sb.button("Add and scan", icon=":material/add:", on_click=_add_root, key="_ckptlab_add", width="stretch")
+    if note := st.session_state.get(_ADD_NOTE):
+        sb.error(md_escape(note), icon=":material/error:")
+    if not has_demo:
+        sb.button(
+            "Add the built-in demo",
+            icon=":material/science:",
+            on_click=request_scan,
+            args=([_DEMO],),
+            key="_ckptlab_add_demo",
+            width="stretch",
+            help="Six small runs trained for real and saved the way PyTorch, Lightning, HF Trainer, Keras, "
+            "sharded exports and DCP save them (built once, a few seconds).",
+        )
+    sb.caption(md_escape(f"Index database: {handle.path}") + f"  \n(set ${ROOT_ENV} / $CKPTLAB_DB)")
+
+
+def _multiselect_filter(col: Any, name: str, options: list[str]) -> list[str]:
+    """A multiselect whose choice survives a visit to another page (widget state does not)."""
+    key, keep = f"filter_{name}", f"_ckptlab_keep_filter_{name}"
+    current = st.session_state.get(key, st.session_state.get(keep, []))
+    valid = [v for v in current if v in options]
+    if key not in st.session_state or valid != current:
+        st.session_state[key] = valid
+
+    def changed() -> None:
+        st.session_state[keep] = st.session_state[key]
+
+    plural = {"status": "statuses", "safety": "safety verdicts"}.get(name, f"{name}s")
+    return col.multiselect(name, options, key=key, on_change=changed, placeholder=f"All {plural}")
+
+
+def index_filters(snap: Snapshot) -> list[IndexEntry]:
+    """Run / format / status / safety filters over the snapshot; returns the entries they keep."""
+    options = views.filter_options(snap.entries, snap.labels)
+    cols = st.columns([3, 2, 2, 2])
+    chosen = {
+        name: _multiselect_filter(col, name, options[name]) for col, name in zip(cols, _FILTERS, strict=True)
+    }
+    return views.filter_entries(
+        snap.entries,
+        snap.labels,
+        runs=chosen["run"],
+        formats=chosen["format"],
+        statuses=chosen["status"],
+        safety=chosen["safety"],
+    )
+
+
+def index_frame(
+    entries: Sequence[IndexEntry], labels: Mapping[str, str], unit: tuple[str, int]
+) -> pd.DataFrame:
+    """The index table as a DataFrame (views.TABLE_COLUMNS; nullable integer columns for step and params)."""
+    df = pd.DataFrame(views.table_rows(entries, labels, unit), columns=list(views.TABLE_COLUMNS))
+    for c in ("step", "params"):
+        df[c] = df[c].astype("Int64")
+    df["epoch"] = pd.to_numeric(df["epoch"], errors="coerce")
+    df["size"] = df["size"].astype(float)
+    return df
+
+
+def index_table(entries: Sequence[IndexEntry], labels: Mapping[str, str]) -> str | None:
+    """The index table; returns the path of the row the user selected (None when none is)."""
+    unit = views.size_unit(e.size_bytes for e in entries)
+    df = index_frame(entries, labels, unit)
+    order = [c for c in views.TABLE_COLUMNS if c != "path"]
+    if not df["reason"].astype(bool).any():
+        order.remove("reason")
+    cc = st.column_config
+    config = {
+        "run": cc.TextColumn("run", pinned=True),
+        "checkpoint": cc.TextColumn("checkpoint", pinned=True, width=220, help="path relative to its run"),
+        "step": cc.NumberColumn("step", format="localized", width=70),
+        "epoch": cc.NumberColumn("epoch", format="%g", width=60),
+        "size": cc.NumberColumn(
+            f"size ({unit[0]})",
+            format="%.1f",
+            width=85,
+            help=f"on disk, all files of the checkpoint, in {unit[0]} (1 KiB = 1024 bytes)",
+        ),
+        "params": cc.NumberColumn("params", format="compact", width=70, help="parameter count"),
+        "format": cc.TextColumn("format", width=110),
+        "safety": cc.TextColumn(
+            "safety",
+            width=150,
+            help="unsafe: a pickle references globals outside the allowlist (nothing was run)",
+        ),
+        "status": cc.TextColumn(
+            "status", width=95, help="ok, unreadable, incomplete (missing parts) or debris"
+        ),
+        "metrics": cc.TextColumn("metrics", width=280, help="from the file or its name; losses first"),
+        "layout": cc.TextColumn("layout", width=110),
+        "reason": cc.TextColumn("reason", width=420, help="why the status is not ok, or reader warnings"),
+    }
+    event = st.dataframe(
+        df,
+        hide_index=True,
+        column_order=order,
+        column_config=config,
+        placeholder="—",
+        height=min(38 + 35 * max(1, len(df)), 38 + 35 * 18),
+        on_select="rerun",
+        selection_mode="single-row",
+        key=TABLE_KEY,
+    )
+    rows = event.selection.rows if event is not None else []
+    return str(df.iloc[rows[0]]["path"]) if rows else None
+
+
+def errors_expander(snap: Snapshot) -> None:
+    """Scan errors (unreadable directories and files) in a collapsed expander."""
+    errors = views.error_rows(snap.errors, snap.entries)
+    if not errors:
+        st.caption("No scan errors.")
+        return
+    with st.expander(f"Scan errors ({len(errors):,})", icon=":material/error:"):
+        st.dataframe(
+            pd.DataFrame(errors, columns=["path", "error"]),
+            hide_index=True,
+            key="scan_errors",
+            column_config={
+                "path": st.column_config.TextColumn("path", width="large"),
+                "error": st.column_config.TextColumn("error", width="large"),
+            },
+        )
+
+
+def _picker_options() -> dict[str, str]:
+    try:
+        return views.picker_options(snapshot(open_index()).entries)
+    except CkptlabError as e:  # no index: the path box still works
+        log.warning("cannot open the index: %s", e)
+        return {}
+
+
+def _on_pick(pick_key: str) -> None:
+    picked = st.session_state.get(pick_key)
+    if picked:
+        st.session_state[PATH_KEY] = picked
+
+
+def checkpoint_picker() -> str | None:
+    """A path box bound to `?path=` plus, once the index has entries, a selectbox of them (by run, then
+    step). Returns the stripped path, or None when nothing is chosen yet."""
+    found = _picker_options()
+    left, right = st.columns([2, 3]) if found else (None, st.container())
+    with right:
+        value = st.text_input(
+            "Checkpoint path",
+            key=PATH_KEY,
+            bind="query-params",
+            placeholder="/path/to/model.safetensors, a .pt/.ckpt/.h5 file, or a checkpoint-N/ directory",
+            help="A file or a multi-file checkpoint directory. The URL's ?path= sets it (pages link here).",
+        )
+    path = (value or "").strip()
+    if left is not None:
+        pick_key = "_ckptlab_pick"
+        # keep the selectbox in step with the path box (set before the widget is created this run)
+        st.session_state[pick_key] = path if path in found else None
+        with left:
+            st.selectbox(
+                f"Indexed checkpoints ({len(found):,})",
+                list(found),
+                index=None,
+                key=pick_key,
+                format_func=found.__getitem__,
+                placeholder="Pick one (run / checkpoint)",
+                on_change=_on_pick,
+                args=(pick_key,),
+            )
+    return path or None
 
 
 # ---------------------------------------------------------------------------------------------- cached reads
@@ -309,73 +626,6 @@ def device_selector(key: str = "device") -> str:
     )
 
 
-def _on_pick(pick_key: str) -> None:
-    picked = st.session_state.get(pick_key)
-    if picked:
-        st.session_state[PATH_KEY] = picked
-
-
-def checkpoint_picker(root: Path | None) -> str | None:
-    """A path box bound to `?path=` plus, when `root` holds checkpoints, a selectbox of them.
-
-    Returns the stripped path, or None when nothing is chosen yet."""
-    found = [str(p) for p in list_checkpoints(root)]
-    left, right = st.columns([2, 3]) if found else (None, st.container())
-    with right:
-        value = st.text_input(
-            "Checkpoint path",
-            key=PATH_KEY,
-            bind="query-params",
-            placeholder="/path/to/model.safetensors, a .pt/.ckpt/.h5 file, or a checkpoint-N/ directory",
-            help="A file or a multi-file checkpoint directory. The URL's ?path= sets it (pages link here).",
-        )
-    path = (value or "").strip()
-    if left is not None:
-        pick_key = "_ckptlab_pick"
-        # keep the selectbox in step with the path box (set before the widget is created this run)
-        st.session_state[pick_key] = path if path in found else None
-        with left:
-            st.selectbox(
-                f"Checkpoints under {root}",
-                found,
-                index=None,
-                key=pick_key,
-                format_func=lambda p: relative(p, root),
-                placeholder=f"{len(found)} found — pick one",
-                on_change=_on_pick,
-                args=(pick_key,),
-            )
-    return path or None
-
-
-def root_selector() -> tuple[Path | None, str | None]:
-    """A folder box (default: `default_root()`); the choice is kept for the session, across pages."""
-    root, _note = current_root()
-    box = "_ckptlab_root_box"
-    if box not in st.session_state:  # widget state is dropped on page switch: seed it again
-        st.session_state[box] = str(root) if root else ""
-
-    def changed() -> None:
-        st.session_state[ROOT_KEY] = st.session_state[box].strip()
-
-    left, right = st.columns([8, 1], vertical_alignment="bottom")
-    left.text_input(
-        "Checkpoint folder",
-        key=box,
-        on_change=changed,
-        help=f"Listed recursively. Defaults to ${ROOT_ENV} when set, else the built-in demo.",
-    )
-    right.button(
-        "Rescan",
-        icon=":material/refresh:",
-        on_click=rescan,
-        key="_ckptlab_rescan",
-        help="Look for new checkpoints now (the listing is otherwise refreshed every 15 s).",
-        width="stretch",
-    )
-    return current_root()
-
-
 # ---------------------------------------------------------------------------------------------- tables
 
 
@@ -416,59 +666,15 @@ def module_frame(rows: list[ModuleRow], total: int) -> pd.DataFrame:
     )
 
 
-def checkpoint_frame(paths: list[Path], root: Path | None) -> pd.DataFrame:
-    """One row per checkpoint read with `load_meta`; unreadable ones are rows with an error, not a crash."""
-    rows: list[dict[str, Any]] = []
-    bar = st.progress(0.0, text="Reading checkpoint headers…") if len(paths) > 20 else None
-    for i, p in enumerate(paths):
-        row: dict[str, Any] = {"checkpoint": relative(p, root), "path": str(p)}
-        try:
-            m = load_meta(p)
-        except CkptlabError as e:
-            row.update(format="unreadable", error=e.cause)
-        else:
-            bad = m.safety.unsafe_globals
-            unsafe = bad[0] + (f" +{len(bad) - 1} more" if len(bad) > 1 else "") if bad else ""
-            row.update(
-                format=m.format,
-                size=m.size_bytes,
-                params=m.n_params,
-                tensors=m.n_tensors,
-                step=m.step,
-                epoch=m.epoch,
-                safety="safe" if m.safety.safe else f"⚠ UNSAFE: {unsafe}",
-                error="",
-            )
-        rows.append(row)
-        if bar is not None:
-            bar.progress((i + 1) / len(paths), text=f"Reading checkpoint headers… {i + 1}/{len(paths)}")
-    if bar is not None:
-        bar.empty()
-    cols = ["checkpoint", "format", "size", "params", "tensors", "step", "epoch", "safety", "error", "path"]
-    df = pd.DataFrame(rows, columns=cols)
-    for c in ("size", "params", "tensors", "step"):
-        df[c] = df[c].astype("Int64")
-    df["epoch"] = pd.to_numeric(df["epoch"], errors="coerce")
-    return df
-
-
 def column_config() -> dict[str, Any]:
-    """Shared column formats: exact counts with thousands separators, sizes in bytes units."""
+    """Shared column formats of the Inspect tables: exact counts with thousands separators, bytes."""
     cc = st.column_config
     return {
-        "checkpoint": cc.TextColumn("checkpoint"),
-        "error": cc.TextColumn("error", width="large"),
         "tensor": cc.TextColumn("tensor", width="large"),
         "module": cc.TextColumn("module", width="large"),
         "params": cc.NumberColumn("params", format="localized", help="parameter count (elements)"),
         "tensors": cc.NumberColumn("tensors", format="localized"),
-        "size": cc.NumberColumn(
-            "size", format="bytes", help="on disk, all files (decimal units: 1 KB = 1000 B)"
-        ),
         "bytes": cc.NumberColumn("bytes", format="bytes", help="tensor data (decimal units: 1 KB = 1000 B)"),
-        "safety": cc.TextColumn("safety", width="medium"),
-        "step": cc.NumberColumn("step", format="localized"),
-        "epoch": cc.NumberColumn("epoch", format="%g"),
         "share": cc.ProgressColumn("share", format="percent", min_value=0.0, max_value=1.0),
         "depth": cc.NumberColumn("depth", width="small"),
     }

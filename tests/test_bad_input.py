@@ -765,7 +765,9 @@ HUGE = {
     "zip-BINUNICODE8-2**60": (
         torch_zip(b"\x80\x04\x8d" + struct.pack("<Q", 2**60) + b"abc.", {}),
         "FormatError",
-        re.compile(r"data\.pkl: malformed pickle: expected 1152921504606846976 bytes .+"),
+        re.compile(
+            r"data\.pkl: malformed pickle: (expected 1152921504606846976 bytes .+|pickle data was truncated)"
+        ),
     ),
     "safetensors-tensor-2**40-bytes": (
         st_bytes(one("U8", [2**40], 0, 2**40), bytes(16)),
@@ -808,7 +810,8 @@ def test_huge_declared_length_reads_as_truncated_not_out_of_memory(tmp_path: Pat
         path,
         FormatError,
         re.compile(
-            r"checkpoint object: malformed pickle: expected 1152921504606846976 bytes .* only \d+ remain"
+            r"checkpoint object: malformed pickle: "
+            r"(expected 1152921504606846976 bytes .* only \d+ remain|pickle data was truncated)"
         ),
     )
 

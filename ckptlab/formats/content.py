@@ -17,7 +17,7 @@ from typing import Any
 
 from ..dtypes import nbytes_for
 from ..model import Entry, Location, TensorMeta, human_bytes, plural
-from .pickle_vm import DtypeRef, Global, Obj, StorageRef, TensorRef
+from .pickle_vm import DtypeRef, Global, Obj, StorageRef, TensorRef, as_global
 
 # Keys under which training scripts and frameworks keep the model weights, most specific first.
 MODEL_KEYS = (
@@ -372,6 +372,7 @@ def _lightning(root: dict[Any, Any], c: Content, read_scalar: ReadScalar) -> Non
 
 def _plain(v: Any, depth: int = 0) -> Any:
     """A JSON-friendly rendering of a hyper-parameter value (placeholders become their names)."""
+    v = as_global(v)
     if depth > 6:
         return "…"
     if v is None or isinstance(v, (bool, int, float, str)):
@@ -391,6 +392,7 @@ def _plain(v: Any, depth: int = 0) -> Any:
 
 def _summary(v: Any, key: str = "") -> tuple[str, str]:
     """(kind, one-line summary) of a top-level entry."""
+    v = as_global(v)
     if is_optimizer_state(v):
         n, b = _count_tensors(v.get("state"))
         groups = v.get("param_groups") if isinstance(v.get("param_groups"), list) else []

@@ -22,6 +22,9 @@ class Limits:
     max_pickle_depth: int = 1_000  # nested MARKs
     max_pickle_stack: int = 5_000_000
     max_pickle_memo: int = 5_000_000
+    # pickles up to this size are walked by the C unpickler with inert stand-ins (fast); the size bounds
+    # their opcodes, memo and nesting. 0 forces ckptlab's own interpreter, which counts each of those.
+    max_fast_pickle_bytes: int = 4 * MiB
     # HDF5 worker
     max_hdf5_objects: int = 500_000
     hdf5_timeout_s: float = 60.0

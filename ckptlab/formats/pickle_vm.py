@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import _compat_pickle
 import io
+import pickle
 import pickletools
 import re
 from collections.abc import Callable
@@ -35,6 +36,9 @@ class Global:
     def __repr__(self) -> str:
         return f"<global {self.qualname}>"
 
+    def __setstate__(self, state: Any) -> None:  # BUILD on a placeholder: ignored, never applied
+        pass
+
 
 @dataclass(eq=False)
 class Obj:
@@ -50,6 +54,19 @@ class Obj:
     def qualname(self) -> str:
         return self.cls.qualname
 
+    # The C unpickler applies BUILD / SETITEMS / APPENDS through these methods: recorded, nothing else.
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.items[key] = value
+
+    def append(self, value: Any) -> None:
+        self.list_items.append(value)
+
+    def extend(self, values: Any) -> None:
+        self.list_items.extend(values)
+
     def attrs(self) -> dict[Any, Any]:
         """The instance dict set by BUILD (`(dict_state, slot_state)` tuples included)."""
         s = self.state
@@ -63,8 +80,15 @@ class Obj:
         return f"<{self.qualname}>"
 
 
+class _Inert:
+    """Placeholders ignore BUILD: a crafted pickle must not overwrite their fields."""
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
 @dataclass(eq=False)
-class StorageRef:
+class StorageRef(_Inert):
     """A persistent-id storage reference: ('storage', type, key, location, numel)."""
 
     key: str
@@ -74,7 +98,7 @@ class StorageRef:
 
 
 @dataclass(eq=False)
-class TensorRef:
+class TensorRef(_Inert):
     """An inert tensor: storage reference + view geometry. No bytes are read."""
 
     storage: StorageRef
@@ -87,7 +111,7 @@ class TensorRef:
 
 
 @dataclass(eq=False)
-class DtypeRef:
+class DtypeRef(_Inert):
     name: str
 
 
@@ -212,6 +236,7 @@ def torch_persistent_load(pid: Any) -> Any:
     if not isinstance(numel, int) or numel < 0:
         raise FormatError(None, f"bad storage size {numel!r}")
     dtype: str | None = None
+    stype = as_global(stype)
     if isinstance(stype, Global):
         if stype.name in TORCH_STORAGE_DTYPES:
             dtype = TORCH_STORAGE_DTYPES[stype.name]
@@ -271,19 +296,27 @@ def _from_type_v2(args: tuple[Any, ...]) -> Any:
     return None
 
 
+class PickledDict(dict):  # type: ignore[type-arg]
+    """An OrderedDict / AttributeDict from a pickle: a plain dict that takes BUILD (state_dict()'s
+    `_metadata` attribute arrives that way) without applying it."""
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
 def _ordered_dict(args: tuple[Any, ...]) -> Any:
     if args and isinstance(args[0], (list, tuple)):
         try:
-            return dict(args[0])
+            return PickledDict(args[0])
         except (TypeError, ValueError):
-            return {}
-    return {}
+            return PickledDict()
+    return PickledDict()
 
 
 def _dict_like(args: tuple[Any, ...]) -> Any:
     if args and isinstance(args[0], dict):
-        return dict(args[0])
-    return {}
+        return PickledDict(args[0])
+    return PickledDict()
 
 
 def _set_like(args: tuple[Any, ...]) -> Any:
@@ -377,6 +410,60 @@ class RestrictedUnpickler:
         return Obj(Global("<non-callable>", type(fn).__name__), args)
 
     def load(self) -> PickleResult:
+        """Walk one pickle. Pickles up to `limits.max_fast_pickle_bytes` go through CPython's C unpickler with
+        every global resolved to an inert stand-in (`_StandInUnpickler`); the size cap bounds its opcodes,
+        memo and nesting. Larger ones go through the interpreter below, which counts each of those."""
+        if not self.lenient and self._fast_cap() > 0:
+            start = self.stream.tell()
+            try:
+                return self._load_fast(start)
+            except _TooBigForFastPath:
+                self.stream.seek(start)
+                self.globals_seen, self.unsafe = [], []
+        return self._load_interpreted()
+
+    def _fast_cap(self) -> int:
+        # every opcode takes at least one byte, so a pickle no longer than the opcode, memo and stack caps
+        # cannot exceed them; nesting is not a resource for the C unpickler (it does not recurse)
+        lim = self.limits
+        return min(lim.max_fast_pickle_bytes, lim.max_pickle_ops, lim.max_pickle_memo, lim.max_pickle_stack)
+
+    def _load_fast(self, start: int) -> PickleResult:
+        budget = _Budget(self.stream, self._fast_cap())
+        u = _StandInUnpickler(budget, self)
+        try:
+            value = u.load()
+        except (FormatError, _TooBigForFastPath):
+            raise
+        except RecursionError:
+            raise LimitError(None, "pickle: structure nested too deeply") from None
+        except MemoryError:
+            raise LimitError(None, "pickle: too large to walk in memory") from None
+        except pickle.UnpicklingError as e:
+            raise FormatError(None, f"malformed pickle: {_short(e)}") from None
+        except EOFError:  # the stream ended between opcodes: genops' wording, so both walkers agree
+            raise FormatError(None, "malformed pickle: pickle exhausted before seeing STOP") from None
+        except (
+            ValueError,
+            TypeError,
+            KeyError,
+            IndexError,
+            AttributeError,
+            UnicodeDecodeError,
+            OverflowError,
+        ) as e:
+            raise FormatError(None, f"malformed pickle: {_short(e)}") from None
+        return PickleResult(value, self.globals_seen, self.unsafe, self.stream.tell() - start)
+
+    def stand_in(self, module: str, name: str) -> Any:
+        """What the C unpickler gets for a global: a dtype placeholder, or an inert class (cached per name)
+        whose construction runs ckptlab's handler for known torch rebuilds and records an `Obj` otherwise."""
+        ref = self._global(module, name)
+        if isinstance(ref, DtypeRef):
+            return ref
+        return _stand_in_class(ref.module, ref.name, self.context)
+
+    def _load_interpreted(self) -> PickleResult:
         lim = self.limits
         stack: list[Any] = []
         metastack: list[list[Any]] = []
@@ -558,6 +645,109 @@ class RestrictedUnpickler:
         except (ValueError, TypeError, KeyError, UnicodeDecodeError, OverflowError, EOFError) as e:
             raise FormatError(None, f"malformed pickle: {_short(e)}") from None
         raise FormatError(None, "pickle truncated (no STOP opcode)")
+
+
+class _TooBigForFastPath(Exception):
+    pass
+
+
+class _Budget(io.RawIOBase):
+    """A read-only view that stops the C unpickler once it has consumed `cap` bytes (then the caller falls
+    back to the interpreter, which has explicit caps). Clamps reads so a declared huge length allocates
+    nothing."""
+
+    def __init__(self, stream: Any, cap: int) -> None:
+        self.stream, self.cap, self.used = stream, cap, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def _take(self, n: int) -> int:
+        room = self.cap - self.used
+        if room <= 0:
+            raise _TooBigForFastPath
+        return room if n is None or n < 0 else min(n, room)
+
+    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+        data = self.stream.read(self._take(n))
+        self.used += len(data)
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:  # type: ignore[override]
+        data = self.stream.readline(self._take(size if size is not None else -1))
+        self.used += len(data)
+        return data
+
+    def readinto(self, b: Any) -> int:  # type: ignore[override]
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def peek(self, n: int = 0) -> bytes:
+        # with peek() the C unpickler prefetches big blocks and consumes them in C; without it, it calls
+        # read() once per opcode. Peeked bytes are not consumed: the unpickler reads what it used at the end.
+        room = self.cap - self.used
+        if room <= 0:
+            return b""
+        pos = self.stream.tell()
+        data = self.stream.read(min(max(n, 1 << 16), room))
+        self.stream.seek(pos)
+        return data
+
+
+class _StandIn:
+    """Base of the inert classes the C unpickler receives for globals. Constructing one (REDUCE, NEWOBJ,
+    INST, OBJ) never runs code from the file: it calls ckptlab's handler for a known torch rebuild, or
+    returns an `Obj` record. `__new__` returns that result, so `__init__` is never reached."""
+
+    _global: Global
+    _handler: Callable[[tuple[Any, ...]], Any] | None = None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        if cls._handler is not None:
+            return cls._handler(args)
+        return Obj(cls._global, args)
+
+
+_STAND_INS: dict[tuple[str, str, str | None], type] = {}
+
+
+def _stand_in_class(module: str, name: str, context: str | None) -> type:
+    key = (module, name, context)
+    cls = _STAND_INS.get(key)
+    if cls is None:
+        g = Global(module, name)
+        handler = _HANDLERS.get(g.qualname) if is_safe_global(g.qualname, context) else None
+        attrs = {"_global": g, "_handler": staticmethod(handler) if handler else None, "__slots__": ()}
+        cls = type(f"StandIn_{name}"[:100], (_StandIn,), attrs)
+        _STAND_INS[key] = cls
+    return cls
+
+
+def as_global(x: Any) -> Any:
+    """A `Global` for a stand-in class (the C path's value for an uncalled global); anything else as is."""
+    if isinstance(x, type) and issubclass(x, _StandIn):
+        return x._global
+    return x
+
+
+class _StandInUnpickler(pickle.Unpickler):
+    """CPython's C unpickler with `find_class` overridden: every global becomes an inert stand-in, nothing
+    is imported (the "restricting globals" recipe of the pickle documentation, taken to its end)."""
+
+    def __init__(self, file: Any, owner: RestrictedUnpickler) -> None:
+        super().__init__(file, fix_imports=False, encoding="latin1")
+        self._owner = owner
+
+    def find_class(self, module: str, name: str) -> Any:
+        if not isinstance(module, str) or not isinstance(name, str):
+            raise FormatError(None, "pickle: global name is not a string")
+        return self._owner.stand_in(module, name)
+
+    def persistent_load(self, pid: Any) -> Any:
+        if self._owner.persistent_load is None:
+            raise FormatError(None, "pickle uses persistent ids where none are expected")
+        return self._owner.persistent_load(pid)
 
 
 def _short(e: BaseException) -> str:

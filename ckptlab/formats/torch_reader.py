@@ -267,32 +267,41 @@ def _all_refs(root: Any) -> list[TensorRef]:
 
 
 class _CappedReader(io.RawIOBase):
-    """Bounds how much of a legacy file the pickle walk may consume."""
+    """Bounds how far into a legacy file the pickle walk may read (its pickles precede the storages)."""
 
     def __init__(self, f: IO[bytes], cap: int, path: str) -> None:
-        self.f, self.cap, self.path, self.used = f, cap, path, 0
+        self.f, self.cap, self.path = f, cap, path
 
     def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
         return True
 
     def tell(self) -> int:
         return self.f.tell()
 
+    def seek(self, pos: int, whence: int = 0) -> int:
+        return self.f.seek(pos, whence)
+
+    def _room(self) -> int:
+        room = self.cap - self.f.tell()
+        if room < 0:
+            raise LimitError(self.path, f"legacy pickle stream exceeds the cap of {self.cap} bytes")
+        return room + 1  # one byte past the cap, so reaching it is detected rather than read as truncation
+
     def read(self, n: int = -1) -> bytes:  # type: ignore[override]
         # never ask the file for more than the cap allows: a declared 2**60-byte string must read short
         # (and fail as truncated), not try to allocate
-        room = self.cap + 1 - self.used
-        data = self.f.read(room if n < 0 else min(n, room))
-        self.used += len(data)
-        if self.used > self.cap:
-            raise LimitError(self.path, f"legacy pickle stream exceeds the cap of {self.cap} bytes")
+        room = self._room()
+        data = self.f.read(room if n is None or n < 0 else min(n, room))
+        self._room()
         return data
 
     def readline(self, size: int | None = -1) -> bytes:  # type: ignore[override]
-        data = self.f.readline(self.cap + 1 - self.used)
-        self.used += len(data)
-        if self.used > self.cap:
-            raise LimitError(self.path, f"legacy pickle stream exceeds the cap of {self.cap} bytes")
+        room = self._room()
+        data = self.f.readline(room if size is None or size < 0 else min(size, room))
+        self._room()
         return data
 
 

@@ -1,0 +1,350 @@
+"""What the dashboard shows of the index, as plain data: labels, table rows, filters, summary numbers.
+
+Pure functions over `IndexEntry` lists (no SQL, no Streamlit, no pandas), so they are tested with entries
+built in memory. `ckptlab.ui` turns the rows into a DataFrame and the numbers into widgets.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..model import IndexEntry, human_bytes
+
+if TYPE_CHECKING:
+    from .scan import ScanResult
+
+STATUSES = ("ok", "unreadable", "incomplete", "debris")
+SAFETY_CLASSES = ("safe", "unsafe", "unchecked")
+UNKNOWN_FORMAT = "(none)"  # the format filter's name for rows nothing could be read from
+
+# the table's columns, in order; `path` is kept for selection and hidden by the page
+TABLE_COLUMNS = (
+    "run",
+    "checkpoint",
+    "step",
+    "epoch",
+    "format",
+    "size",
+    "params",
+    "status",
+    "safety",
+    "metrics",
+    "layout",
+    "reason",
+    "path",
+)
+
+# Metrics that say how good a checkpoint is come first; bookkeeping values (what the best score was so
+# far, the learning rate) last: they are in every HF/Lightning checkpoint and crowd out the useful ones.
+_BOOKKEEPING = ("best_", "current_score", "learning_rate", "lr", "grad_norm", "epoch", "step", "total_flos")
+_SIZE_UNITS = (("B", 1), ("KiB", 1024), ("MiB", 1024**2), ("GiB", 1024**3), ("TiB", 1024**4))
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The numbers on the home page's cards."""
+
+    n_checkpoints: int
+    n_runs: int
+    total_bytes: int
+    n_unsafe: int
+    by_status: Mapping[str, int]
+
+    @property
+    def total_str(self) -> str:
+        return human_bytes(self.total_bytes)
+
+    @property
+    def n_unreadable(self) -> int:
+        return self.by_status.get("unreadable", 0)
+
+    @property
+    def n_incomplete(self) -> int:
+        return self.by_status.get("incomplete", 0)
+
+    @property
+    def n_debris(self) -> int:
+        return self.by_status.get("debris", 0)
+
+
+def summarize(entries: Sequence[IndexEntry]) -> Summary:
+    """Counts and bytes over `entries` (every file counted once: debris and incomplete sets take space too).
+
+    >>> e = IndexEntry("/r/a.pt", "/r", "/r", "file", "ok", "fp", size_bytes=10, safe=False)
+    >>> s = summarize([e]); (s.n_checkpoints, s.n_runs, s.total_bytes, s.n_unsafe, s.n_debris)
+    (1, 1, 10, 1, 0)
+    """
+    status = Counter(e.status for e in entries)
+    return Summary(
+        n_checkpoints=len(entries),
+        n_runs=len({e.run for e in entries}),
+        total_bytes=sum(e.size_bytes for e in entries),
+        n_unsafe=sum(1 for e in entries if e.safe is False),
+        by_status={s: status.get(s, 0) for s in STATUSES},
+    )
+
+
+# ---------------------------------------------------------------------------------------------- labels
+
+
+def _rel(path: str, base: str) -> str | None:
+    """`path` relative to `base` when it lies strictly inside it, else None."""
+    base = base.rstrip(os.sep)
+    if path.startswith(base + os.sep):
+        return path[len(base) + 1 :]
+    return None
+
+
+def _name(path: str) -> str:
+    return os.path.basename(path.rstrip(os.sep)) or path
+
+
+def run_labels(entries: Iterable[IndexEntry]) -> dict[str, str]:
+    """run path -> a short label: the run's path relative to its root (`plain-pytorch/exports`), or the
+    root's own name for checkpoints lying directly in the root. Labels that would collide across roots get
+    the root's name in front.
+
+    >>> pairs = (("/a/x/m.pt", "/a/x"), ("/a/m.pt", "/a"))
+    >>> e = [IndexEntry(p, run, "/a", "file", "ok", "") for p, run in pairs]
+    >>> run_labels(e)
+    {'/a/x': 'x', '/a': 'a'}
+    """
+    runs: dict[str, str] = {}
+    for e in entries:
+        runs.setdefault(e.run, e.root)
+    labels = {run: _rel(run, root) or _name(run) for run, root in runs.items()}
+    clashes = Counter(labels.values())
+    for run, root in runs.items():
+        if clashes[labels[run]] > 1:
+            rel = _rel(run, root)
+            labels[run] = f"{_name(root)}/{rel}" if rel else run
+    return labels
+
+
+def checkpoint_label(entry: IndexEntry) -> str:
+    """The checkpoint's path relative to its run (`checkpoints/epoch=1-step=64.ckpt`), else its name."""
+    return _rel(entry.path, entry.run) or _name(entry.path)
+
+
+def safety_class(entry: IndexEntry) -> str:
+    """'safe', 'unsafe', or 'unchecked' (nothing could be read: debris, incomplete, unreadable)."""
+    if entry.safe is None:
+        return "unchecked"
+    return "safe" if entry.safe else "unsafe"
+
+
+def safety_text(entry: IndexEntry) -> str | None:
+    """'safe', '⚠ unsafe: posix.system +1', or None when unchecked."""
+    cls = safety_class(entry)
+    if cls != "unsafe":
+        return "safe" if cls == "safe" else None
+    bad = entry.unsafe_globals
+    if not bad:
+        return "⚠ unsafe"
+    return f"⚠ unsafe: {bad[0]}" + (f" +{len(bad) - 1}" if len(bad) > 1 else "")
+
+
+def _metric_rank(name: str) -> tuple[int, str]:
+    low = name.lower()
+    if low.startswith(_BOOKKEEPING) or low in _BOOKKEEPING:
+        return 3, low
+    if "loss" in low:
+        return 0, low
+    if "acc" in low:
+        return 1, low
+    return 2, low
+
+
+def metrics_text(metrics: Mapping[str, float], limit: int = 3) -> str:
+    """A short metrics string: losses, then accuracies, then other scores, at most `limit` values.
+    Bookkeeping values (best score so far, learning rate, grad norm) are shown only when nothing else is.
+
+    >>> metrics_text({"learning_rate": 1e-4, "val_acc": 0.9, "loss": 0.1234567, "best_model_score": 0.1})
+    'loss=0.1235, val_acc=0.9'
+    >>> metrics_text({"learning_rate": 1e-4}), metrics_text({})
+    ('learning_rate=0.0001', '')
+    """
+    ranked = sorted(metrics, key=_metric_rank)
+    useful = [k for k in ranked if _metric_rank(k)[0] < 3]
+    return ", ".join(f"{k}={metrics[k]:.4g}" for k in (useful or ranked)[:limit])
+
+
+def size_unit(sizes: Iterable[int]) -> tuple[str, int]:
+    """One binary unit for a size column, chosen by its largest value so every cell stays below 1024 of it
+    and the column sorts as numbers: (name, bytes per unit).
+
+    >>> size_unit([1500, 2_000_000]), size_unit([]), size_unit([5 * 1024**3])
+    (('MiB', 1048576), ('B', 1), ('GiB', 1073741824))
+    """
+    top = max(sizes, default=0)
+    name, div = _SIZE_UNITS[0]
+    for unit, n in _SIZE_UNITS:
+        if top >= n:
+            name, div = unit, n
+    return name, div
+
+
+# ---------------------------------------------------------------------------------------------- table
+
+
+def format_name(entry: IndexEntry) -> str:
+    return entry.format or UNKNOWN_FORMAT
+
+
+def filter_options(entries: Sequence[IndexEntry], labels: Mapping[str, str]) -> dict[str, list[str]]:
+    """The values each filter offers: runs (by label, in index order), formats, statuses, safety classes
+    (statuses and safety in their fixed order), only those present."""
+    present_status = {e.status for e in entries}
+    present_safety = {safety_class(e) for e in entries}
+    return {
+        "run": list(dict.fromkeys(labels[e.run] for e in entries)),
+        "format": sorted({format_name(e) for e in entries}),
+        "status": [s for s in STATUSES if s in present_status],
+        "safety": [s for s in SAFETY_CLASSES if s in present_safety],
+    }
+
+
+def filter_entries(
+    entries: Sequence[IndexEntry],
+    labels: Mapping[str, str],
+    *,
+    runs: Collection[str] = (),
+    formats: Collection[str] = (),
+    statuses: Collection[str] = (),
+    safety: Collection[str] = (),
+) -> list[IndexEntry]:
+    """Entries matching every non-empty filter (an empty filter keeps everything). `runs` are labels."""
+    return [
+        e
+        for e in entries
+        if (not runs or labels[e.run] in runs)
+        and (not formats or format_name(e) in formats)
+        and (not statuses or e.status in statuses)
+        and (not safety or safety_class(e) in safety)
+    ]
+
+
+def table_rows(
+    entries: Sequence[IndexEntry], labels: Mapping[str, str], unit: tuple[str, int] | None = None
+) -> list[dict[str, Any]]:
+    """One dict per entry with TABLE_COLUMNS as keys; `size` is in `unit` (default: `size_unit` of the
+    sizes) as a float, so the column sorts numerically and reads in binary units."""
+    _name, div = unit or size_unit(e.size_bytes for e in entries)
+    return [
+        {
+            "run": labels[e.run],
+            "checkpoint": checkpoint_label(e),
+            "step": e.step,
+            "epoch": e.epoch,
+            "format": e.format,
+            "layout": e.layout,
+            "size": e.size_bytes / div,
+            "params": e.n_params,
+            "metrics": metrics_text(e.metrics),
+            "safety": safety_text(e),
+            "status": e.status,
+            "reason": e.reason or "",
+            "path": e.path,
+        }
+        for e in entries
+    ]
+
+
+def usage_rows(entries: Iterable[IndexEntry], labels: Mapping[str, str]) -> list[tuple[str, str, int]]:
+    """(run label, status, bytes) per checkpoint: the input of `plots.disk_usage_figure`."""
+    return [(labels[e.run], e.status, e.size_bytes) for e in entries]
+
+
+def error_rows(errors: Iterable[tuple[str, str]], entries: Iterable[IndexEntry]) -> list[tuple[str, str]]:
+    """(path, error) of the index's scan errors plus every unreadable checkpoint, by path, each path once.
+
+    Unreadable entries are added because a rescan that reuses an unchanged unreadable file does not record
+    its error again; the entry keeps its reason."""
+    out = dict(errors)
+    for e in entries:
+        if e.status == "unreadable":
+            out.setdefault(e.path, e.reason or "unreadable")
+    return sorted(out.items())
+
+
+def picker_options(entries: Sequence[IndexEntry]) -> dict[str, str]:
+    """path -> selectbox label for the Inspect page, in index order (run, then step):
+    `lightning-run / checkpoints/last.ckpt · step 192`, with the status when it is not ok."""
+    labels = run_labels(entries)
+    out: dict[str, str] = {}
+    for e in entries:
+        label = f"{labels[e.run]} / {checkpoint_label(e)}"
+        if e.step is not None:
+            label += f" · step {e.step:,}"
+        elif e.epoch is not None:
+            label += f" · epoch {e.epoch:g}"
+        if e.status != "ok":
+            label += f" · {e.status}"
+        elif e.safe is False:
+            label += " · unsafe"
+        out[e.path] = label
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- text
+
+
+def scan_line(n_checkpoints: int, parsed: int, reused: int, n_errors: int, seconds: float) -> str:
+    """The line shown after a scan.
+
+    >>> scan_line(28, 24, 4, 1, 0.546)
+    '28 checkpoints (24 read, 4 unchanged), 1 error in 0.55 s'
+    """
+    ckpts = f"{n_checkpoints:,} checkpoint{'' if n_checkpoints == 1 else 's'}"
+    errs = f"{n_errors:,} error{'' if n_errors == 1 else 's'}"
+    return f"{ckpts} ({parsed:,} read, {reused:,} unchanged), {errs} in {seconds:.2f} s"
+
+
+def ago(seconds: float) -> str:
+    """A coarse age: 'just now', '42 s ago', '5 min ago', '3 h ago', '2 days ago'.
+
+    >>> [ago(s) for s in (0.4, 42, 330, 3 * 3600 + 5, 2 * 86400)]
+    ['just now', '42 s ago', '5 min ago', '3 h ago', '2 days ago']
+    """
+    if seconds < 1:
+        return "just now"
+    for limit, div, unit in ((60, 1, "s"), (3600, 60, "min"), (86400, 3600, "h")):
+        if seconds < limit:
+            return f"{int(seconds // div)} {unit} ago"
+    days = int(seconds // 86400)
+    return f"{days} day{'' if days == 1 else 's'} ago"
+
+
+@dataclass(frozen=True)
+class ScanReport:
+    """What one or more scans (one per root) found, for the line shown after a scan."""
+
+    n_roots: int
+    n_checkpoints: int
+    parsed: int
+    reused: int
+    n_errors: int
+    seconds: float
+    notes: tuple[str, ...] = ()  # roots that do not exist, a demo that could not be built, ...
+
+    @property
+    def line(self) -> str:
+        return scan_line(self.n_checkpoints, self.parsed, self.reused, self.n_errors, self.seconds)
+
+
+def scan_report(results: Sequence[ScanResult], notes: Sequence[str] = ()) -> ScanReport:
+    """Sum `scan()` results; a root that does not exist becomes a note (`PATH: no such file or directory`)."""
+    missing = [f"{p}: {e}" for r in results for p, e in r.errors if p in r.roots]
+    return ScanReport(
+        n_roots=sum(len(r.roots) for r in results),
+        n_checkpoints=sum(len(r.entries) for r in results),
+        parsed=sum(r.parsed for r in results),
+        reused=sum(r.reused for r in results),
+        n_errors=sum(len(r.errors) for r in results),
+        seconds=sum(r.seconds for r in results),
+        notes=(*notes, *missing),
+    )
