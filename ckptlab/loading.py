@@ -169,7 +169,7 @@ def load_tensor(meta: CheckpointMeta, name: str, device: str = "auto") -> torch.
             from safetensors import safe_open
 
             with safe_open(t.loc.file, framework="pt", device=str(dev)) as f:
-                return f.get_tensor(t.loc.key)
+                return f.get_tensor(t.loc.key or t.name)
         return _cpu_tensor(t).to(dev)
     except (OSError, RuntimeError, ValueError) as e:
         raise LoadError(meta.path, f"cannot load tensor {name}: {str(e).splitlines()[0][:200]}") from None
@@ -199,10 +199,11 @@ def iter_chunks(
         from safetensors import safe_open
 
         with safe_open(t.loc.file, framework="pt", device="cpu") as f:
+            key = t.loc.key or t.name
             if not t.shape:
-                yield f.get_tensor(t.loc.key).reshape(-1).to(dev)
+                yield f.get_tensor(key).reshape(-1).to(dev)
                 return
-            sl = f.get_slice(t.loc.key)
+            sl = f.get_slice(key)
             row = max(1, math.prod(t.shape[1:]) * isz)
             rows = max(1, chunk_bytes // row)
             for start in range(0, t.shape[0], rows):

@@ -61,10 +61,11 @@ class RawLocation:
 
 @dataclass(frozen=True)
 class SafetensorsLocation:
-    """A tensor read through `safetensors.safe_open` (the reference implementation)."""
+    """A tensor read through `safetensors.safe_open` (the reference implementation). One location object is
+    shared by every tensor of a file; `key` None means the tensor's own name."""
 
     file: str
-    key: str
+    key: str | None = None
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import struct
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,10 @@ from ..model import CheckpointMeta, Entry, SafetensorsLocation, TensorMeta
 from .limits import DEFAULT_LIMITS, Limits
 
 _U64_MAX = 2**64 - 1
+
+
+def _uints(values: list[Any]) -> bool:
+    return all(type(v) is int and 0 <= v <= _U64_MAX for v in values)
 
 
 def _no_duplicates(path: Path) -> Any:
@@ -45,6 +50,19 @@ def _is_scalar_utf8(s: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _surely_plain(raw: bytes, header: Any) -> bool:
+    """Whether the fast parse cannot have hidden a duplicate key or a surrogate escape. Each tensor entry
+    holds "dtype", "shape" and "data_offsets" once, so a duplicate (which json.loads silently collapses)
+    shows up as a count that differs from the entry count; a surrogate can only arrive as a \\ud800-\\udfff
+    escape. Anything unusual (a metadata key named "shape", say) just takes the slow, exact path."""
+    if not isinstance(header, dict):
+        return True
+    n = len(header) - ("__metadata__" in header)
+    if any(raw.count(key) != n for key in (b'"data_offsets"', b'"dtype"', b'"shape"')):
+        return False
+    return not re.search(rb"\\u[dD][89a-fA-F]", raw)
 
 
 def _no_constant(name: str) -> Any:
@@ -75,9 +93,10 @@ def read_header(path: Path, limits: Limits = DEFAULT_LIMITS) -> tuple[int, dict[
     if not raw.startswith(b"{"):
         raise FormatError(p, "safetensors header does not start with '{'")
     try:
-        header = json.loads(
-            raw.decode("utf-8"), object_pairs_hook=_no_duplicates(path), parse_constant=_no_constant
-        )
+        text = raw.decode("utf-8")
+        header = json.loads(text, parse_constant=_no_constant)
+        if not _surely_plain(raw, header):  # rare: redo with the per-object checks, for the exact error
+            header = json.loads(text, object_pairs_hook=_no_duplicates(path), parse_constant=_no_constant)
     except UnicodeDecodeError:
         raise FormatError(p, "safetensors header is not valid UTF-8") from None
     except json.JSONDecodeError as e:
@@ -100,28 +119,26 @@ def parse_tensors(
     meta = header.get("__metadata__", {})
     if meta is None:
         meta = {}
-    if not isinstance(meta, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in meta.items()
-    ):
+    if not isinstance(meta, dict) or any(type(k) is not str or type(v) is not str for k, v in meta.items()):
         raise FormatError(p, "safetensors __metadata__ must map strings to strings")
-    entries = [(k, v) for k, v in header.items() if k != "__metadata__"]
-    if len(entries) > limits.max_tensors:
-        raise LimitError(p, f"{len(entries)} tensors exceed the cap of {limits.max_tensors}")
+    n_entries = len(header) - ("__metadata__" in header)
+    if n_entries > limits.max_tensors:
+        raise LimitError(p, f"{n_entries} tensors exceed the cap of {limits.max_tensors}")
     parsed: list[tuple[int, int, TensorMeta]] = []
-    for name, info in entries:
-        if not isinstance(info, dict):
+    loc = SafetensorsLocation(p)  # one per file: the key is the tensor's name
+    codes = SAFETENSORS_DTYPES
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if type(info) is not dict:
             raise FormatError(p, f"tensor {name!r}: entry is not an object")
-        dtype_code, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-        if dtype_code not in SAFETENSORS_DTYPES:
-            raise FormatError(p, f"tensor {name!r}: unknown dtype {dtype_code!r}")
-        dtype = SAFETENSORS_DTYPES[dtype_code]
-        if not isinstance(shape, list) or not all(type(d) is int and 0 <= d <= _U64_MAX for d in shape):
+        dtype = codes.get(info.get("dtype"))  # type: ignore[arg-type]
+        if dtype is None:
+            raise FormatError(p, f"tensor {name!r}: unknown dtype {info.get('dtype')!r}")
+        shape, offsets = info.get("shape"), info.get("data_offsets")
+        if type(shape) is not list or not _uints(shape):
             raise FormatError(p, f"tensor {name!r}: shape must be a list of non-negative integers")
-        if (
-            not isinstance(offsets, list)
-            or len(offsets) != 2
-            or not all(type(o) is int and 0 <= o <= _U64_MAX for o in offsets)
-        ):
+        if type(offsets) is not list or len(offsets) != 2 or not _uints(offsets):
             raise FormatError(p, f"tensor {name!r}: data_offsets must be two non-negative integers")
         begin, end = offsets
         numel = math.prod(shape)
@@ -140,7 +157,7 @@ def parse_tensors(
                 f"tensor {name!r}: data_offsets span {end - begin} bytes "
                 f"but shape {shape} {dtype} needs {bits // 8}",
             )
-        tm = TensorMeta(name, tuple(shape), dtype, bits // 8, loc=SafetensorsLocation(p, name))
+        tm = TensorMeta(name, tuple(shape), dtype, bits // 8, None, loc)
         parsed.append((begin, end, tm))
     parsed.sort(key=lambda t: (t[0], t[1]))
     expected = 0
