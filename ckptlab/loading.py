@@ -104,7 +104,13 @@ def _mmap_tensor(file: str, offset: int, numel: int, dtype: str, byteorder: str 
 
 def _raw(loc: RawLocation, meta: TensorMeta) -> torch.Tensor:
     torch = _torch()
-    base = _mmap_tensor(loc.file, loc.offset, loc.storage_numel, meta.dtype, loc.byteorder)
+    offset = loc.offset
+    if loc.zip_header:
+        from .formats.zipsafe import resolve_data_offset
+
+        with open(loc.file, "rb") as f:
+            offset = resolve_data_offset(f, loc.offset, True, loc.file)
+    base = _mmap_tensor(loc.file, offset, loc.storage_numel, meta.dtype, loc.byteorder)
     numel = meta.numel
     if loc.stride is None:
         return base[loc.storage_offset : loc.storage_offset + numel].view(meta.shape)
@@ -130,7 +136,13 @@ def _dcp(loc: DcpLocation, meta: TensorMeta) -> torch.Tensor:
             rel = zip_locator(region, tz, ch.file, ch.length)(ref)  # type: ignore[arg-type]
         piece_meta = TensorMeta(meta.name, ch.chunk_sizes, meta.dtype, 0)
         absolute = RawLocation(
-            ch.file, ch.offset + rel.offset, rel.storage_numel, rel.storage_offset, rel.stride, rel.byteorder
+            ch.file,
+            ch.offset + rel.offset,
+            rel.storage_numel,
+            rel.storage_offset,
+            rel.stride,
+            rel.byteorder,
+            rel.zip_header,
         )
         piece = _raw(absolute, piece_meta)
         index = tuple(slice(o, o + s) for o, s in zip(ch.chunk_offsets, ch.chunk_sizes, strict=True))

@@ -57,6 +57,9 @@ class RawLocation:
     storage_offset: int = 0  # element offset of this tensor inside its storage
     stride: tuple[int, ...] | None = None  # None means C-contiguous
     byteorder: str = "little"
+    # True: `offset` is a zip member's local header, whose variable-length fields are read when the bytes
+    # are loaded (metadata never needs the exact data offset, so it never pays one read per storage)
+    zip_header: bool = False
 
 
 @dataclass(frozen=True)

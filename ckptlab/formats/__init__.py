@@ -147,7 +147,7 @@ def _read_zip(path: Path, limits: Limits) -> CheckpointMeta:
         zf = open_zip(f, file_size(f), str(path), limits)
         names = zf.namelist()
         if find_prefix(names) is not None:
-            return read_torch_zip(path, limits)
+            return read_torch_zip(path, limits, opened=(f, zf))
         if "config.json" in names or "model.weights.h5" in names:
             from .hdf5_reader import read_keras
 

@@ -24,8 +24,8 @@ from ..errors import FormatError, LimitError
 from ..model import CheckpointMeta, RawLocation, Safety
 from .content import Content, analyse
 from .limits import DEFAULT_LIMITS, Limits
-from .pickle_vm import RestrictedUnpickler, TensorRef, torch_persistent_load
-from .zipsafe import data_offset, file_size, open_zip
+from .pickle_vm import RestrictedUnpickler, StorageRef, TensorRef, torch_persistent_load
+from .zipsafe import data_offset, file_size, open_zip, resolve_data_offset
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
@@ -49,8 +49,10 @@ def find_prefix(names: list[str]) -> str | None:
     return None
 
 
-def open_torch_zip(f: IO[bytes], size: int, path: str, limits: Limits) -> TorchZip:
-    zf = open_zip(f, size, path, limits)
+def open_torch_zip(
+    f: IO[bytes], size: int, path: str, limits: Limits, zf: zipfile.ZipFile | None = None
+) -> TorchZip:
+    zf = zf if zf is not None else open_zip(f, size, path, limits)
     names = zf.namelist()
     prefix = find_prefix(names)
     if prefix is None:
@@ -94,7 +96,12 @@ def read_stored(f: IO[bytes], info: zipfile.ZipInfo, path: str) -> bytes:
 
 
 def walk_data_pkl(
-    f: IO[bytes], tz: TorchZip, path: str, limits: Limits, member: str = "data.pkl"
+    f: IO[bytes],
+    tz: TorchZip,
+    path: str,
+    limits: Limits,
+    member: str = "data.pkl",
+    on_storage: Callable[[StorageRef], None] | None = None,
 ) -> tuple[Any, RestrictedUnpickler]:
     info = _stored_member(tz, tz.prefix + member, path)
     if info.file_size > limits.max_pickle_bytes:
@@ -102,9 +109,16 @@ def walk_data_pkl(
             path, f"{member} is {info.file_size} bytes, over the cap of {limits.max_pickle_bytes}"
         )
     raw = read_stored(f, info, path)
+
+    def persistent_load(pid: Any) -> StorageRef:
+        ref = torch_persistent_load(pid)
+        if on_storage is not None:
+            on_storage(ref)
+        return ref
+
     u = RestrictedUnpickler(
         io.BytesIO(raw),
-        persistent_load=torch_persistent_load,
+        persistent_load=persistent_load,
         context="torchscript" if tz.is_torchscript else None,
         limits=limits,
     )
@@ -127,30 +141,40 @@ def zip_locator(f: IO[bytes], tz: TorchZip, path: str, size: int) -> Callable[[T
             need = t.storage.numel * isz
             if info.file_size < need:
                 raise FormatError(path, f"storage data/{key} holds {info.file_size} bytes, needs {need}")
-            cache[key] = data_offset(f, info, size, path)
+            # the exact data offset needs the local header; its fixed part already bounds a truncation
+            if info.header_offset + 30 + len(info.orig_filename) + info.file_size > size:
+                raise FormatError(path, f"storage data/{key} runs past the end of the file (truncated)")
+            cache[key] = info.header_offset
         numel = t.storage.numel if t.storage.dtype else t.storage.numel // itemsize(t.dtype)
         _check_view(t, numel, path)
-        return RawLocation(path, cache[key], numel, t.storage_offset, _stride_or_none(t), tz.byteorder)
+        return RawLocation(
+            path, cache[key], numel, t.storage_offset, _stride_or_none(t), tz.byteorder, zip_header=True
+        )
 
     return locate
 
 
 def _stride_or_none(t: TensorRef) -> tuple[int, ...] | None:
-    expected, acc = [], 1
-    for d in reversed(t.shape):
-        expected.append(acc)
+    acc = 1
+    for d, s in zip(reversed(t.shape), reversed(t.stride), strict=False):
+        if s != acc and d != 1:
+            return t.stride if math.prod(t.shape) > 1 else None
         acc *= d
-    contiguous = tuple(reversed(expected)) == t.stride or math.prod(t.shape) <= 1
-    return None if contiguous else t.stride
+    return None
 
 
 def _check_view(t: TensorRef, storage_numel: int, path: str) -> None:
     """A view must stay inside its storage; a crafted record must not point past it."""
-    if math.prod(t.shape) == 0:
-        return
-    if len(t.stride) != len(t.shape):
-        raise FormatError(path, f"tensor view has {len(t.shape)} dims but {len(t.stride)} strides")
-    last = t.storage_offset + sum((d - 1) * s for d, s in zip(t.shape, t.stride, strict=True))
+    shape, stride = t.shape, t.stride
+    if len(stride) != len(shape):
+        if 0 in shape:
+            return
+        raise FormatError(path, f"tensor view has {len(shape)} dims but {len(stride)} strides")
+    last = t.storage_offset
+    for d, s in zip(shape, stride, strict=True):
+        if d == 0:
+            return
+        last += (d - 1) * s
     if last >= storage_numel:
         raise FormatError(path, f"tensor view reaches element {last} of a {storage_numel}-element storage")
 
@@ -178,7 +202,7 @@ def scalar_reader(
             return None
         order = "<" if loc.byteorder == "little" else ">"
         isz = itemsize(t.dtype)
-        f.seek(loc.offset + loc.storage_offset * isz)
+        f.seek(resolve_data_offset(f, loc.offset, loc.zip_header, "") + loc.storage_offset * isz)
         raw = f.read(isz)
         if len(raw) != isz:
             return None
@@ -223,12 +247,24 @@ def _meta(
     )
 
 
-def read_torch_zip(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
+def read_torch_zip(
+    path: Path, limits: Limits = DEFAULT_LIMITS, opened: tuple[IO[bytes], zipfile.ZipFile] | None = None
+) -> CheckpointMeta:
+    """A torch.save / TorchScript archive. `opened`: the file and ZipFile a caller already has, so the
+    central directory is parsed once."""
+    if opened is None:
+        with open(path, "rb") as f:
+            return _read_torch_zip(path, limits, f, None)
+    return _read_torch_zip(path, limits, *opened)
+
+
+def _read_torch_zip(path: Path, limits: Limits, f: IO[bytes], zf: zipfile.ZipFile | None) -> CheckpointMeta:
     p = str(path)
-    with open(path, "rb") as f:
+    if True:  # keeps the body's indentation (the file stays open in the caller)
         size = file_size(f)
-        tz = open_torch_zip(f, size, p, limits)
-        root, u = walk_data_pkl(f, tz, p, limits)
+        tz = open_torch_zip(f, size, p, limits, zf)
+        storages: list[StorageRef] = []
+        root, u = walk_data_pkl(f, tz, p, limits, on_storage=storages.append)
         locate = zip_locator(f, tz, p, size)
         content = analyse(root, locate, scalar_reader(f, locate))
         _check_count(path, content, limits)
@@ -248,7 +284,7 @@ def read_torch_zip(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMet
                 _, cu = walk_data_pkl(f, tz, p, limits, "constants.pkl")
                 unsafe += [g for g in cu.unsafe if g not in unsafe]
             return _meta(path, "torchscript", size, content, unsafe, metadata=meta, framework="torchscript")
-        locations = sorted({t.storage.location for t in _all_refs(root)})
+        locations = sorted({s.location for s in storages})
         if locations:
             meta["saved_on"] = locations
         return _meta(path, "torch-zip", size, content, unsafe, metadata=meta)
@@ -258,12 +294,6 @@ def _root_class(root: Any) -> str | None:
     from .pickle_vm import Obj
 
     return root.qualname.removeprefix("__torch__.") if isinstance(root, Obj) else None
-
-
-def _all_refs(root: Any) -> list[TensorRef]:
-    from .content import iter_tensors
-
-    return [t for _, t in iter_tensors(root)]
 
 
 class _CappedReader(io.RawIOBase):
@@ -305,11 +335,6 @@ class _CappedReader(io.RawIOBase):
         return data
 
 
-def _legacy_pid(pid: Any) -> Any:
-    # legacy ids are ('storage', type, root_key, location, numel, view_metadata); the first five match zip's
-    return torch_persistent_load(pid)
-
-
 def read_torch_legacy(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
     p = str(path)
     with open(path, "rb") as f:
@@ -339,11 +364,19 @@ def read_torch_legacy(path: Path, limits: Limits = DEFAULT_LIMITS) -> Checkpoint
             raise FormatError(p, f"unsupported legacy protocol version {proto!r}")
         sys_info = walk("sys info")
         little = not (isinstance(sys_info, dict) and sys_info.get("little_endian") is False)
-        root = walk("checkpoint object", _legacy_pid)
+        refs: dict[str, StorageRef] = {}
+
+        def legacy_pid(pid: Any) -> StorageRef:
+            # legacy ids are ('storage', type, root_key, location, numel, view_metadata); the first five
+            # match zip's. Collected here so the storage list needs no second walk of the tree.
+            ref = torch_persistent_load(pid)
+            refs.setdefault(ref.key, ref)
+            return ref
+
+        root = walk("checkpoint object", legacy_pid)
         keys = walk("storage key list")
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise FormatError(p, "storage key list is malformed")
-        refs = {t.storage.key: t.storage for t in _all_refs(root)}
         offsets: dict[str, int] = {}
         pos = f.tell()
         order = "<" if little else ">"

@@ -230,6 +230,18 @@ def data_offset(f: IO[bytes], info: zipfile.ZipInfo, size: int, path: str) -> in
     return off
 
 
+def resolve_data_offset(f: IO[bytes], offset: int, zip_header: bool, path: str) -> int:
+    """A RawLocation's data offset: `offset` itself, or past the local header found there."""
+    if not zip_header:
+        return offset
+    f.seek(offset)
+    h = f.read(30)
+    if len(h) < 30 or h[:4] != _LOCAL:
+        raise FormatError(path, f"zip local header missing or damaged at byte {offset}")
+    name_len, extra_len = struct.unpack("<HH", h[26:30])
+    return offset + 30 + name_len + extra_len
+
+
 def file_size(f: IO[bytes]) -> int:
     try:
         return os.fstat(f.fileno()).st_size
