@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 FORMATS = (
     "safetensors",
@@ -99,16 +99,28 @@ class DcpLocation:
 Location = RawLocation | SafetensorsLocation | Hdf5Location | DcpLocation
 
 
-@dataclass(frozen=True)
-class TensorMeta:
-    """One tensor, known from headers only."""
+class TensorMeta(NamedTuple):
+    """One tensor, known from headers only.
+
+    A NamedTuple rather than a frozen dataclass: a scan builds one per tensor of every checkpoint
+    (hundreds of thousands), and a tuple is built in C at a fifth of the cost, just as immutable.
+    """
 
     name: str
     shape: tuple[int, ...]
     dtype: str
     nbytes: int
     storage: str | None = None  # storage identity; tensors sharing it are tied (weight tying)
-    loc: Location | None = field(default=None, compare=False, repr=False)
+    loc: Location | None = None  # where the bytes are: not compared, not in the JSON document
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TensorMeta) and self[:5] == other[:5]
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash(self[:5])
 
     @property
     def numel(self) -> int:

@@ -39,7 +39,12 @@ def detect_file(path: Path) -> str:
                 raise FormatError(p, "empty file (0 bytes)")
             if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
                 return "zip"
-            if _hdf5_at(f, size):
+            if head[:8] == HDF5_SIGNATURE:
+                return "hdf5"
+            if len(head) >= 9 and head[8:9] == b"{":
+                return "safetensors"
+            # an HDF5 user block puts the signature at 512, 1024, ...: probed only when nothing matched
+            if head[:1] not in _PICKLE_START and _hdf5_at(f, size):
                 return "hdf5"
     except OSError as e:
         raise FormatError(p, f"cannot read: {e.strerror or e}") from None
@@ -78,13 +83,15 @@ def read_meta(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> 
     path = Path(path)
     p = str(path)
     try:
-        if path.is_dir():
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            raise FormatError(p, "no such file or directory") from None
+        if stat.S_ISDIR(mode):
             from .multifile import read_directory
 
             return read_directory(path, limits)
-        if not path.exists():
-            raise FormatError(p, "no such file or directory")
-        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or device would block open() or never end
+        if not stat.S_ISREG(mode):  # a FIFO or device would block open() or never end
             raise FormatError(p, "not a regular file")
         return read_file(path, limits)
     except CkptlabError as e:

@@ -23,10 +23,6 @@ from .limits import DEFAULT_LIMITS, Limits
 _U64_MAX = 2**64 - 1
 
 
-def _uints(values: list[Any]) -> bool:
-    return all(type(v) is int and 0 <= v <= _U64_MAX for v in values)
-
-
 def _no_duplicates(path: Path) -> Any:
     def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -136,12 +132,20 @@ def parse_tensors(
         if dtype is None:
             raise FormatError(p, f"tensor {name!r}: unknown dtype {info.get('dtype')!r}")
         shape, offsets = info.get("shape"), info.get("data_offsets")
-        if type(shape) is not list or not _uints(shape):
+        if type(shape) is not list:
             raise FormatError(p, f"tensor {name!r}: shape must be a list of non-negative integers")
-        if type(offsets) is not list or len(offsets) != 2 or not _uints(offsets):
+        numel = 1
+        for (
+            d
+        ) in shape:  # inline loops: this runs once per tensor, hundreds of thousands of times for big models
+            if type(d) is not int or d < 0 or d > _U64_MAX:
+                raise FormatError(p, f"tensor {name!r}: shape must be a list of non-negative integers")
+            numel *= d
+        if type(offsets) is not list or len(offsets) != 2:
             raise FormatError(p, f"tensor {name!r}: data_offsets must be two non-negative integers")
         begin, end = offsets
-        numel = math.prod(shape)
+        if type(begin) is not int or type(end) is not int or begin < 0 or end < 0 or end > _U64_MAX:
+            raise FormatError(p, f"tensor {name!r}: data_offsets must be two non-negative integers")
         bits = numel * DTYPE_BITS[dtype]
         if numel > _U64_MAX or bits > _U64_MAX:
             raise FormatError(p, f"tensor {name!r}: shape {shape} overflows")
