@@ -47,9 +47,9 @@ def human_count(n: int) -> str:
     return str(n)
 
 
-@dataclass(frozen=True)
-class RawLocation:
-    """Where a tensor's storage bytes sit inside a file, uncompressed (torch zip/legacy, HDF5, DCP blob)."""
+class RawLocation(NamedTuple):
+    """Where a tensor's storage bytes sit inside a file, uncompressed (torch zip/legacy, HDF5, DCP blob).
+    A NamedTuple for the same reason as TensorMeta: one per tensor."""
 
     file: str
     offset: int  # absolute byte offset of the storage's first element

@@ -450,7 +450,15 @@ def disk_usage_figure(rows: Iterable[tuple[str, str, int]]) -> go.Figure:
         barmode="stack",
         height=110 + 34 * len(runs),
         margin={"l": 10, "r": 10, "t": 30, "b": 10},
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "left", "x": 0, "title": None},
+        legend={
+            "orientation": "h",
+            "yanchor": "bottom",
+            "y": 1.0,
+            "xanchor": "left",
+            "x": 0,
+            "title": None,
+            "traceorder": "normal",  # plotly reverses stacked bars' legend by default
+        },
         showlegend=len(statuses) > 1,
     )
     return fig

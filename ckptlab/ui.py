@@ -363,13 +363,13 @@ def index_table(entries: Sequence[IndexEntry], labels: Mapping[str, str]) -> str
         order.remove("reason")
     cc = st.column_config
     config = {
-        "run": cc.TextColumn("run", pinned=True),
-        "checkpoint": cc.TextColumn("checkpoint", pinned=True, width=220, help="path relative to its run"),
+        "run": cc.TextColumn("run"),
+        "checkpoint": cc.TextColumn("checkpoint", width=220, help="path relative to its run"),
         "step": cc.NumberColumn("step", format="localized", width=70),
         "epoch": cc.NumberColumn("epoch", format="%g", width=60),
         "size": cc.NumberColumn(
             f"size ({unit[0]})",
-            format="%.1f",
+            format="%.0f" if unit[1] == 1 else "%.1f",
             width=85,
             help=f"on disk, all files of the checkpoint, in {unit[0]} (1 KiB = 1024 bytes)",
         ),

@@ -248,6 +248,12 @@ def torch_persistent_load(pid: Any) -> Any:
 
 
 def _as_int_tuple(v: Any, what: str) -> tuple[int, ...]:
+    if type(v) is tuple:  # the common case, checked without a generator: once per tensor
+        for x in v:
+            if type(x) is not int or x < 0:
+                break
+        else:
+            return v
     if isinstance(v, Obj) and v.qualname == "torch.Size":
         v = v.args[0] if v.args else ()
     if not isinstance(v, (tuple, list)) or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):

@@ -377,25 +377,29 @@ def read_torch_legacy(path: Path, limits: Limits = DEFAULT_LIMITS) -> Checkpoint
         keys = walk("storage key list")
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise FormatError(p, "storage key list is malformed")
+        # Storages follow in key order, each an 8-byte element count and its bytes, so every offset follows
+        # from the pickle's counts without a read per storage. The first and last size headers are read to
+        # confirm: a count that disagrees anywhere shifts every later offset, the last one included.
         offsets: dict[str, int] = {}
         pos = f.tell()
         order = "<" if little else ">"
         for key in keys:
             st = refs.get(key)
-            f.seek(pos)
-            head = f.read(8)
-            if len(head) < 8:
+            if st is None:
+                raise FormatError(p, f"storage {key} is listed but no tensor uses it")
+            if pos + 8 > size:
                 raise FormatError(p, f"truncated: storage {key} header missing at byte {pos}")
-            (numel,) = struct.unpack(order + "q", head)
-            isz = itemsize(st.dtype) if st is not None and st.dtype else 1
-            if st is not None and numel != st.numel:
-                raise FormatError(p, f"storage {key} declares {numel} elements, the pickle says {st.numel}")
-            if numel < 0:
-                raise FormatError(p, f"storage {key} has a negative size")
             offsets[key] = pos + 8
-            pos += 8 + numel * isz
+            pos += 8 + st.numel * (itemsize(st.dtype) if st.dtype else 1)
             if pos > size:
                 raise FormatError(p, f"truncated: storage {key} runs past the end of the file ({size} bytes)")
+        for key in dict.fromkeys((keys[0], keys[-1]) if keys else ()):
+            f.seek(offsets[key] - 8)
+            (numel,) = struct.unpack(order + "q", f.read(8))
+            if numel != refs[key].numel:
+                raise FormatError(
+                    p, f"storage {key} declares {numel} elements, the pickle says {refs[key].numel}"
+                )
         byteorder = "little" if little else "big"
 
         def locate(t: TensorRef) -> RawLocation:
