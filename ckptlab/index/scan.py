@@ -284,8 +284,7 @@ def scan(
             continue
         candidates, seen = discover(root, errors)
         result.files_seen += seen
-        known = store.fingerprints(root_s)
-        previous = {e.path: e for e in store.entries(root=root_s)} if known else {}
+        previous = {e.path: e for e in store.entries(root=root_s, with_meta=False)}
         entries: list[IndexEntry] = []  # every checkpoint under the root
         fresh: list[IndexEntry] = []  # the ones to (re)write: not reused
         to_read: list[tuple[Candidate, IndexEntry]] = []
@@ -295,6 +294,13 @@ def scan(
             except OSError as err:
                 errors.append((str(c.path), f"cannot stat: {err.strerror or err}"))
                 continue
+            prev = previous.get(str(c.path))
+            if prev is not None and prev.fingerprint == fp and prev.status != "debris" and not c.debris:
+                # unchanged since the last scan (same parts, sizes, mtimes): not read again. Debris is never
+                # reused, since a save that has settled must be read.
+                entries.append(prev)
+                result.reused += 1
+                continue
             base = _base_entry(c, root, fp, files, mtime)
             why = c.debris or _late_debris(c, files, now, settle_seconds)
             if why:
@@ -302,14 +308,6 @@ def scan(
             elif c.missing:
                 listed = ", ".join(c.missing[:3]) + (", …" if len(c.missing) > 3 else "")
                 fresh.append(replace(base, status="incomplete", reason=f"missing shard(s): {listed}"))
-            elif (
-                known.get(base.path) == fp
-                and base.path in previous
-                and previous[base.path].status != "debris"
-            ):
-                # unchanged since the last scan; debris is never reused, since a settled save must be read
-                entries.append(previous[base.path])
-                result.reused += 1
             else:
                 to_read.append((c, base))
         read, tensors = _read_all(to_read, limits, workers, progress)

@@ -218,15 +218,6 @@ class Store:
         )
         return int(db.execute("SELECT id FROM runs WHERE path = ?", (run,)).fetchone()[0])
 
-    def fingerprints(self, root: str) -> dict[str, str]:
-        """path -> fingerprint of every checkpoint indexed under `root` (for incremental scans)."""
-        rows = self.db.execute(
-            "SELECT c.path, c.fingerprint FROM checkpoints c JOIN runs r ON r.id = c.run_id "
-            "JOIN roots o ON o.id = r.root_id WHERE o.path = ?",
-            (root,),
-        )
-        return {r[0]: r[1] for r in rows}
-
     def save_scan(
         self,
         root: str,
@@ -315,8 +306,11 @@ class Store:
     def roots(self) -> list[tuple[str, float | None]]:
         return [(r[0], r[1]) for r in self.db.execute("SELECT path, last_scan_at FROM roots ORDER BY path")]
 
-    def entries(self, run: str | None = None, root: str | None = None) -> list[IndexEntry]:
-        """Indexed checkpoints, by run then step/epoch (numerically, never as strings)."""
+    def entries(
+        self, run: str | None = None, root: str | None = None, with_meta: bool = True
+    ) -> list[IndexEntry]:
+        """Indexed checkpoints, by run then step/epoch (numerically, never as strings). `with_meta=False`
+        skips decoding each row's stored inspect document (the incremental scan only needs fingerprints)."""
         sql = (
             "SELECT c.*, r.path AS run_path, o.path AS root_path FROM checkpoints c "
             "JOIN runs r ON r.id = c.run_id "
@@ -335,7 +329,7 @@ class Store:
         rows = self.db.execute(sql, args).fetchall()
         metrics = self._metrics([r["id"] for r in rows])
         files = self._files([r["id"] for r in rows])
-        return [_entry(r, metrics.get(r["id"], {}), files.get(r["id"], ())) for r in rows]
+        return [_entry(r, metrics.get(r["id"], {}), files.get(r["id"], ()), with_meta) for r in rows]
 
     def _metrics(self, ids: list[int]) -> dict[int, dict[str, float]]:
         out: dict[int, dict[str, float]] = {}
@@ -396,7 +390,9 @@ def _chunks(items: list[int], n: int) -> Iterator[list[int]]:
         yield items[i : i + n]
 
 
-def _entry(r: sqlite3.Row, metrics: dict[str, float], files: tuple[tuple[str, int, int], ...]) -> IndexEntry:
+def _entry(
+    r: sqlite3.Row, metrics: dict[str, float], files: tuple[tuple[str, int, int], ...], with_meta: bool = True
+) -> IndexEntry:
     def flag(v: Any) -> bool | None:
         return None if v is None else bool(v)
 
@@ -426,5 +422,5 @@ def _entry(r: sqlite3.Row, metrics: dict[str, float], files: tuple[tuple[str, in
         mtime=r["mtime"],
         fingerprint=r["fingerprint"],
         files=files,
-        meta=json.loads(r["meta_json"]) if r["meta_json"] else None,
+        meta=json.loads(r["meta_json"]) if with_meta and r["meta_json"] else None,
     )
