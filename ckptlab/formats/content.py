@@ -88,44 +88,45 @@ class Content:
 def iter_tensors(
     obj: Any, prefix: str = "", depth: int = 0, seen: set[int] | None = None
 ) -> Iterator[tuple[str, TensorRef]]:
-    """(dotted name, tensor) for every tensor reachable in dicts, lists, module objects."""
+    """(dotted name, tensor) for every tensor reachable in dicts, lists, module objects, in order.
+
+    An explicit stack rather than recursive generators: a tensor deep in optimizer state would otherwise
+    pass through one generator frame per level, for every tensor of the checkpoint.
+    """
     if seen is None:
         seen = set()
-    if depth > _MAX_DEPTH:
-        return
-    if isinstance(obj, TensorRef):
-        yield (prefix or "tensor"), obj
-        return
-    if isinstance(obj, (dict, list, tuple, Obj)):
-        if id(obj) in seen:  # memo references can make cycles
-            return
-        seen.add(id(obj))
-    join = (lambda k: f"{prefix}.{k}") if prefix else str
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from iter_tensors(v, join(k), depth + 1, seen)
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            yield from iter_tensors(v, join(i), depth + 1, seen)
-    elif isinstance(obj, Obj):
-        attrs = obj.attrs()
-        if "_parameters" in attrs or "_modules" in attrs:  # a pickled nn.Module: mirror state_dict() names
-            for key in ("_parameters", "_buffers"):
-                sub = attrs.get(key)
-                if isinstance(sub, dict):
-                    for k, v in sub.items():
-                        yield from iter_tensors(v, join(k), depth + 1, seen)
-            mods = attrs.get("_modules")
-            if isinstance(mods, dict):
-                for k, v in mods.items():
-                    yield from iter_tensors(v, join(k), depth + 1, seen)
-            return
-        for k, v in attrs.items():
-            yield from iter_tensors(v, join(k), depth + 1, seen)
-        for k, v in obj.items.items():
-            yield from iter_tensors(v, join(k), depth + 1, seen)
-        for i, v in enumerate(obj.list_items):
-            yield from iter_tensors(v, join(i), depth + 1, seen)
+    stack: list[tuple[str, Any, int]] = [(prefix, obj, depth)]
+    while stack:
+        name, o, d = stack.pop()
+        if d > _MAX_DEPTH:
+            continue
+        if type(o) is TensorRef:
+            yield (name or "tensor"), o
+            continue
+        if not isinstance(o, (dict, list, tuple, Obj)) or id(o) in seen:
+            continue  # scalars hold no tensors; memo references can make cycles
+        seen.add(id(o))
+        pre = f"{name}." if name else ""
+        children = _named_children(o)
+        for k, v in reversed(children):
+            if type(v) is TensorRef or isinstance(v, (dict, list, tuple, Obj)):
+                stack.append((f"{pre}{k}", v, d + 1))
+
+
+def _named_children(o: Any) -> list[tuple[Any, Any]]:
+    if isinstance(o, dict):
+        return list(o.items())
+    if isinstance(o, (list, tuple)):
+        return list(enumerate(o))
+    attrs = o.attrs()
+    if "_parameters" in attrs or "_modules" in attrs:  # a pickled nn.Module: mirror state_dict() names
+        out: list[tuple[Any, Any]] = []
+        for key in ("_parameters", "_buffers", "_modules"):
+            sub = attrs.get(key)
+            if isinstance(sub, dict):
+                out.extend(sub.items())
+        return out
+    return [*attrs.items(), *o.items.items(), *enumerate(o.list_items)]
 
 
 # Memo of (tensor count, bytes) per container, alive for one analyse() call: many keys may share one big

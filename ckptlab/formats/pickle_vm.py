@@ -83,11 +83,13 @@ class Obj:
 class _Inert:
     """Placeholders ignore BUILD: a crafted pickle must not overwrite their fields."""
 
+    __slots__ = ()
+
     def __setstate__(self, state: Any) -> None:
         pass
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class StorageRef(_Inert):
     """A persistent-id storage reference: ('storage', type, key, location, numel)."""
 
@@ -97,7 +99,7 @@ class StorageRef(_Inert):
     numel: int  # elements for typed storages, bytes for untyped
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class TensorRef(_Inert):
     """An inert tensor: storage reference + view geometry. No bytes are read."""
 
@@ -110,7 +112,7 @@ class TensorRef(_Inert):
     kind: str = "dense"  # dense | parameter
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class DtypeRef(_Inert):
     name: str
 
