@@ -30,28 +30,37 @@ def _hdf5_at(f, size: int) -> bool:  # type: ignore[no-untyped-def]
 
 def detect_file(path: Path) -> str:
     """Content-detected kind of a single file: a FORMATS name, or 'zip', 'pickle', 'index-json'."""
+    return sniff(path)[0]
+
+
+def sniff(path: Path) -> tuple[str, int, bytes]:
+    """(kind, size, first bytes): the first 4 KiB hold most safetensors headers of small files, so the
+    reader can parse them without opening the file again."""
+    kind, size, head = _sniff(path)
+    return kind, size, head
+
+
+def _sniff(path: Path) -> tuple[str, int, bytes]:
     p = str(path)
     try:
-        size = os.path.getsize(path)
         with open(path, "rb") as f:
-            head = f.read(512)
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(4096)
             if size == 0 or not head:  # (a file can shrink between the stat and the read)
                 raise FormatError(p, "empty file (0 bytes)")
             if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
-                return "zip"
+                return "zip", size, head
             if head[:8] == HDF5_SIGNATURE:
-                return "hdf5"
+                return "hdf5", size, head
             if len(head) >= 9 and head[8:9] == b"{":
-                return "safetensors"
+                return "safetensors", size, head
             # an HDF5 user block puts the signature at 512, 1024, ...: probed only when nothing matched
             if head[:1] not in _PICKLE_START and _hdf5_at(f, size):
-                return "hdf5"
+                return "hdf5", size, head
     except OSError as e:
         raise FormatError(p, f"cannot read: {e.strerror or e}") from None
-    if len(head) >= 9 and head[8:9] == b"{":
-        return "safetensors"
     if head.lstrip()[:1] == b"{":
-        return "index-json"
+        return "index-json", size, head
     if len(head) > 262 and head[257:262] == b"ustar":
         raise FormatError(p, "a tar archive (the PyTorch < 0.1.10 format) is not supported")
     if head[:2] == b"\x1f\x8b":
@@ -60,10 +69,8 @@ def detect_file(path: Path) -> str:
         raise FormatError(p, "a NumPy .npy array, not a checkpoint")
     if head[:6] == b"7z\xbc\xaf\x27\x1c":
         raise FormatError(p, "a 7z archive, not a checkpoint")
-    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
-        return "pickle"
     if head[0] in _PICKLE_START:
-        return "pickle"
+        return "pickle", size, head
     if len(head) < 8:
         raise FormatError(p, f"file too small to be a checkpoint ({size} bytes)")
     raise FormatError(p, f"unrecognised format (first bytes {head[:8].hex(' ')})")
@@ -109,9 +116,9 @@ def read_meta(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> 
 def read_file(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
     """Metadata of one file, dispatched on its content. A zip or pickle that cannot be read is an error
     that names the unsafe globals found in it: torch.load may still unpickle what ckptlab refuses."""
-    kind = detect_file(path)
+    kind, size, head = sniff(path)
     try:
-        return _dispatch(path, kind, limits)
+        return _dispatch(path, kind, limits, (size, head))
     except FormatError as e:
         if kind not in ("zip", "pickle") or isinstance(e, IncompleteError):
             raise
@@ -124,11 +131,11 @@ def read_file(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
         raise type(e)(e.path or str(path), e.cause + note) from None
 
 
-def _dispatch(path: Path, kind: str, limits: Limits) -> CheckpointMeta:
+def _dispatch(path: Path, kind: str, limits: Limits, prefix: tuple[int, bytes]) -> CheckpointMeta:
     if kind == "safetensors":
         from .safetensors_reader import read_safetensors
 
-        return read_safetensors(path, limits)
+        return read_safetensors(path, limits, prefix)
     if kind == "zip":
         return _read_zip(path, limits)
     if kind == "pickle":

@@ -66,12 +66,19 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def read_header(path: Path, limits: Limits = DEFAULT_LIMITS) -> tuple[int, dict[str, Any]]:
-    """(header length N, parsed header dict) for a safetensors file; validates framing only."""
+def read_header(
+    path: Path, limits: Limits = DEFAULT_LIMITS, prefix: tuple[int, bytes] | None = None
+) -> tuple[int, dict[str, Any]]:
+    """(header length N, parsed header dict) for a safetensors file; validates framing only. `prefix`:
+    (file size, first bytes) already read by detection, used instead of reopening when they hold it all."""
     p = str(path)
-    size = os.path.getsize(path)
+    size = prefix[0] if prefix else os.path.getsize(path)
     if size < 8:
         raise FormatError(p, f"file too small for a safetensors header ({size} bytes)")
+    if prefix and len(prefix[1]) >= 8:
+        (n,) = struct.unpack("<Q", prefix[1][:8])
+        if 8 + n <= len(prefix[1]) and n <= size - 8 and n <= limits.max_header_bytes:
+            return n, _parse_json(p, prefix[1][8 : 8 + n], path)
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8:  # the file shrank since it was sized (being rewritten?)
@@ -86,6 +93,10 @@ def read_header(path: Path, limits: Limits = DEFAULT_LIMITS) -> tuple[int, dict[
                 p, f"safetensors header length {n} runs past the end of the file ({size} bytes)"
             )
         raw = f.read(n)
+    return n, _parse_json(p, raw, path)
+
+
+def _parse_json(p: str, raw: bytes, path: Path) -> dict[str, Any]:
     if not raw.startswith(b"{"):
         raise FormatError(p, "safetensors header does not start with '{'")
     try:
@@ -103,15 +114,15 @@ def read_header(path: Path, limits: Limits = DEFAULT_LIMITS) -> tuple[int, dict[
         raise FormatError(p, f"safetensors header is not valid JSON ({str(e).split(':')[0]})") from None
     if not isinstance(header, dict):
         raise FormatError(p, "safetensors header is not a JSON object")
-    return n, header
+    return header
 
 
 def parse_tensors(
-    path: Path, n: int, header: dict[str, Any], limits: Limits
+    path: Path, n: int, header: dict[str, Any], limits: Limits, size: int | None = None
 ) -> tuple[list[TensorMeta], dict[str, str]]:
     """Validate every entry against the reference rules; return tensors in file order and `__metadata__`."""
     p = str(path)
-    size = os.path.getsize(path)
+    size = os.path.getsize(path) if size is None else size
     meta = header.get("__metadata__", {})
     if meta is None:
         meta = {}
@@ -182,16 +193,19 @@ def parse_tensors(
     return [t for _, _, t in parsed], meta
 
 
-def read_safetensors(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
-    n, header = read_header(path, limits)
-    tensors, meta = parse_tensors(path, n, header, limits)
+def read_safetensors(
+    path: Path, limits: Limits = DEFAULT_LIMITS, prefix: tuple[int, bytes] | None = None
+) -> CheckpointMeta:
+    n, header = read_header(path, limits, prefix)
+    size = prefix[0] if prefix else os.path.getsize(path)
+    tensors, meta = parse_tensors(path, n, header, limits, size)
     entries = (Entry("__metadata__", "dict", f"{len(meta)} string keys"),) if meta else ()
     step = _int_or_none(meta.get("step") or meta.get("global_step"))
     epoch = _num_or_none(meta.get("epoch"))
     return CheckpointMeta(
         path=str(path),
         format="safetensors",
-        size_bytes=os.path.getsize(path),
+        size_bytes=size,
         tensors=tuple(tensors),
         step=step,
         epoch=epoch,
