@@ -106,7 +106,7 @@ class Snapshot:
 def _snapshot_cached(db: str, roots: tuple[tuple[str, float | None], ...]) -> Snapshot:
     handle = _open_index(db)
     with handle.lock:
-        entries = tuple(handle.store.entries())
+        entries = tuple(handle.store.entries(with_meta=False))  # the inspect documents are not shown here
         errors = tuple(handle.store.errors())
     return Snapshot(roots, entries, errors, views.run_labels(entries))
 
@@ -404,7 +404,7 @@ def index_table(entries: Sequence[IndexEntry], labels: Mapping[str, str]) -> str
 
 def errors_expander(snap: Snapshot) -> None:
     """Scan errors (unreadable directories and files) in a collapsed expander."""
-    errors = views.error_rows(snap.errors, snap.entries)
+    errors = sorted(snap.errors)
     if not errors:
         st.caption("No scan errors.")
         return

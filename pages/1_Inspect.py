@@ -1,6 +1,7 @@
 """Inspect one checkpoint: summary, safety, dtypes, module tree, tensors, entries, and on-demand value stats.
 
-Open with `?path=/some/model.safetensors` to preselect a checkpoint (the home page links here that way).
+Open with `?path=/some/model.safetensors` to preselect a checkpoint (the home page opens rows that way), pick
+one of the indexed checkpoints, or type any path.
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ st.set_page_config(page_title="Inspect · ckptlab", page_icon=":material/search:
 ui.page_style()
 st.title("Inspect a checkpoint")
 
-root, _note = ui.current_root()
-path = ui.checkpoint_picker(root)
+path = ui.checkpoint_picker()
 if not path:
-    st.info("Pick a checkpoint above, or type the path of a checkpoint file or directory.")
+    st.info("Pick an indexed checkpoint above, or type the path of a checkpoint file or directory.")
     st.stop()
 
 try:

@@ -434,6 +434,7 @@ def assert_one_line_error(out: str, err: str, path: Path | str) -> str:
 
 # ---------------------------------------------------------------- malicious payload helpers
 
+
 def payload_ops(obj: Any) -> Raw:
     """The opcodes `pickle.dumps(obj, 2)` writes for `obj`, without PROTO/STOP and without memo PUTs, so
     they can be spliced into another stream (see `inject`). Python 3 names (fix_imports=False): a protocol-4

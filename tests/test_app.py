@@ -1,22 +1,23 @@
-"""The Streamlit pages driven headlessly with streamlit.testing (AppTest), plus ckptlab.ui's pure helpers.
+"""The Streamlit pages driven headlessly with streamlit.testing (AppTest), plus ckptlab.ui's table helpers.
 
-Every test points CKPTLAB_ROOT at a folder in tmp_path, so nothing builds the demo in the real user dir.
+Every test points CKPTLAB_DB at a database in tmp_path and CKPTLAB_ROOT at a folder in tmp_path (or mocks the
+demo), so nothing touches the real user cache or data dirs.
 """
 
 from __future__ import annotations
 
 import json
-import sys
-import types
+import os
+from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote
 
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
-from ui_fixtures import PT_PARAMS, ST_PARAMS, build_ui_root, write_safetensors
+from ui_fixtures import INDEX_ROWS, PT_PARAMS, ST_PARAMS, backdate, build_ui_root, write_safetensors
 
 from ckptlab import ui
+from ckptlab.demo import DEMO_VERSION, MARKER
 from ckptlab.model import TensorMeta, human_bytes
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -24,16 +25,43 @@ INSPECT = "pages/1_Inspect.py"
 
 
 @pytest.fixture
-def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    root = tmp_path / "root"
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh index database and the project as the working directory; no root set."""
+    monkeypatch.setenv("CKPTLAB_DB", str(tmp_path / "index.sqlite"))
+    monkeypatch.delenv(ui.ROOT_ENV, raising=False)
+    monkeypatch.chdir(PROJECT)
+    return tmp_path
+
+
+@pytest.fixture
+def files(env: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    root = env / "root"
     out = build_ui_root(root)
     monkeypatch.setenv(ui.ROOT_ENV, str(root))
-    monkeypatch.chdir(PROJECT)
     return out
 
 
+@pytest.fixture
+def fake_demo(env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Path]]:
+    """`ensure_demo` returns a finished one-file demo (written just now); returns the list of calls."""
+    demo_dir = env / "demo"
+    demo_dir.mkdir()
+    write_safetensors(demo_dir / "demo.safetensors")
+    (demo_dir / MARKER).write_text(json.dumps({"demo_version": DEMO_VERSION}))
+    calls: list[Path] = []
+
+    def ensure_demo() -> Path:
+        calls.append(demo_dir)
+        return demo_dir
+
+    monkeypatch.setattr("ckptlab.demo.ensure_demo", ensure_demo)
+    ui._demo_root.clear()
+    yield calls
+    ui._demo_root.clear()
+
+
 def home() -> AppTest:
-    return AppTest.from_file(str(PROJECT / "app.py"), default_timeout=60)
+    return AppTest.from_file(str(PROJECT / "app.py"), default_timeout=90)
 
 
 def inspect(path: Path | str | None = None) -> AppTest:
@@ -57,133 +85,299 @@ def frame(at: AppTest, first_column: str) -> pd.DataFrame:
     raise AssertionError(f"no table starting with column {first_column!r}")
 
 
+def index_rows(at: AppTest) -> list[tuple[str, str, str]]:
+    return [tuple(r) for r in frame(at, "run")[["run", "checkpoint", "status"]].itertuples(index=False)]
+
+
+def chart(at: AppTest) -> dict:
+    (fig,) = at.get("plotly_chart")
+    return json.loads(fig.proto.spec)
+
+
 def alerts(at: AppTest) -> list[str]:
     return [e.value for e in at.error]
+
+
+def scan_lines(at: AppTest) -> list[str]:
+    return [a.value.replace("\\", "") for a in [*at.success, *at.warning] if "Scanned:" in a.value]
 
 
 # ------------------------------------------------------------------------------------------ home page
 
 
-def test_home_lists_checkpoints(files: dict[str, Path]) -> None:
+def test_home_indexes_the_root_on_first_start(files: dict[str, Path]) -> None:
     at = home().run()
     assert not at.exception
     assert at.title[0].value == "ckptlab"
-    df = frame(at, "checkpoint").set_index("checkpoint")
-    assert list(df.index) == ["broken.pt", "evil.pt", "model.safetensors", "run/last.pt"]
-    assert list(df["format"]) == ["unreadable", "torch-zip", "safetensors", "torch-zip"]
-    assert df.loc["model.safetensors", "params"] == ST_PARAMS
-    assert df.loc["model.safetensors", "tensors"] == 4
-    assert df.loc["model.safetensors", "size"] == files["safetensors"].stat().st_size
-    assert df.loc["run/last.pt", "params"] == PT_PARAMS
-    assert (df.loc["run/last.pt", "step"], df.loc["run/last.pt", "epoch"]) == (120, 3)
-    assert df.loc["model.safetensors", "safety"] == "safe"
-    assert df.loc["evil.pt", "safety"] == "⚠ UNSAFE: posix.system"
-    assert df.loc["broken.pt", "error"].startswith("not a PyTorch checkpoint")
+    (line,) = scan_lines(at)
+    assert line.startswith("Scanned: 6 checkpoints (4 read, 0 unchanged), 1 error in ")
+    sizes = {role: p.stat().st_size for role, p in files.items()}
+    sizes["incomplete"] += files["incomplete"].with_name("model-00001-of-00002.safetensors").stat().st_size
     assert metrics(at) == {
-        "Checkpoints": "4",
-        "Total size": human_bytes(sum(f.stat().st_size for f in files.values() if f.name != "broken.pt")),
-        "Largest model": f"{ST_PARAMS} params",
+        "Checkpoints": "6",
+        "Runs": "3",
+        "Total size": human_bytes(sum(sizes.values())),
         "Unsafe / unreadable": "1 / 1",
+        "Incomplete / debris": "1 / 1",
     }
-    # every checkpoint links to Inspect with ?path=, grouped by folder ("run/" holds last.pt)
-    links = {link.label: link.proto for link in at.get("page_link")}
-    assert sorted(links) == ["broken.pt", "evil.pt", "last.pt", "model.safetensors"]
-    assert links["last.pt"].page == "Inspect"
-    assert links["last.pt"].query_string == "path=" + quote(str(files["torch"]), safe="")
-    assert [m.value for m in at.markdown if m.value.startswith("**")] == ["**run/**"]
-    # an error column is shown because broken.pt is unreadable
-    assert at.dataframe[0].proto.column_order == [
+    assert index_rows(at) == INDEX_ROWS
+    df = frame(at, "run").set_index("checkpoint")
+    st_row, pt_row = df.loc["model.safetensors"], df.loc["last.pt"]
+    assert (st_row["format"], st_row["params"], st_row["safety"], st_row["layout"]) == (
+        "safetensors",
+        ST_PARAMS,
+        "safe",
+        "file",
+    )
+    assert st_row["size"] == pytest.approx(sizes["safetensors"] / 1024)  # KiB: the largest file is < 1 MiB
+    assert (pt_row["format"], pt_row["params"], pt_row["step"], pt_row["epoch"]) == (
+        "torch-zip",
+        PT_PARAMS,
+        120,
+        3,
+    )
+    assert df.loc["evil.pt", "safety"] == "⚠ unsafe: posix.system"
+    assert df.loc["broken.pt", "reason"].startswith("not a PyTorch checkpoint")
+    assert pd.isna(df.loc["broken.pt", "safety"])  # nothing could be checked
+    assert df.loc["step_200.pt.tmp", "reason"] == "temporary file (*.tmp)"
+    assert (
+        df.loc["model.safetensors.index.json", "reason"]
+        == "missing shard(s): model-00002-of-00002.safetensors"
+    )
+    assert df.loc["model.safetensors.index.json", "path"] == str(files["incomplete"])
+    table = at.dataframe[0].proto
+    assert table.column_order == [
+        "run",
         "checkpoint",
+        "step",
+        "epoch",
         "format",
         "size",
         "params",
-        "tensors",
-        "step",
-        "epoch",
+        "status",
         "safety",
-        "error",
+        "metrics",
+        "layout",
+        "reason",
+    ]  # `path` is kept for the selection but not shown
+    assert json.loads(table.columns)["size"]["label"] == "size (KiB)"
+    # scan errors: the unreadable file
+    (errors,) = at.expander
+    assert errors.label == "Scan errors (1)"
+    assert frame(at, "path")["path"].tolist() == [str(files["pickle"])]
+    # disk usage: one bar per run, stacked by status, largest run on top
+    fig = chart(at)
+    assert [t["name"] for t in fig["data"]] == ["ok", "incomplete", "unreadable", "debris"]
+    ok = fig["data"][0]
+    assert dict(zip(ok["y"], ok["x"], strict=True)) == {
+        "run": sizes["torch"],
+        "root": sizes["safetensors"] + sizes["unsafe"],
+        "sharded": 0,
+    }
+    assert ok["y"][-1] == "run"  # drawn at the top: run holds the most bytes (last.pt + the debris)
+    # the sidebar lists the root
+    assert [m.value for m in at.sidebar.markdown] == ["**root**"]
+    caption = at.sidebar.caption[0].value.replace("\\", "")
+    assert caption == f"{files['safetensors'].parent}  \n6 checkpoints · scanned just now"
+
+
+def test_home_filters_narrow_the_table(files: dict[str, Path]) -> None:
+    at = home().run()
+    assert [m.options for m in at.multiselect] == [
+        ["root", "run", "sharded"],
+        ["(none)", "safetensors", "torch-zip"],
+        ["ok", "unreadable", "incomplete", "debris"],
+        ["safe", "unsafe", "unchecked"],
     ]
+    at.multiselect(key="filter_status").select("ok").run()
+    assert index_rows(at) == [r for r in INDEX_ROWS if r[2] == "ok"]
+    assert at.main.caption[1].value.startswith("3 of 6 checkpoints")
+    at.multiselect(key="filter_run").select("run").run()
+    assert index_rows(at) == [("run", "last.pt", "ok")]
+    assert [t["y"] for t in chart(at)["data"]] == [["run"]]  # the chart follows the filters
+    at.multiselect(key="filter_status").unselect("ok").run()
+    at.multiselect(key="filter_run").unselect("run").select("root").run()
+    at.multiselect(key="filter_safety").select("unsafe").run()
+    assert index_rows(at) == [("root", "evil.pt", "ok")]
+    at.multiselect(key="filter_safety").unselect("unsafe").run()
+    at.multiselect(key="filter_format").select("(none)").run()
+    assert index_rows(at) == [("root", "broken.pt", "unreadable")]
+    assert not at.exception
+    # the filters survive a visit to Inspect (widget state alone would not)
+    at.switch_page(INSPECT).run()
+    at.switch_page("app.py").run()
+    assert not at.exception
+    assert index_rows(at) == [("root", "broken.pt", "unreadable")]
 
 
-def test_home_selected_row_links_to_inspect(files: dict[str, Path]) -> None:
+def test_home_second_visit_reuses_the_index(files: dict[str, Path]) -> None:
+    home().run()
+    at = home().run()  # a new session: the root is indexed already, so nothing is scanned
+    assert not at.exception
+    assert scan_lines(at) == []
+    assert index_rows(at) == INDEX_ROWS
+    at.button(key="_ckptlab_scan").click().run()
+    (line,) = scan_lines(at)
+    # incremental: nothing read again; everything but the debris (never reused) is "unchanged"
+    # the unchanged unreadable file is reused, and still reported as an error
+    assert line.startswith("Scanned: 6 checkpoints (0 read, 5 unchanged), 1 error in ")
+    assert frame(at, "path")["path"].tolist() == [str(files["pickle"])]  # still listed as an error
+
+
+def test_home_scan_finds_new_changed_and_deleted_checkpoints(files: dict[str, Path]) -> None:
     at = home().run()
-    at.session_state["checkpoints"] = {"selection": {"rows": [2], "columns": [], "cells": []}}
+    root = files["safetensors"].parent
+    new = write_safetensors(root / "run" / "epoch=4-step=300.safetensors")
+    then = files["torch"].stat().st_mtime
+    os.utime(new, (then, then))  # settled; the other files keep their mtimes, so they are not read again
+    files["unsafe"].unlink()
+    at.run()
+    assert ("run", "epoch=4-step=300.safetensors", "ok") not in index_rows(at)  # no scan without asking
+    at.button(key="_ckptlab_scan").click().run()
+    assert not at.exception
+    (line,) = scan_lines(at)
+    assert line.startswith("Scanned: 6 checkpoints (1 read, 4 unchanged)")  # the new one read; debris redone
+    rows = index_rows(at)
+    assert ("run", "epoch=4-step=300.safetensors", "ok") in rows
+    assert ("root", "evil.pt", "ok") not in rows
+    assert metrics(at)["Unsafe / unreadable"] == "0 / 1"
+
+
+def test_home_selecting_a_row_opens_inspect(files: dict[str, Path]) -> None:
+    at = home().run()
+    row = [c for _r, c, _s in INDEX_ROWS].index("model.safetensors")
+    at.session_state[ui.TABLE_KEY] = {"selection": {"rows": [row], "columns": [], "cells": []}}
     at.run()
     assert not at.exception
-    link = at.get("page_link")[0].proto
-    assert (link.label, link.page) == ("Inspect model.safetensors", "Inspect")
-    assert link.query_string == "path=" + quote(str(files["safetensors"]), safe="")
+    assert at.title[0].value == "Inspect a checkpoint"
+    assert at.query_params[ui.PATH_KEY] == str(files["safetensors"])
+    assert metrics(at)["Format"] == "safetensors"
+    assert at.selectbox(key="_ckptlab_pick").value == str(files["safetensors"])
+    at.switch_page("app.py").run()  # back home: the old selection does not bounce to Inspect again
+    assert not at.exception
+    assert at.title[0].value == "ckptlab"
 
 
-def test_home_empty_and_missing_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(PROJECT)
-    monkeypatch.setenv(ui.ROOT_ENV, str(tmp_path))
+def test_home_add_and_forget_roots(files: dict[str, Path], env: Path) -> None:
+    other = env / "more"
+    (other / "exp1").mkdir(parents=True)
+    write_safetensors(other / "exp1" / "checkpoint_epoch_2.safetensors")
+    backdate(other)
+    at = home().run()
+    at.sidebar.text_input(key="_ckptlab_add_root").input(str(env / "missing")).run()
+    assert [e.value.replace("\\", "") for e in at.sidebar.error] == [f"{env / 'missing'}: not a directory"]
+    at.sidebar.text_input(key="_ckptlab_add_root").input(str(other)).run()
+    assert not at.exception and not at.sidebar.error
+    (line,) = scan_lines(at)
+    assert line.startswith("Scanned: 1 checkpoint (1 read, 0 unchanged), 0 errors")
+    assert [m.value for m in at.sidebar.markdown] == ["**more**", "**root**"]
+    assert metrics(at)["Checkpoints"] == "7"
+    assert ("exp1", "checkpoint_epoch_2.safetensors", "ok") in index_rows(at)
+    assert at.sidebar.text_input(key="_ckptlab_add_root").value == ""  # cleared for the next one
+    at.sidebar.button(key="_ckptlab_forget_0").click().run()  # "more": roots are listed by path
+    assert not at.exception
+    assert [m.value for m in at.sidebar.markdown] == ["**root**"]
+    assert index_rows(at) == INDEX_ROWS
+    # forgetting the $CKPTLAB_ROOT root too leaves an empty index (not rescanned behind the user's back)
+    at.sidebar.button(key="_ckptlab_forget_0").click().run()
+    assert not at.exception
+    assert at.info[0].value.startswith("The index is empty")
+    assert "not indexed: press Scan" in at.sidebar.caption[0].value.replace("\\", "")
+
+
+def test_home_scans_every_root_of_the_env_variable(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = env / "a", env / "b"
+    for d in (a, b):
+        d.mkdir()
+        write_safetensors(d / "model.safetensors")
+        backdate(d)
+    monkeypatch.setenv(ui.ROOT_ENV, os.pathsep.join([str(a), str(b), str(env / "gone")]))
     at = home().run()
     assert not at.exception
-    assert "No checkpoints found" in at.info[0].value
-    monkeypatch.setenv(ui.ROOT_ENV, str(tmp_path / "nope"))
+    (line,) = scan_lines(at)
+    assert line.startswith("Scanned: 2 checkpoints (2 read, 0 unchanged), 1 error")
+    missing, _line = (w.value.replace("\\", "") for w in at.warning)
+    assert missing == f"{env / 'gone'}: no such file or directory"
+    # two roots whose checkpoints lie in the root itself: the runs are labelled by the roots' names
+    assert index_rows(at) == [("a", "model.safetensors", "ok"), ("b", "model.safetensors", "ok")]
+
+
+def test_home_builds_and_scans_the_demo_on_first_start(fake_demo: list[Path]) -> None:
     at = home().run()
     assert not at.exception
-    assert alerts(at) == [ui.md_escape(f"{tmp_path / 'nope'}: not a directory")]
+    # the demo's files were written just now, yet they are read (a finished demo is never a save in progress)
+    assert index_rows(at) == [("demo", "demo.safetensors", "ok")]
+    assert at.sidebar.markdown[0].value == "**demo** :blue-badge[demo]"
+    assert "_ckptlab_add_demo" not in [b.key for b in at.sidebar.button]
+    home().run()
+    assert fake_demo == [fake_demo[0]]  # built (here: asked for) once per process, not per session
 
 
-def test_home_root_box_changes_the_listing(files: dict[str, Path]) -> None:
+def test_home_add_the_demo_from_the_sidebar(files: dict[str, Path], fake_demo: list[Path]) -> None:
     at = home().run()
-    at.text_input(key="_ckptlab_root_box").input(str(files["torch"].parent)).run()
+    assert fake_demo == []  # $CKPTLAB_ROOT is set: no demo
+    at.sidebar.button(key="_ckptlab_add_demo").click().run()
     assert not at.exception
-    assert list(frame(at, "checkpoint")["checkpoint"]) == ["last.pt"]
+    assert ("demo", "demo.safetensors", "ok") in index_rows(at)
+    assert metrics(at)["Checkpoints"] == "7"
 
 
-def test_home_rescan_finds_new_checkpoints(files: dict[str, Path]) -> None:
-    at = home().run()
-    write_safetensors(files["safetensors"].parent / "new.safetensors")
-    at.run()
-    assert "new.safetensors" not in list(frame(at, "checkpoint")["checkpoint"])  # listing cached for 15 s
-    at.button(key="_ckptlab_rescan").click().run()
-    assert not at.exception
-    assert "new.safetensors" in list(frame(at, "checkpoint")["checkpoint"])
-
-
-def test_home_builds_the_demo_when_no_root_is_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    demo_dir = tmp_path / "demo"
-    demo_dir.mkdir()
-    write_safetensors(demo_dir / "demo.safetensors")
-    calls: list[int] = []
-
-    def ensure_demo() -> Path:
-        calls.append(1)
-        return demo_dir
-
-    monkeypatch.setitem(sys.modules, "ckptlab.demo", types.SimpleNamespace(ensure_demo=ensure_demo))
-    monkeypatch.delenv(ui.ROOT_ENV, raising=False)
-    monkeypatch.chdir(PROJECT)
-    ui._demo_root.clear()
-    try:
-        at = home().run()
-        assert not at.exception
-        assert list(frame(at, "checkpoint")["checkpoint"]) == ["demo.safetensors"]
-        assert "error" not in at.dataframe[0].proto.column_order  # nothing unreadable: no error column
-        home().run()
-        assert calls == [1]  # built once per process (st.cache_resource), not per run
-    finally:
-        ui._demo_root.clear()
-
-
-def test_home_survives_a_failing_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_home_survives_a_failing_demo(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def ensure_demo() -> Path:
         raise RuntimeError("no space left")
 
-    monkeypatch.setitem(sys.modules, "ckptlab.demo", types.SimpleNamespace(ensure_demo=ensure_demo))
-    monkeypatch.delenv(ui.ROOT_ENV, raising=False)
-    monkeypatch.chdir(PROJECT)
+    monkeypatch.setattr("ckptlab.demo.ensure_demo", ensure_demo)
     ui._demo_root.clear()
     try:
         at = home().run()
         assert not at.exception
         assert "RuntimeError: no space left" in at.warning[0].value.replace("\\", "")
-        assert at.info[0].value.startswith("Type a folder above")
+        assert at.info[0].value.startswith("The index is empty")
     finally:
         ui._demo_root.clear()
+
+
+@pytest.mark.slow
+def test_home_on_the_real_demo(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The issue's acceptance check: a fresh start builds the real demo, scans it and shows all of it."""
+    pytest.importorskip("torch")
+    from ckptlab.demo import RUNS, build_demo
+
+    demo_dir = build_demo(env / "demo")  # the real training run, ~5 s
+    monkeypatch.setattr("ckptlab.demo.ensure_demo", lambda: demo_dir)
+    ui._demo_root.clear()
+    try:
+        at = home().run()
+    finally:
+        ui._demo_root.clear()
+    assert not at.exception
+    (line,) = scan_lines(at)
+    assert line.startswith("Scanned: 28 checkpoints (28 read, 0 unchanged), 0 errors")
+    m = metrics(at)
+    # HF Trainer's training_args.bin pickles a TrainingArguments: the three checkpoint-N dirs are unsafe
+    assert (m["Checkpoints"], m["Runs"], m["Unsafe / unreadable"], m["Incomplete / debris"]) == (
+        "28",
+        "7",
+        "3 / 0",
+        "0 / 0",
+    )
+    df = frame(at, "run")
+    assert set(df["run"]) == {*RUNS, "plain-pytorch/exports"}
+    assert set(df["status"]) == {"ok"}
+    assert set(df["format"]) == {
+        "safetensors",
+        "safetensors-sharded",
+        "torch-zip",
+        "torch-legacy",
+        "torch-dcp",
+        "hdf5",
+    }
+    assert df[df["run"] == "lightning-run"]["checkpoint"].tolist()[-1] == "checkpoints/last.ckpt"
+    assert df[df["run"] == "hf-run"]["step"].dropna().tolist() == [64, 128, 192]
+    assert json.loads(at.dataframe[0].proto.columns)["size"]["label"] == "size (MiB)"
+    assert at.main.caption[1].value.startswith("28 of 28 checkpoints")
+    assert sorted(chart(at)["data"][0]["y"]) == sorted(set(df["run"]))
+    assert at.main.caption[-1].value == "No scan errors."
 
 
 # ------------------------------------------------------------------------------------------ inspect page
@@ -239,7 +433,7 @@ def test_inspect_filters(files: dict[str, Path]) -> None:
 
 def test_inspect_torch_file_and_stats(files: dict[str, Path]) -> None:
     at = inspect()
-    assert at.info[0].value.startswith("Pick a checkpoint")
+    assert at.info[0].value.startswith("Pick an indexed checkpoint")
     at.text_input(key=ui.PATH_KEY).input(str(files["torch"])).run()
     assert not at.exception
     m = metrics(at)
@@ -304,12 +498,29 @@ def test_inspect_training_state_tied_weights_and_odd_dtypes(
     assert metrics(at)["Epoch"] == "3"
 
 
-def test_inspect_picker_selects_a_checkpoint(files: dict[str, Path]) -> None:
+def test_inspect_picker_lists_the_index(files: dict[str, Path]) -> None:
     at = inspect()
-    at.selectbox(key="_ckptlab_pick").select(str(files["torch"])).run()
+    pick = at.selectbox(key="_ckptlab_pick")
+    assert pick.label == "Indexed checkpoints (6)"
+    assert pick.options == [
+        "root / broken.pt · unreadable",
+        "root / evil.pt · unsafe",
+        "root / model.safetensors",
+        "run / last.pt · step 120",
+        "run / step_200.pt.tmp · step 200 · debris",
+        "sharded / model.safetensors.index.json · incomplete",
+    ]
+    pick.select(str(files["torch"])).run()
     assert not at.exception
     assert at.text_input(key=ui.PATH_KEY).value == str(files["torch"])
     assert metrics(at)["Format"] == "torch-zip"
+
+
+def test_inspect_before_anything_is_indexed(env: Path) -> None:
+    at = AppTest.from_file(str(PROJECT / INSPECT), default_timeout=90).run()
+    assert not at.exception
+    assert not at.selectbox  # an empty index: just the path box
+    assert at.info[0].value.startswith("Pick an indexed checkpoint")
 
 
 def test_inspect_unsafe_file_shows_red_badge(files: dict[str, Path]) -> None:
@@ -344,53 +555,6 @@ def test_inspect_errors_are_one_line(
 # ------------------------------------------------------------------------------------------ ui helpers
 
 
-def test_find_checkpoints_groups_multi_file_checkpoints(tmp_path: Path) -> None:
-    (tmp_path / "run" / "checkpoint-500").mkdir(parents=True)
-    (tmp_path / "run" / "checkpoint-500" / "model.safetensors").write_bytes(b"x")
-    (tmp_path / "run" / "checkpoint-500" / "optimizer.pt").write_bytes(b"x")
-    (tmp_path / "dcp").mkdir()
-    (tmp_path / "dcp" / ".metadata").write_bytes(b"x")
-    (tmp_path / "dcp" / "__0_0.distcp").write_bytes(b"x")
-    (tmp_path / "sharded").mkdir()
-    (tmp_path / "sharded" / "model.safetensors.index.json").write_text("{}")
-    (tmp_path / "sharded" / "model-00001-of-00002.safetensors").write_bytes(b"x")
-    (tmp_path / "sharded" / "model-00002-of-00002.safetensors").write_bytes(b"x")
-    (tmp_path / ".cache").mkdir()
-    (tmp_path / ".cache" / "hidden.pt").write_bytes(b"x")
-    (tmp_path / "notes.txt").write_text("x")
-    (tmp_path / "model.ckpt").write_bytes(b"x")
-    (tmp_path / "weights.h5").write_bytes(b"x")
-    found = [str(p.relative_to(tmp_path)) for p in ui.find_checkpoints(tmp_path)]
-    assert found == [
-        "dcp",
-        "model.ckpt",
-        "run/checkpoint-500",
-        "sharded/model.safetensors.index.json",
-        "weights.h5",
-    ]
-    assert len(ui.find_checkpoints(tmp_path, limit=2)) == 2
-    assert ui.find_checkpoints(tmp_path / "absent") == []
-
-
-def test_group_by_folder() -> None:
-    items = [
-        ("a.pt", "/r/a.pt"),
-        ("run/x.pt", "/r/run/x.pt"),
-        ("run/sub/y.pt", "/r/run/sub/y.pt"),
-        ("z.pt", "/r/z.pt"),
-    ]
-    assert ui.group_by_folder(items) == [
-        ("", [("a.pt", "/r/a.pt"), ("z.pt", "/r/z.pt")]),
-        ("run", [("x.pt", "/r/run/x.pt"), ("sub/y.pt", "/r/run/sub/y.pt")]),
-    ]
-    assert ui.group_by_folder([]) == []
-
-
-def test_natural_sort() -> None:
-    names = ["checkpoint-128", "checkpoint-64", "checkpoint-1000", "best"]
-    assert sorted(names, key=ui.natural_key) == ["best", "checkpoint-64", "checkpoint-128", "checkpoint-1000"]
-
-
 def test_table_helpers() -> None:
     ts = [
         TensorMeta("enc.attn.q.weight", (4, 4), "float32", 64),
@@ -409,5 +573,10 @@ def test_table_helpers() -> None:
     }
     assert ui.shape_str((4096, 11008)) == "4096 × 11008"
     assert ui.md_escape("posix.system_x") == "posix\\.system\\_x"
-    assert ui.relative("/a/b/c.pt", Path("/a")) == "b/c.pt"
-    assert ui.relative("/x/c.pt", Path("/a")) == "/x/c.pt"
+
+
+def test_env_roots(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ui.ROOT_ENV, os.pathsep.join(["/a", " ", "~/b "]))
+    assert ui.env_roots() == [Path("/a"), Path("~/b").expanduser()]
+    monkeypatch.delenv(ui.ROOT_ENV)
+    assert ui.env_roots() == []

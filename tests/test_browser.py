@@ -1,6 +1,7 @@
 """The dashboard in a real browser: `streamlit run app.py` + headless Debian Chromium driven by playwright.
 
-Screenshots go to tmp_path and are copied to /tmp/ckptlab-shots/ for a human to look at.
+The server gets a fresh index database and `CKPTLAB_ROOT` pointing at the UI fixture tree, so the first
+page load scans it. Screenshots go to tmp_path and are copied to /tmp/ckptlab-shots/ for a human to look at.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import pytest
-from ui_fixtures import PT_PARAMS, ST_PARAMS, build_ui_root
+from ui_fixtures import INDEX_ROWS, PT_PARAMS, ST_PARAMS, build_ui_root
+
+from ckptlab.model import human_bytes
 
 CHROMIUM = Path("/usr/bin/chromium")
 PROJECT = Path(__file__).resolve().parent.parent
@@ -62,7 +65,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 45.0
 
 @pytest.fixture(scope="module")
 def fixture_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return build_ui_root(tmp_path_factory.mktemp("root"))
+    return build_ui_root(tmp_path_factory.mktemp("ui") / "root")
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +75,7 @@ def server(fixture_files: dict[str, Path], tmp_path_factory: pytest.TempPathFact
     env = {
         **os.environ,
         "CKPTLAB_ROOT": str(fixture_files["safetensors"].parent),
+        "CKPTLAB_DB": str(home / "index.sqlite"),
         "HOME": str(home),
         "XDG_DATA_HOME": str(home / ".local" / "share"),
     }
@@ -158,22 +162,64 @@ def _metrics(page) -> dict[str, str]:  # type: ignore[no-untyped-def]
     return {k.strip(): v.strip() for k, v in zip(labels, values, strict=True)}
 
 
-def test_home_lists_checkpoints(server: str, page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_home_scans_and_lists_the_index(server: str, page, fixture_files, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     page.goto(server)
-    page.get_by_text("All checkpoints as links").wait_for()
+    page.get_by_text("Scanned: 6 checkpoints").wait_for()  # the first load scans $CKPTLAB_ROOT
+    page.locator('[data-testid="stDataFrame"]').first.wait_for()
     _settle(page)
     _shot(page, tmp_path, "home")
     _assert_clean(page)
-    links = page.locator('[data-testid="stPageLink"]').all_inner_texts()
-    # inner text starts with the icon's ligature name ("search"); the label is the last line
-    assert sorted(t.split()[-1] for t in links) == [
-        "broken.pt",
-        "evil.pt",
-        "last.pt",
-        "model.safetensors",
-    ]
-    assert _metrics(page)["Checkpoints"] == "4"
-    assert _metrics(page)["Unsafe / unreadable"] == "1 / 1"
+    assert _metrics(page) == {
+        "Checkpoints": "6",
+        "Runs": "3",
+        "Total size": human_bytes(
+            sum(f.stat().st_size for f in fixture_files["safetensors"].parent.rglob("*") if f.is_file())
+        ),
+        "Unsafe / unreadable": "1 / 1",
+        "Incomplete / debris": "1 / 1",
+    }
+    assert "6 of 6 checkpoints" in page.inner_text("body")
+    sidebar = page.locator('[data-testid="stSidebar"]').inner_text()
+    assert "root" in sidebar and "6 checkpoints" in sidebar
+    assert page.locator(".js-plotly-plot").count() == 1  # disk usage by run
+    page.get_by_text("Scan errors (1)").click()
+    page.get_by_text("Scan errors (1)").scroll_into_view_if_needed()
+    _settle(page)
+    _shot(page, tmp_path, "home_errors")
+    _assert_clean(page)
+
+
+def test_home_filter_then_select_a_row_opens_inspect(
+    server: str, page, fixture_files, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    page.goto(server)
+    page.locator('[data-testid="stDataFrame"]').first.wait_for()
+    _settle(page)
+    page.locator('[data-testid="stMultiSelect"]').filter(has_text="status").click()
+    page.get_by_role("option", name="ok", exact=True).click()
+    page.keyboard.press("Escape")
+    page.get_by_text("3 of 6 checkpoints").wait_for()
+    _settle(page)
+    _shot(page, tmp_path, "home_filtered")
+    _assert_clean(page)
+    # the grid is drawn on a canvas: click the selection box of the third row (run/last.pt)
+    ok_rows = [c for _r, c, s in INDEX_ROWS if s == "ok"]
+    grid = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
+    row = ok_rows.index("last.pt")
+    page.mouse.click(grid["x"] + 16, grid["y"] + 35 + 35 * row + 17)
+    page.wait_for_url("**/Inspect?path=*")
+    page.locator('[data-testid="stMetricValue"]').first.wait_for()
+    _settle(page)
+    _assert_clean(page)
+    assert _metrics(page)["Format"] == "torch-zip"
+    assert unquote(page.url.split("?path=", 1)[1]) == str(fixture_files["torch"])
+    # back home through the sidebar: the filter is kept, and the old selection does not open Inspect again
+    page.locator('[data-testid="stSidebarNav"] a').first.click()
+    page.get_by_text("3 of 6 checkpoints").wait_for()
+    _settle(page)
+    page.wait_for_timeout(500)
+    assert "/Inspect" not in page.url
+    _assert_clean(page)
 
 
 def test_inspect_safetensors(server: str, page, fixture_files, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -145,6 +145,9 @@ def test_incremental_and_vanished(tree: Path, tmp_path: Path) -> None:
         again = scan([tree], store)
         # everything unchanged is reused (the incomplete sharded set too); only debris is derived again
         assert again.parsed == 0
+        # an unchanged unreadable file is still reported on every scan, and stays in the index's errors
+        assert again.errors == first.errors == [(str(tree / "plain" / "broken.pt"), first.errors[0][1])]
+        assert store.errors() == again.errors
         assert again.reused == sum(e.status != "debris" for e in first.entries) == first.parsed + 1
         assert [e.path for e in again.entries] == [e.path for e in first.entries]
         target = tree / "plain" / "checkpoint_epoch_2.pth"

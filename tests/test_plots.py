@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import plotly.graph_objects as go
 import pytest
 
 from ckptlab.model import TensorMeta
 from ckptlab.plots import (
+    STATUS_COLORS,
     ModuleRow,
+    byte_ticks,
+    disk_usage_figure,
     dtype_figure,
     empty_figure,
     histogram_figure,
@@ -247,3 +251,69 @@ def test_empty_figure_is_blank_with_note() -> None:
     fig = empty_figure("nothing here")
     assert len(fig.data) == 0 and _annotation_texts(fig) == ["nothing here"]
     assert fig.layout.xaxis.visible is False
+
+
+# ------------------------------------------------------------------------------------------ disk usage
+
+MiB = 1024**2
+
+
+def test_disk_usage_stacks_statuses_per_run_largest_on_top() -> None:
+    rows = [
+        ("lightning-run", "ok", 2 * MiB),
+        ("lightning-run", "ok", 2 * MiB),
+        ("lightning-run", "debris", MiB),
+        ("hf-run", "ok", 6 * MiB),
+        ("keras-run", "unreadable", MiB // 2),
+        ("sharded", "incomplete", MiB),
+    ]
+    fig = disk_usage_figure(rows)
+    assert fig.layout.barmode == "stack"
+    # statuses in their fixed order, each with its colour; runs by total, the largest drawn on top (last)
+    assert [t.name for t in fig.data] == ["ok", "incomplete", "unreadable", "debris"]
+    assert [t.marker.color for t in fig.data] == [STATUS_COLORS[t.name] for t in fig.data]
+    runs = ["keras-run", "sharded", "lightning-run", "hf-run"]
+    assert all(list(t.y) == runs for t in fig.data)
+    by_status = {t.name: list(t.x) for t in fig.data}
+    assert by_status == {
+        "ok": [0, 0, 4 * MiB, 6 * MiB],
+        "incomplete": [0, MiB, 0, 0],
+        "unreadable": [MiB // 2, 0, 0, 0],
+        "debris": [0, 0, MiB, 0],
+    }
+    # totals in binary units with the checkpoint count at the end of each bar
+    assert _annotation_texts(fig) == [
+        "512.0 KiB · 1 checkpoint",
+        "1.0 MiB · 1 checkpoint",
+        "5.0 MiB · 3 checkpoints",
+        "6.0 MiB · 1 checkpoint",
+    ]
+    assert [a.x for a in fig.layout.annotations] == [MiB // 2, MiB, 5 * MiB, 6 * MiB]
+    assert list(fig.layout.xaxis.ticktext) == ["0", "2 MiB", "4 MiB", "6 MiB"]
+    assert list(fig.data[0].customdata[2]) == ["4.0 MiB", "80.0%"]  # hover: human bytes and share
+    assert fig.layout.showlegend is True
+
+
+def test_disk_usage_single_status_has_no_legend_and_empty_inputs_say_why() -> None:
+    fig = disk_usage_figure([("a", "ok", 10), ("b", "ok", 2000)])
+    assert [t.name for t in fig.data] == ["ok"]
+    assert fig.layout.showlegend is False
+    assert list(fig.data[0].y) == ["a", "b"]
+    assert _annotation_texts(disk_usage_figure([])) == ["nothing indexed yet"]
+    assert _annotation_texts(disk_usage_figure([("a", "debris", 0)])) == ["no bytes on disk"]
+
+
+@pytest.mark.parametrize(
+    ("top", "texts"),
+    [
+        (0, ["0"]),
+        (700, ["0", "200 B", "400 B", "600 B"]),
+        (5 * MiB, ["0", "1 MiB", "2 MiB", "3 MiB", "4 MiB", "5 MiB"]),
+        (1.5 * MiB, ["0", "0.5 MiB", "1 MiB", "1.5 MiB"]),
+        (140 * 1024**3, ["0", "50 GiB", "100 GiB"]),
+    ],
+)
+def test_byte_ticks(top: float, texts: list[str]) -> None:
+    vals, labels = byte_ticks(top)
+    assert labels == texts
+    assert vals[0] == 0 and all(b > a for a, b in pairwise(vals)) and vals[-1] <= top

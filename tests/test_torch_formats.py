@@ -58,9 +58,7 @@ def test_training_checkpoint_fields(train_pt: Path) -> None:
         "arch": "str",
     }
     opt = next(e for e in meta.entries if e.name == "optimizer_state_dict")
-    assert opt.summary.startswith(
-        "1 param group over 4 params, lr=0.000125; state for 4 params (12 tensors"
-    )
+    assert opt.summary.startswith("1 param group over 4 params, lr=0.000125; state for 4 params (12 tensors")
     # optimizer exp_avg/exp_avg_sq/step and the RNG state are other tensors, not model weights
     assert len(meta.other_tensors) == 13
     assert meta.safety.safe

@@ -1,13 +1,17 @@
 """Small checkpoint files for the dashboard tests, built on the fly (no binaries in git).
 
-`build_ui_root(root)` writes a folder the home page lists: a safetensors file, a torch zip `.pt`, a torch
-zip whose `data.pkl` references `posix.system` (unsafe, but readable), and a plain pickle that is not a
-checkpoint (unreadable: an error row).
+`build_ui_root(root)` writes a folder the home page indexes: a safetensors file, a torch zip `.pt`, a torch
+zip whose `data.pkl` references `posix.system` (unsafe, but readable), a plain pickle that is not a
+checkpoint (unreadable: an error row), an interrupted save (`*.pt.tmp`: debris) and a sharded safetensors
+set missing a shard (incomplete). Every file is dated an hour back, so no scan sees a save in progress.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import os
+import time
 import zipfile
 from pathlib import Path
 
@@ -66,12 +70,47 @@ def write_plain_pickle(path: Path) -> Path:
     return path
 
 
+def write_incomplete_sharded(folder: Path) -> Path:
+    """`model.safetensors.index.json` naming two shards, of which only the first exists."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shards = ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors")
+    write_safetensors(folder / shards[0])
+    weight_map = {name: shards[i % 2] for i, name in enumerate(sorted(ST_TENSORS))}
+    index = folder / "model.safetensors.index.json"
+    index.write_text(json.dumps({"metadata": {"total_size": 0}, "weight_map": weight_map}))
+    return index
+
+
+def backdate(root: Path, seconds: float = 3600.0) -> None:
+    """Set every file's mtime `seconds` back: a scan treats files modified in the last few seconds as saves
+    still being written (debris)."""
+    then = time.time() - seconds
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            os.utime(Path(dirpath, f), (then, then))
+
+
+# (run label, checkpoint, status) of build_ui_root's tree as the index lists it: by run, then step
+INDEX_ROWS = [
+    ("root", "broken.pt", "unreadable"),
+    ("root", "evil.pt", "ok"),
+    ("root", "model.safetensors", "ok"),
+    ("run", "last.pt", "ok"),
+    ("run", "step_200.pt.tmp", "debris"),
+    ("sharded", "model.safetensors.index.json", "incomplete"),
+]
+
+
 def build_ui_root(root: Path) -> dict[str, Path]:
-    """All four fixtures under `root` (created), by role."""
+    """Every fixture under `root` (created; name it `root` for INDEX_ROWS' labels), by role."""
     (root / "run").mkdir(parents=True, exist_ok=True)
-    return {
+    files = {
         "safetensors": write_safetensors(root / "model.safetensors"),
         "torch": write_torch_pt(root / "run" / "last.pt"),
         "unsafe": write_unsafe_pt(root / "evil.pt"),
         "pickle": write_plain_pickle(root / "broken.pt"),
+        "debris": write_torch_pt(root / "run" / "step_200.pt.tmp"),
+        "incomplete": write_incomplete_sharded(root / "sharded"),
     }
+    backdate(root)
+    return files

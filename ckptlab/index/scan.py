@@ -314,7 +314,8 @@ def scan(
         result.parsed += len(to_read)
         fresh.extend(read)
         entries.extend(fresh)
-        errors.extend((e.path, e.reason or "unreadable") for e in read if e.status == "unreadable")
+        # every unreadable checkpoint is an error of this scan, whether read now or reused unchanged
+        errors.extend((e.path, e.reason or "unreadable") for e in entries if e.status == "unreadable")
         store.save_scan(root_s, fresh, tensors, [e.path for e in entries], errors, now)
         result.entries.extend(sorted(entries, key=_order))
         result.errors.extend(errors)

@@ -259,18 +259,6 @@ def usage_rows(entries: Iterable[IndexEntry], labels: Mapping[str, str]) -> list
     return [(labels[e.run], e.status, e.size_bytes) for e in entries]
 
 
-def error_rows(errors: Iterable[tuple[str, str]], entries: Iterable[IndexEntry]) -> list[tuple[str, str]]:
-    """(path, error) of the index's scan errors plus every unreadable checkpoint, by path, each path once.
-
-    Unreadable entries are added because a rescan that reuses an unchanged unreadable file does not record
-    its error again; the entry keeps its reason."""
-    out = dict(errors)
-    for e in entries:
-        if e.status == "unreadable":
-            out.setdefault(e.path, e.reason or "unreadable")
-    return sorted(out.items())
-
-
 def picker_options(entries: Sequence[IndexEntry]) -> dict[str, str]:
     """path -> selectbox label for the Inspect page, in index order (run, then step):
     `lightning-run / checkpoints/last.ckpt · step 192`, with the status when it is not ok."""

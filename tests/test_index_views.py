@@ -1,0 +1,250 @@
+"""Unit tests of ckptlab.index.views: labels, table rows, filters and summary numbers of in-memory entries."""
+
+from __future__ import annotations
+
+import pytest
+
+from ckptlab.index import views
+from ckptlab.index.scan import ScanResult
+from ckptlab.model import IndexEntry
+
+
+def entry(path: str, run: str, root: str = "/r", status: str = "ok", **kw: object) -> IndexEntry:
+    return IndexEntry(
+        path=path, run=run, root=root, layout=kw.pop("layout", "file"), status=status, fingerprint="", **kw
+    )  # type: ignore[arg-type]
+
+
+ENTRIES = [
+    entry(
+        "/r/exp/checkpoints/epoch=1-step=64.ckpt",
+        "/r/exp",
+        format="torch-zip",
+        step=64,
+        epoch=1,
+        size_bytes=3 * 1024**2,
+        n_params=1_000_000,
+        metrics={"val_loss": 0.51234, "best_model_score": 0.5, "val_acc": 0.875},
+        safe=True,
+    ),
+    entry(
+        "/r/exp/checkpoints/last.ckpt",
+        "/r/exp",
+        format="torch-zip",
+        step=64,
+        size_bytes=3 * 1024**2,
+        n_params=1_000_000,
+        safe=False,
+        unsafe_globals=("posix.system", "builtins.eval"),
+    ),
+    entry("/r/exp/model.pt.tmp", "/r/exp", status="debris", reason="temporary file (*.tmp)", size_bytes=512),
+    entry("/r/hf/checkpoint-500", "/r/hf", layout="hf-checkpoint", format="safetensors", step=500, safe=True),
+    entry("/r/broken.pt", "/r", status="unreadable", reason="not a PyTorch checkpoint", size_bytes=34),
+    entry(
+        "/r/shards/model.safetensors.index.json",
+        "/r/shards",
+        layout="sharded",
+        status="incomplete",
+        reason="missing shard(s): b",
+        size_bytes=1000,
+    ),
+]
+LABELS = views.run_labels(ENTRIES)
+
+
+def test_run_labels_are_relative_to_the_root() -> None:
+    assert LABELS == {"/r/exp": "exp", "/r/hf": "hf", "/r": "r", "/r/shards": "shards"}
+    nested = [entry("/r/a/exports/m.pt", "/r/a/exports")]
+    assert views.run_labels(nested) == {"/r/a/exports": "a/exports"}
+
+
+def test_run_labels_that_collide_across_roots_get_the_root_name() -> None:
+    two = [
+        entry("/data/one/exp/a.pt", "/data/one/exp", root="/data/one"),
+        entry("/data/two/exp/a.pt", "/data/two/exp", root="/data/two"),
+        entry("/data/two/b.pt", "/data/two", root="/data/two"),
+    ]
+    assert views.run_labels(two) == {
+        "/data/one/exp": "one/exp",
+        "/data/two/exp": "two/exp",
+        "/data/two": "two",
+    }
+
+
+def test_checkpoint_label_and_safety() -> None:
+    assert [views.checkpoint_label(e) for e in ENTRIES] == [
+        "checkpoints/epoch=1-step=64.ckpt",
+        "checkpoints/last.ckpt",
+        "model.pt.tmp",
+        "checkpoint-500",
+        "broken.pt",
+        "model.safetensors.index.json",
+    ]
+    assert [views.safety_class(e) for e in ENTRIES] == [
+        "safe",
+        "unsafe",
+        "unchecked",
+        "safe",
+        "unchecked",
+        "unchecked",
+    ]
+    assert [views.safety_text(e) for e in ENTRIES[:3]] == ["safe", "⚠ unsafe: posix.system +1", None]
+    assert views.safety_text(entry("/r/x.pt", "/r", safe=False)) == "⚠ unsafe"
+
+
+@pytest.mark.parametrize(
+    ("metrics", "text"),
+    [
+        ({"val_loss": 0.51234, "best_model_score": 0.5, "val_acc": 0.875}, "val_loss=0.5123, val_acc=0.875"),
+        (
+            {"eval_accuracy": 0.6, "eval_loss": 1.2, "loss": 0.7, "grad_norm": 1.5, "f1": 0.4},
+            "eval_loss=1.2, loss=0.7, eval_accuracy=0.6",
+        ),
+        ({"learning_rate": 1e-4, "epoch": 3.0}, "epoch=3, learning_rate=0.0001"),
+        ({"loss": float("nan")}, "loss=nan"),
+        ({}, ""),
+    ],
+)
+def test_metrics_text(metrics: dict[str, float], text: str) -> None:
+    assert views.metrics_text(metrics) == text
+
+
+def test_size_unit() -> None:
+    assert views.size_unit([]) == ("B", 1)
+    assert views.size_unit([0, 1023]) == ("B", 1)
+    assert views.size_unit([1024]) == ("KiB", 1024)
+    assert views.size_unit([34, 3 * 1024**2]) == ("MiB", 1024**2)
+    assert views.size_unit([140 * 1024**3]) == ("GiB", 1024**3)
+    assert views.size_unit([5 * 1024**5]) == ("TiB", 1024**4)
+
+
+def test_summary() -> None:
+    s = views.summarize(ENTRIES)
+    assert (s.n_checkpoints, s.n_runs, s.n_unsafe, s.n_unreadable, s.n_incomplete, s.n_debris) == (
+        6,
+        4,
+        1,
+        1,
+        1,
+        1,
+    )
+    assert s.total_bytes == 6 * 1024**2 + 512 + 34 + 1000
+    assert s.total_str == "6.0 MiB"
+    assert dict(s.by_status) == {"ok": 3, "unreadable": 1, "incomplete": 1, "debris": 1}
+    empty = views.summarize([])
+    assert (empty.n_checkpoints, empty.n_runs, empty.total_str) == (0, 0, "0 B")
+
+
+def test_table_rows() -> None:
+    rows = views.table_rows(ENTRIES, LABELS)
+    assert all(list(r) == list(views.TABLE_COLUMNS) for r in rows)
+    assert rows[0] == {
+        "run": "exp",
+        "checkpoint": "checkpoints/epoch=1-step=64.ckpt",
+        "step": 64,
+        "epoch": 1,
+        "format": "torch-zip",
+        "size": 3.0,  # MiB: the largest checkpoint is 3 MiB
+        "params": 1_000_000,
+        "status": "ok",
+        "safety": "safe",
+        "metrics": "val_loss=0.5123, val_acc=0.875",
+        "layout": "file",
+        "reason": "",
+        "path": "/r/exp/checkpoints/epoch=1-step=64.ckpt",
+    }
+    assert rows[2]["size"] == pytest.approx(512 / 1024**2)
+    assert (rows[4]["status"], rows[4]["reason"], rows[4]["format"], rows[4]["safety"]) == (
+        "unreadable",
+        "not a PyTorch checkpoint",
+        None,
+        None,
+    )
+    assert views.table_rows(ENTRIES[:1], LABELS, unit=("KiB", 1024))[0]["size"] == 3072.0
+    assert views.table_rows([], LABELS) == []
+
+
+def test_filters() -> None:
+    assert views.filter_options(ENTRIES, LABELS) == {
+        "run": ["exp", "hf", "r", "shards"],
+        "format": ["(none)", "safetensors", "torch-zip"],
+        "status": ["ok", "unreadable", "incomplete", "debris"],
+        "safety": ["safe", "unsafe", "unchecked"],
+    }
+
+    def paths(**kw: object) -> list[str]:
+        return [views.checkpoint_label(e) for e in views.filter_entries(ENTRIES, LABELS, **kw)]  # type: ignore[arg-type]
+
+    assert len(paths()) == len(ENTRIES)  # no filter keeps everything
+    assert paths(runs=["exp"]) == [
+        "checkpoints/epoch=1-step=64.ckpt",
+        "checkpoints/last.ckpt",
+        "model.pt.tmp",
+    ]
+    assert paths(runs=["exp"], statuses=["ok"]) == [
+        "checkpoints/epoch=1-step=64.ckpt",
+        "checkpoints/last.ckpt",
+    ]
+    assert paths(runs=["exp"], statuses=["ok"], safety=["unsafe"]) == ["checkpoints/last.ckpt"]
+    assert paths(formats=["(none)"]) == ["model.pt.tmp", "broken.pt", "model.safetensors.index.json"]
+    assert paths(formats=["safetensors", "torch-zip"], safety=["safe"]) == [
+        "checkpoints/epoch=1-step=64.ckpt",
+        "checkpoint-500",
+    ]
+    assert paths(statuses=["incomplete", "debris"]) == ["model.pt.tmp", "model.safetensors.index.json"]
+    assert paths(runs=["nope"]) == []
+
+
+def test_usage_rows() -> None:
+    assert views.usage_rows(ENTRIES[2:5], LABELS) == [
+        ("exp", "debris", 512),
+        ("hf", "ok", 0),
+        ("r", "unreadable", 34),
+    ]
+
+
+def test_picker_options() -> None:
+    assert list(views.picker_options(ENTRIES).values()) == [
+        "exp / checkpoints/epoch=1-step=64.ckpt · step 64",
+        "exp / checkpoints/last.ckpt · step 64 · unsafe",
+        "exp / model.pt.tmp · debris",
+        "hf / checkpoint-500 · step 500",
+        "r / broken.pt · unreadable",
+        "shards / model.safetensors.index.json · incomplete",
+    ]
+    assert views.picker_options([entry("/r/k/w.02.h5", "/r/k", epoch=2)]) == {
+        "/r/k/w.02.h5": "k / w.02.h5 · epoch 2"
+    }
+    assert list(views.picker_options(ENTRIES)) == [e.path for e in ENTRIES]
+
+
+def test_scan_report_and_lines() -> None:
+    a = ScanResult(
+        roots=["/r"], entries=ENTRIES[:2], errors=[("/r/x", "bad")], parsed=1, reused=1, seconds=0.25
+    )
+    missing = ScanResult(roots=["/gone"], errors=[("/gone", "no such file or directory")], seconds=0.001)
+    report = views.scan_report([a, missing], notes=["demo unavailable"])
+    assert report.line == "2 checkpoints (1 read, 1 unchanged), 2 errors in 0.25 s"
+    assert report.notes == ("demo unavailable", "/gone: no such file or directory")
+    assert report.n_roots == 2
+    assert views.scan_report([]).line == "0 checkpoints (0 read, 0 unchanged), 0 errors in 0.00 s"
+    assert views.scan_line(1, 1, 0, 1, 1234.5) == "1 checkpoint (1 read, 0 unchanged), 1 error in 1234.50 s"
+    assert (
+        views.scan_line(12_345, 0, 12_345, 0, 0.03)
+        == "12,345 checkpoints (0 read, 12,345 unchanged), 0 errors in 0.03 s"
+    )
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "just now"),
+        (59.9, "59 s ago"),
+        (60, "1 min ago"),
+        (7200, "2 h ago"),
+        (86400, "1 day ago"),
+        (10 * 86400, "10 days ago"),
+    ],
+)
+def test_ago(seconds: float, text: str) -> None:
+    assert views.ago(seconds) == text
