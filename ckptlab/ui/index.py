@@ -1,45 +1,39 @@
-"""Shared Streamlit glue for `app.py` and `pages/`: the index handle, scans with progress, cached reads,
-common widgets, error display.
-
-This is the only module in the package that imports Streamlit. Logic lives elsewhere in `ckptlab` (what the
-index table shows is `ckptlab.index.views`); what is here decides how things are cached and shown.
-"""
+"""The index in the app: the shared database handle, scans with progress, the home page's roots, filters,
+table and errors, and the Inspect page's picker of indexed checkpoints."""
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
-from . import plots
-from .errors import CkptlabError
-from .formats import read_meta
-from .index import views
-from .index.store import Store, default_db_path
-from .model import CheckpointMeta, IndexEntry, Safety, TensorMeta
+from ..errors import CkptlabError
+from ..index import views
+from ..index.store import Store, default_db_path
+from ..model import IndexEntry
 
 if TYPE_CHECKING:
-    from .analysis.stats import Histogram
-    from .index.scan import ScanResult
-    from .model import TensorStats
-    from .plots import ModuleRow
+    from ..index.scan import ScanResult
+
+from .common import (
+    PATH_KEY,
+    ROOT_ENV,
+    TABLE_KEY,
+    error_line,
+    first_line,
+    md_escape,
+)
 
 log = logging.getLogger(__name__)
-
-ROOT_ENV = "CKPTLAB_ROOT"  # one or more roots, separated by os.pathsep
-PATH_KEY = "path"  # the Inspect page's path box; bound to the `?path=` query parameter
-TABLE_KEY = "checkpoints"  # the home page's index table (its selection opens Inspect)
 
 # session-state keys (not widget keys, so they survive page switches)
 _SCAN_REQUEST = "_ckptlab_scan_request"  # roots a button asked to scan in the next run
@@ -49,8 +43,6 @@ _ADD_BOX = "_ckptlab_add_root"
 _ADD_NOTE = "_ckptlab_add_root_note"
 _DEMO = "<demo>"  # a scan request for the built-in demo (built on demand)
 _FILTERS = ("run", "format", "status", "safety")
-
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:])")
 
 
 # ---------------------------------------------------------------------------------------------- the index
@@ -128,7 +120,7 @@ def env_roots() -> list[Path]:
 def _demo_root() -> tuple[str | None, str | None]:
     """(demo dir, None) or (None, why not): built once per server process, then reused."""
     try:
-        from . import demo
+        from .. import demo
 
         return str(demo.ensure_demo()), None
     except Exception as e:  # the demo is a nicety: never let it break the app
@@ -137,7 +129,7 @@ def _demo_root() -> tuple[str | None, str | None]:
 
 
 def _is_demo(root: str | Path) -> bool:
-    from .demo import is_complete
+    from ..demo import is_complete
 
     return is_complete(Path(root))
 
@@ -163,7 +155,7 @@ def _first_start(handle: IndexHandle) -> list[str]:
 
 
 def _scan_with_progress(handle: IndexHandle, roots: Sequence[str]) -> views.ScanReport:
-    from .index.scan import scan
+    from ..index.scan import scan
 
     results: list[ScanResult] = []
     notes: list[str] = []
@@ -467,214 +459,3 @@ def checkpoint_picker() -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------- cached reads
-
-
-def signature(path: Path) -> tuple[Any, ...]:
-    """What must change for a cached read to be stale: size + mtime of the file, or of a directory's files.
-
-    Raises OSError when the path is missing."""
-    s = path.stat()
-    if not path.is_dir():
-        return (s.st_size, s.st_mtime_ns)
-    parts: list[tuple[str, int, int]] = []
-    with os.scandir(path) as it:
-        for e in it:
-            if e.is_file():
-                es = e.stat()
-                parts.append((e.name, es.st_size, es.st_mtime_ns))
-    return (s.st_mtime_ns, tuple(sorted(parts)))
-
-
-@st.cache_data(max_entries=512, show_spinner=False)
-def _read_meta_cached(path: str, sig: tuple[Any, ...]) -> tuple[CheckpointMeta | None, str | None, str]:
-    # Errors are cached too (as data): the home table re-reads every rerun, and a bad file stays bad
-    # until its signature changes. CheckpointMeta is a frozen dataclass of plain values: it pickles.
-    try:
-        return read_meta(path), None, ""
-    except CkptlabError as e:
-        return None, e.path, e.cause
-    except Exception as e:  # a reader bug must not take the page down; the log keeps the traceback
-        log.exception("read_meta(%s) failed", path)
-        return None, path, f"unexpected {type(e).__name__}: {first_line(str(e))}"
-
-
-def load_meta(path: str | Path) -> CheckpointMeta:
-    """`read_meta(path)` cached by (path, size, mtime); raises CkptlabError like `read_meta`."""
-    p = Path(path).expanduser()
-    try:
-        sig = signature(p)
-    except OSError as e:
-        cause = "no such file or directory" if isinstance(e, FileNotFoundError) else f"cannot read: {e}"
-        raise CkptlabError(str(p), cause) from None
-    meta, err_path, cause = _read_meta_cached(str(p), sig)
-    if meta is None:
-        raise CkptlabError(err_path, cause)
-    return meta
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def _stats_cached(
-    path: str, sig: tuple[Any, ...], name: str, device: str, bins: int, _meta: CheckpointMeta
-) -> tuple[TensorStats, Histogram]:
-    from .analysis.stats import histogram, tensor_stats
-
-    stats = tensor_stats(_meta, name, device=device)
-    return stats, histogram(_meta, name, device=device, bins=bins, stats=stats)
-
-
-def load_stats(
-    meta: CheckpointMeta, name: str, device: str = "auto", bins: int = 64
-) -> tuple[TensorStats, Histogram]:
-    """Stats and histogram of one tensor, cached by (checkpoint path + signature, tensor, device, bins).
-
-    Raises CkptlabError (e.g. DeviceError, LoadError) uncached."""
-    try:
-        sig = signature(Path(meta.path))
-    except OSError:
-        sig = ()
-    return _stats_cached(meta.path, sig, name, device, bins, meta)
-
-
-@st.cache_resource(max_entries=16, show_spinner=False)
-def _figures_cached(path: str, sig: tuple[Any, ...], _meta: CheckpointMeta) -> dict[str, go.Figure]:
-    # cache_resource, not cache_data: unpickling a big treemap re-validates it (slower than building it).
-    # st.plotly_chart does not mutate a figure, so sharing the objects between sessions is safe.
-    return {
-        "dtype": plots.dtype_figure(_meta.dtypes),
-        "largest": plots.largest_tensors_figure(_meta.tensors, top_n=15),
-        "treemap": plots.module_treemap(_meta.tensors),
-    }
-
-
-def checkpoint_figures(meta: CheckpointMeta) -> dict[str, go.Figure]:
-    """The page's metadata figures ('dtype', 'largest', 'treemap'), built once per checkpoint version:
-    a big model's treemap takes a noticeable fraction of a second, and every widget change reruns the page."""
-    try:
-        sig = signature(Path(meta.path))
-    except OSError:
-        sig = ()
-    return _figures_cached(meta.path, sig, meta)
-
-
-# ---------------------------------------------------------------------------------------------- display
-
-
-def first_line(text: str) -> str:
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    return lines[0] if lines else ""
-
-
-def md_escape(text: str) -> str:
-    """Text shown literally inside Streamlit markdown (paths and globals are full of `_`, `.` and `:`)."""
-    return _MD_SPECIAL.sub(r"\\\1", text)
-
-
-def error_line(exc: BaseException) -> str:
-    """One line for the user: `PATH: cause` for ckptlab errors, `Type: message` for anything else."""
-    if isinstance(exc, CkptlabError):
-        return first_line(str(exc))
-    return f"{type(exc).__name__}: {first_line(str(exc))}"
-
-
-def show_error(exc: BaseException) -> None:
-    """One `st.error` line, never a traceback."""
-    st.error(md_escape(error_line(exc)), icon=":material/error:")
-
-
-_PAGE_CSS = """
-<style>
-/* metric values at a size where 'safetensors-sharded' or '-0.01234' fit a card in a 6-8 column row */
-[data-testid="stMetricValue"] { font-size: 1.6rem; }
-</style>
-"""
-
-
-def page_style() -> None:
-    """The few style tweaks every ckptlab page shares."""
-    st.html(_PAGE_CSS)
-
-
-def safety_badge(safety: Safety) -> None:
-    """Green when nothing outside the allowlist was seen; red listing the unsafe globals and findings."""
-    if safety.safe:
-        st.success(
-            "**Safe** — nothing outside the allowlist (checked statically; nothing was imported or run)",
-            icon=":material/verified_user:",
-        )
-        return
-    names = ", ".join(f"`{g}`" for g in safety.unsafe_globals)
-    lines = [f"**Unsafe:** {names} — never load this file with `torch.load(weights_only=False)`"]
-    lines += [f"- {md_escape(f)}" for f in safety.findings]
-    st.error("\n".join(lines), icon=":material/gpp_bad:")
-
-
-def device_selector(key: str = "device") -> str:
-    """A device selectbox (`auto`, `cpu`, `cuda:N`...); 'cpu' when torch is unavailable."""
-    try:
-        from .loading import available_devices
-
-        options = available_devices()
-    except (CkptlabError, ImportError) as e:
-        st.caption(md_escape(error_line(e)))
-        return "cpu"
-    return st.selectbox(
-        "Device",
-        options,
-        index=0,
-        key=key,
-        help="Where tensor values are loaded and reduced. auto = the first CUDA GPU if any, else CPU.",
-    )
-
-
-# ---------------------------------------------------------------------------------------------- tables
-
-
-def shape_str(shape: tuple[int, ...]) -> str:
-    """(4096, 11008) -> '4096 × 11008'; () -> 'scalar'."""
-    return " × ".join(map(str, shape)) if shape else "scalar"
-
-
-def filter_tensors(tensors: Iterable[TensorMeta], query: str) -> list[TensorMeta]:
-    """Tensors whose name contains every whitespace-separated term of `query` (case-insensitive)."""
-    terms = query.lower().split()
-    return [t for t in tensors if all(term in t.name.lower() for term in terms)]
-
-
-def tensor_frame(tensors: Sequence[TensorMeta]) -> pd.DataFrame:
-    """One row per tensor: name, shape, dtype, params, bytes (raw numbers; the column config formats)."""
-    return pd.DataFrame(
-        {
-            "tensor": [t.name for t in tensors],
-            "shape": [shape_str(t.shape) for t in tensors],
-            "dtype": [t.dtype for t in tensors],
-            "params": [t.numel for t in tensors],
-            "bytes": [t.nbytes for t in tensors],
-        }
-    )
-
-
-def module_frame(rows: list[ModuleRow], total: int) -> pd.DataFrame:
-    """Module-tree rows as a table with each module's share of all parameters."""
-    return pd.DataFrame(
-        {
-            "module": [r.prefix for r in rows],
-            "depth": [r.depth for r in rows],
-            "params": [r.n_params for r in rows],
-            "share": [r.n_params / total if total else 0.0 for r in rows],
-            "tensors": [r.n_tensors for r in rows],
-        }
-    )
-
-
-def column_config() -> dict[str, Any]:
-    """Shared column formats of the Inspect tables: exact counts with thousands separators, bytes."""
-    cc = st.column_config
-    return {
-        "tensor": cc.TextColumn("tensor", width="large"),
-        "module": cc.TextColumn("module", width="large"),
-        "params": cc.NumberColumn("params", format="localized", help="parameter count (elements)"),
-        "tensors": cc.NumberColumn("tensors", format="localized"),
-        "bytes": cc.NumberColumn("bytes", format="bytes", help="tensor data (decimal units: 1 KB = 1000 B)"),
-        "share": cc.ProgressColumn("share", format="percent", min_value=0.0, max_value=1.0),
-        "depth": cc.NumberColumn("depth", width="small"),
-    }

@@ -1,0 +1,93 @@
+"""Streamlit widgets and helpers both pages use: error display, safety badge, device selector, style."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING
+
+import streamlit as st
+
+from ..errors import CkptlabError
+from ..model import Safety
+
+if TYPE_CHECKING:
+    pass
+
+log = logging.getLogger(__name__)
+
+ROOT_ENV = "CKPTLAB_ROOT"  # one or more roots, separated by os.pathsep
+PATH_KEY = "path"  # the Inspect page's path box; bound to the `?path=` query parameter
+TABLE_KEY = "checkpoints"  # the home page's index table (its selection opens Inspect)
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:])")
+
+
+def first_line(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[0] if lines else ""
+
+
+def md_escape(text: str) -> str:
+    """Text shown literally inside Streamlit markdown (paths and globals are full of `_`, `.` and `:`)."""
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for the user: `PATH: cause` for ckptlab errors, `Type: message` for anything else."""
+    if isinstance(exc, CkptlabError):
+        return first_line(str(exc))
+    return f"{type(exc).__name__}: {first_line(str(exc))}"
+
+
+def show_error(exc: BaseException) -> None:
+    """One `st.error` line, never a traceback."""
+    st.error(md_escape(error_line(exc)), icon=":material/error:")
+
+
+_PAGE_CSS = """
+<style>
+/* metric values at a size where 'safetensors-sharded' or '-0.01234' fit a card in a 6-8 column row */
+[data-testid="stMetricValue"] { font-size: 1.6rem; }
+</style>
+"""
+
+
+def page_style() -> None:
+    """The few style tweaks every ckptlab page shares."""
+    st.html(_PAGE_CSS)
+
+
+def safety_badge(safety: Safety) -> None:
+    """Green when nothing outside the allowlist was seen; red listing the unsafe globals and findings."""
+    if safety.safe:
+        st.success(
+            "**Safe** — nothing outside the allowlist (checked statically; nothing was imported or run)",
+            icon=":material/verified_user:",
+        )
+        return
+    names = ", ".join(f"`{g}`" for g in safety.unsafe_globals)
+    lines = [f"**Unsafe:** {names} — never load this file with `torch.load(weights_only=False)`"]
+    lines += [f"- {md_escape(f)}" for f in safety.findings]
+    st.error("\n".join(lines), icon=":material/gpp_bad:")
+
+
+def device_selector(key: str = "device") -> str:
+    """A device selectbox (`auto`, `cpu`, `cuda:N`...); 'cpu' when torch is unavailable."""
+    try:
+        from ..loading import available_devices
+
+        options = available_devices()
+    except (CkptlabError, ImportError) as e:
+        st.caption(md_escape(error_line(e)))
+        return "cpu"
+    return st.selectbox(
+        "Device",
+        options,
+        index=0,
+        key=key,
+        help="Where tensor values are loaded and reduced. auto = the first CUDA GPU if any, else CPU.",
+    )
+
+
+# ---------------------------------------------------------------------------------------------- tables

@@ -1,0 +1,170 @@
+"""The Inspect page's cached reads (metadata, stats, figures) and its tensor and module tables."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from .. import plots
+from ..errors import CkptlabError
+from ..formats import read_meta
+from ..model import CheckpointMeta, TensorMeta
+
+if TYPE_CHECKING:
+    from ..analysis.stats import Histogram
+    from ..model import TensorStats
+    from ..plots import ModuleRow
+
+from .common import (
+    first_line,
+)
+
+log = logging.getLogger(__name__)
+
+
+def signature(path: Path) -> tuple[Any, ...]:
+    """What must change for a cached read to be stale: size + mtime of the file, or of a directory's files.
+
+    Raises OSError when the path is missing."""
+    s = path.stat()
+    if not path.is_dir():
+        return (s.st_size, s.st_mtime_ns)
+    parts: list[tuple[str, int, int]] = []
+    with os.scandir(path) as it:
+        for e in it:
+            if e.is_file():
+                es = e.stat()
+                parts.append((e.name, es.st_size, es.st_mtime_ns))
+    return (s.st_mtime_ns, tuple(sorted(parts)))
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _read_meta_cached(path: str, sig: tuple[Any, ...]) -> tuple[CheckpointMeta | None, str | None, str]:
+    # Errors are cached too (as data): the home table re-reads every rerun, and a bad file stays bad
+    # until its signature changes. CheckpointMeta is a frozen dataclass of plain values: it pickles.
+    try:
+        return read_meta(path), None, ""
+    except CkptlabError as e:
+        return None, e.path, e.cause
+    except Exception as e:  # a reader bug must not take the page down; the log keeps the traceback
+        log.exception("read_meta(%s) failed", path)
+        return None, path, f"unexpected {type(e).__name__}: {first_line(str(e))}"
+
+
+def load_meta(path: str | Path) -> CheckpointMeta:
+    """`read_meta(path)` cached by (path, size, mtime); raises CkptlabError like `read_meta`."""
+    p = Path(path).expanduser()
+    try:
+        sig = signature(p)
+    except OSError as e:
+        cause = "no such file or directory" if isinstance(e, FileNotFoundError) else f"cannot read: {e}"
+        raise CkptlabError(str(p), cause) from None
+    meta, err_path, cause = _read_meta_cached(str(p), sig)
+    if meta is None:
+        raise CkptlabError(err_path, cause)
+    return meta
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _stats_cached(
+    path: str, sig: tuple[Any, ...], name: str, device: str, bins: int, _meta: CheckpointMeta
+) -> tuple[TensorStats, Histogram]:
+    from ..analysis.stats import histogram, tensor_stats
+
+    stats = tensor_stats(_meta, name, device=device)
+    return stats, histogram(_meta, name, device=device, bins=bins, stats=stats)
+
+
+def load_stats(
+    meta: CheckpointMeta, name: str, device: str = "auto", bins: int = 64
+) -> tuple[TensorStats, Histogram]:
+    """Stats and histogram of one tensor, cached by (checkpoint path + signature, tensor, device, bins).
+
+    Raises CkptlabError (e.g. DeviceError, LoadError) uncached."""
+    try:
+        sig = signature(Path(meta.path))
+    except OSError:
+        sig = ()
+    return _stats_cached(meta.path, sig, name, device, bins, meta)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _figures_cached(path: str, sig: tuple[Any, ...], _meta: CheckpointMeta) -> dict[str, go.Figure]:
+    # cache_resource, not cache_data: unpickling a big treemap re-validates it (slower than building it).
+    # st.plotly_chart does not mutate a figure, so sharing the objects between sessions is safe.
+    return {
+        "dtype": plots.dtype_figure(_meta.dtypes),
+        "largest": plots.largest_tensors_figure(_meta.tensors, top_n=15),
+        "treemap": plots.module_treemap(_meta.tensors),
+    }
+
+
+def checkpoint_figures(meta: CheckpointMeta) -> dict[str, go.Figure]:
+    """The page's metadata figures ('dtype', 'largest', 'treemap'), built once per checkpoint version:
+    a big model's treemap takes a noticeable fraction of a second, and every widget change reruns the page."""
+    try:
+        sig = signature(Path(meta.path))
+    except OSError:
+        sig = ()
+    return _figures_cached(meta.path, sig, meta)
+
+
+# ---------------------------------------------------------------------------------------------- display
+
+
+def shape_str(shape: tuple[int, ...]) -> str:
+    """(4096, 11008) -> '4096 × 11008'; () -> 'scalar'."""
+    return " × ".join(map(str, shape)) if shape else "scalar"
+
+
+def filter_tensors(tensors: Iterable[TensorMeta], query: str) -> list[TensorMeta]:
+    """Tensors whose name contains every whitespace-separated term of `query` (case-insensitive)."""
+    terms = query.lower().split()
+    return [t for t in tensors if all(term in t.name.lower() for term in terms)]
+
+
+def tensor_frame(tensors: Sequence[TensorMeta]) -> pd.DataFrame:
+    """One row per tensor: name, shape, dtype, params, bytes (raw numbers; the column config formats)."""
+    return pd.DataFrame(
+        {
+            "tensor": [t.name for t in tensors],
+            "shape": [shape_str(t.shape) for t in tensors],
+            "dtype": [t.dtype for t in tensors],
+            "params": [t.numel for t in tensors],
+            "bytes": [t.nbytes for t in tensors],
+        }
+    )
+
+
+def module_frame(rows: list[ModuleRow], total: int) -> pd.DataFrame:
+    """Module-tree rows as a table with each module's share of all parameters."""
+    return pd.DataFrame(
+        {
+            "module": [r.prefix for r in rows],
+            "depth": [r.depth for r in rows],
+            "params": [r.n_params for r in rows],
+            "share": [r.n_params / total if total else 0.0 for r in rows],
+            "tensors": [r.n_tensors for r in rows],
+        }
+    )
+
+
+def column_config() -> dict[str, Any]:
+    """Shared column formats of the Inspect tables: exact counts with thousands separators, bytes."""
+    cc = st.column_config
+    return {
+        "tensor": cc.TextColumn("tensor", width="large"),
+        "module": cc.TextColumn("module", width="large"),
+        "params": cc.NumberColumn("params", format="localized", help="parameter count (elements)"),
+        "tensors": cc.NumberColumn("tensors", format="localized"),
+        "bytes": cc.NumberColumn("bytes", format="bytes", help="tensor data (decimal units: 1 KB = 1000 B)"),
+        "share": cc.ProgressColumn("share", format="percent", min_value=0.0, max_value=1.0),
+        "depth": cc.NumberColumn("depth", width="small"),
+    }
