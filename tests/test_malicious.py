@@ -36,6 +36,7 @@ from adversarial import (
     system_call,
     tensor,
     time_limit,
+    torch_zip,
     wait_for,
     write,
 )
@@ -588,3 +589,21 @@ def test_dcp_malicious_bytes_item_is_unsafe(tmp_path: Path) -> None:
     meta = read_armed(_dcp_with_evil_item(tmp_path, marker))
     assert not marker.exists()
     assert meta.safety.safe is False and "posix.system" in meta.safety.unsafe_globals
+
+
+def test_a_pickle_cannot_alter_the_shared_stand_ins(tmp_path: Path) -> None:
+    """BUILD with slot state on a global would setattr on its (process-wide) stand-in class: refused, and a
+    benign file read afterwards in the same process is read exactly as before."""
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.ones(2, 3)}, good)
+    before = read_meta(good).to_json()
+    # GLOBAL torch._utils._rebuild_tensor_v2; BUILD (None, {"_handler": None, "_global": "x"}); then a dict
+    evil = (
+        b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\nq\x00"
+        b"N}q\x01(X\x08\x00\x00\x00_handlerq\x02NX\x07\x00\x00\x00_globalq\x03X\x01\x00\x00\x00xq\x04u\x86b"
+        b"0}."
+    )
+    path = write(tmp_path / "evil.pt", torch_zip(evil, {}))
+    with pytest.raises(FormatError, match="pickle tries to set attribute '_handler' on a global"):
+        read_meta(path)
+    assert read_meta(good).to_json() == before

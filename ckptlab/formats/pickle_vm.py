@@ -703,7 +703,19 @@ class _Budget(io.RawIOBase):
         return data
 
 
-class _StandIn:
+class _FrozenClass(type):
+    """Stand-in classes are shared by every read in the process, so a pickle must not change them: BUILD
+    with slot state on a global would otherwise setattr on the class (e.g. replace its handler) and alter
+    how later, unrelated files are read."""
+
+    def __setattr__(cls, name: str, value: Any) -> None:
+        raise FormatError(None, f"pickle tries to set attribute {name!r} on a global")
+
+    def __delattr__(cls, name: str) -> None:
+        raise FormatError(None, f"pickle tries to delete attribute {name!r} of a global")
+
+
+class _StandIn(metaclass=_FrozenClass):
     """Base of the inert classes the C unpickler receives for globals. Constructing one (REDUCE, NEWOBJ,
     INST, OBJ) never runs code from the file: it calls ckptlab's handler for a known torch rebuild, or
     returns an `Obj` record. `__new__` returns that result, so `__init__` is never reached."""
@@ -727,7 +739,7 @@ def _stand_in_class(module: str, name: str, context: str | None) -> type:
         g = Global(module, name)
         handler = _HANDLERS.get(g.qualname) if is_safe_global(g.qualname, context) else None
         attrs = {"_global": g, "_handler": staticmethod(handler) if handler else None, "__slots__": ()}
-        cls = type(f"StandIn_{name}"[:100], (_StandIn,), attrs)
+        cls = _FrozenClass(f"StandIn_{name}"[:100], (_StandIn,), attrs)
         _STAND_INS[key] = cls
     return cls
 
