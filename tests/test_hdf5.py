@@ -32,6 +32,7 @@ from h5_fixtures import (
 )
 
 from ckptlab.errors import FormatError, LimitError
+from ckptlab.formats import hdf5_client
 from ckptlab.formats import hdf5_reader as hr
 from ckptlab.formats import keras_reader as kr
 from ckptlab.formats.limits import DEFAULT_LIMITS, Limits
@@ -520,8 +521,8 @@ for item in req["items"]:
 @pytest.fixture
 def flaky_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     script = tmp_path / "flaky_worker.py"
-    script.write_text(textwrap.dedent(_FLAKY_WORKER.format(worker=str(hr._WORKER))))
-    monkeypatch.setattr(hr, "_worker_argv", lambda: [sys.executable, str(script)])
+    script.write_text(textwrap.dedent(_FLAKY_WORKER.format(worker=str(hdf5_client._WORKER))))
+    monkeypatch.setattr(hdf5_client, "_worker_argv", lambda: [sys.executable, str(script)])
 
 
 def test_worker_crash_fails_only_that_file(
