@@ -126,14 +126,6 @@ class TensorMeta(NamedTuple):
     def numel(self) -> int:
         return math.prod(self.shape)
 
-    @property
-    def module(self) -> str:
-        """Module prefix: 'encoder.layer.0.attn.q.weight' -> 'encoder.layer.0.attn.q'."""
-        head, _, _ = self.name.rpartition(".")
-        if not head and "/" in self.name:
-            head, _, _ = self.name.rpartition("/")
-        return head
-
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "nbytes": self.nbytes}
 

@@ -51,7 +51,7 @@ def read_dcp(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
         io.BytesIO(mpath.read_bytes()), persistent_load=None, context="dcp", limits=limits
     )
     try:
-        root = u.load().value
+        root = u.load()
     except FormatError as e:
         raise FormatError(p, f".metadata: {e.cause}") from None
     if not (isinstance(root, Obj) and root.cls.name == "Metadata"):

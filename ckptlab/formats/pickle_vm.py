@@ -1,9 +1,10 @@
-"""A restricted pickle interpreter that never imports or calls anything from the file.
+"""Walking pickles without importing or calling anything from the file.
 
-`pickletools.genops` decodes opcodes without executing them; this module runs the stack machine itself and
-turns every global into an inert `Global` placeholder, every call into an `Obj` record (or a known torch
-rebuild into a `TensorRef`). Globals outside the allowlist are collected as unsafe. Caps bound opcodes,
-nesting, stack and memo, so a crafted stream cannot hang or exhaust memory.
+Every global becomes an inert placeholder, every call an `Obj` record (or, for torch's tensor rebuilds, a
+`TensorRef`); globals outside the allowlist are collected as unsafe. Two walkers share these placeholders:
+pickles within the size cap go through CPython's C unpickler with `find_class` resolving each global to an
+immutable stand-in class (fast; the size bounds opcodes, memo and stack), larger ones through an interpreter
+over `pickletools.genops` that counts opcodes, nesting, stack and memo against explicit caps.
 """
 
 from __future__ import annotations
@@ -213,21 +214,7 @@ def is_safe_global(qualname: str, context: str | None = None) -> bool:
     return any(p.match(qualname) for p in CONTEXT_GLOBALS.get(context or "", ()))
 
 
-class _Mark:
-    pass
-
-
-_MARK = _Mark()
-
 PersistentLoad = Callable[[Any], Any]
-
-
-@dataclass
-class PickleResult:
-    value: Any
-    globals_seen: list[str]
-    unsafe_globals: list[str]
-    end_pos: int  # offset just past STOP, relative to the stream start
 
 
 def torch_persistent_load(pid: Any) -> Any:
@@ -365,6 +352,12 @@ _HANDLERS: dict[str, Callable[[tuple[Any, ...]], Any]] = {
 }
 
 
+def _handler_for(qualname: str, context: str | None) -> Callable[[tuple[Any, ...]], Any] | None:
+    """ckptlab's own implementation of an allowlisted global (a tensor rebuild, OrderedDict...), if any."""
+    handler = _HANDLERS.get(qualname)
+    return handler if handler is not None and is_safe_global(qualname, context) else None
+
+
 class RestrictedUnpickler:
     """Walk one pickle from a binary stream. Construct, then call `load()`; repeat for sequential pickles."""
 
@@ -404,8 +397,8 @@ class RestrictedUnpickler:
         if not isinstance(args, tuple):
             args = tuple(args) if isinstance(args, list) else (args,)
         if isinstance(fn, Global):
-            handler = _HANDLERS.get(fn.qualname)
-            if handler is not None and is_safe_global(fn.qualname, self.context):
+            handler = _handler_for(fn.qualname, self.context)
+            if handler is not None:
                 try:
                     return handler(args)
                 except FormatError:
@@ -417,14 +410,14 @@ class RestrictedUnpickler:
         # calling a non-global (a memo'd list, an int...) is malformed, not dangerous: record inertly
         return Obj(Global("<non-callable>", type(fn).__name__), args)
 
-    def load(self) -> PickleResult:
+    def load(self) -> Any:
         """Walk one pickle. Pickles up to `limits.max_fast_pickle_bytes` go through CPython's C unpickler with
         every global resolved to an inert stand-in (`_StandInUnpickler`); the size cap bounds its opcodes,
         memo and nesting. Larger ones go through the interpreter below, which counts each of those."""
         if not self.lenient and self._fast_cap() > 0:
             start = self.stream.tell()
             try:
-                return self._load_fast(start)
+                return self._load_fast()
             except _TooBigForFastPath:
                 self.stream.seek(start)
                 self.globals_seen, self.unsafe = [], []
@@ -436,7 +429,7 @@ class RestrictedUnpickler:
         lim = self.limits
         return min(lim.max_fast_pickle_bytes, lim.max_pickle_ops, lim.max_pickle_memo, lim.max_pickle_stack)
 
-    def _load_fast(self, start: int) -> PickleResult:
+    def _load_fast(self) -> Any:
         budget = _Budget(self.stream, self._fast_cap())
         u = _StandInUnpickler(budget, self)
         try:
@@ -461,7 +454,7 @@ class RestrictedUnpickler:
             OverflowError,
         ) as e:
             raise FormatError(None, f"malformed pickle: {_short(e)}") from None
-        return PickleResult(value, self.globals_seen, self.unsafe, self.stream.tell() - start)
+        return value
 
     def stand_in(self, module: str, name: str) -> Any:
         """What the C unpickler gets for a global: a dtype placeholder, or an inert class (cached per name)
@@ -471,13 +464,12 @@ class RestrictedUnpickler:
             return ref
         return _stand_in_class(ref.module, ref.name, self.context)
 
-    def _load_interpreted(self) -> PickleResult:
+    def _load_interpreted(self) -> Any:
         lim = self.limits
         stack: list[Any] = []
         metastack: list[list[Any]] = []
         memo: dict[int, Any] = {}
         ops = 0
-        start = self.stream.tell() if hasattr(self.stream, "tell") else 0
 
         def pop_mark() -> list[Any]:
             nonlocal stack
@@ -507,8 +499,7 @@ class RestrictedUnpickler:
                 if name == "STOP":
                     if len(stack) != 1:
                         raise FormatError(None, "pickle: stack not balanced at STOP")
-                    end = self.stream.tell() if hasattr(self.stream, "tell") else 0
-                    return PickleResult(stack[0], self.globals_seen, self.unsafe, end - start)
+                    return stack[0]
                 if name == "MARK":
                     if len(metastack) >= lim.max_pickle_depth:
                         raise LimitError(None, f"pickle nesting exceeds {lim.max_pickle_depth}")
@@ -737,7 +728,7 @@ def _stand_in_class(module: str, name: str, context: str | None) -> type:
     cls = _STAND_INS.get(key)
     if cls is None:
         g = Global(module, name)
-        handler = _HANDLERS.get(g.qualname) if is_safe_global(g.qualname, context) else None
+        handler = _handler_for(g.qualname, context)
         attrs = {"_global": g, "_handler": staticmethod(handler) if handler else None, "__slots__": ()}
         cls = _FrozenClass(f"StandIn_{name}"[:100], (_StandIn,), attrs)
         _STAND_INS[key] = cls
@@ -821,10 +812,12 @@ def scan_globals(
     start = stream.tell()
     while stream.tell() - start < (length or 0):
         u = RestrictedUnpickler(stream, persistent_load=_any_persistent_id, limits=limits, lenient=True)
+        malformed = False
         try:
             u.load()
         except FormatError:
-            found.extend(g for g in u.unsafe if g not in found)
-            break
+            malformed = True  # what follows a malformed pickle cannot be framed: stop after it
         found.extend(g for g in u.unsafe if g not in found)
+        if malformed:
+            break
     return found

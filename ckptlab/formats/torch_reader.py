@@ -123,10 +123,10 @@ def walk_data_pkl(
         limits=limits,
     )
     try:
-        res = u.load()
+        value = u.load()
     except FormatError as e:  # keep the type: a LimitError stays a LimitError
         raise type(e)(path, f"{member}: {e.cause}") from None
-    return res.value, u
+    return value, u
 
 
 def zip_locator(f: IO[bytes], tz: TorchZip, path: str, size: int) -> Callable[[TensorRef], RawLocation]:
@@ -346,7 +346,7 @@ def read_torch_legacy(path: Path, limits: Limits = DEFAULT_LIMITS) -> Checkpoint
             # errors name no globals here: read_file names every unsafe global of a refused file
             u = RestrictedUnpickler(stream, persistent_load=pid, limits=limits)  # type: ignore[arg-type]
             try:
-                v = u.load().value
+                v = u.load()
             except FormatError as e:
                 raise type(e)(p, f"{what}: {e.cause}") from None
             unsafe.extend(g for g in u.unsafe if g not in unsafe)
