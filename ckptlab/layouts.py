@@ -13,14 +13,13 @@ Names parsed (`parse_name`), by the toolchain that writes them:
     Orbax / TF                  1000/ (a bare step directory), ckpt-1000 (CheckpointManager), model.ckpt-1000
     plain scripts               checkpoint_epoch_4.pth, epoch_3_step_1200.pt, model_epoch=3.pt, ep3.pt
 
-How scan should order a run's checkpoints: `sort_checkpoints` / `order_key` - by step, then epoch, then
+How a run's checkpoints are ordered (the scanner uses `order_key`): by step, then epoch, then
 the name compared numerically (`natural_key`), unknown steps and epochs last; never as plain strings
 (`checkpoint-99` < `checkpoint-100`).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -28,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
+
+from .runlogs import whole_number
 
 __all__ = [
     "CHECKPOINT_EQUALS_CHAR",
@@ -38,7 +39,6 @@ __all__ = [
     "HF_CHECKPOINT_PREFIX",
     "MULTIFILE_PART_NAMES",
     "ORBAX_TMP_DIR_SUFFIX",
-    "RUN_LOG_NAMES",
     "SKIP_SUFFIXES",
     "TEMPLATES",
     "NameInfo",
@@ -78,8 +78,6 @@ CHECKPOINT_SUFFIXES = (
 # Files that are part of a multi-file checkpoint although their suffix says otherwise: the scanner must
 # not pre-filter these away. Matched as exact names, or as endings when they start with "*".
 MULTIFILE_PART_NAMES = (".metadata", "*.distcp", "*.index.json", "trainer_state.json")
-# Run logs with metrics, read by name (parse_trainer_state, parse_lightning_metrics_csv), not checkpoints.
-RUN_LOG_NAMES = ("trainer_state.json", "metrics.csv", "hparams.yaml")
 # Endings that are never a checkpoint: configs, text, code, logs, tables, images, archives of other kinds.
 SKIP_SUFFIXES = (
     *(".json", ".jsonl", ".yaml", ".yml", ".toml", ".ini", ".cfg", ".txt", ".md", ".rst", ".log"),
@@ -175,10 +173,6 @@ def _split_extension(name: str) -> tuple[str, str]:
     return name, ""
 
 
-def _as_int(value: float) -> int | None:
-    return int(value) if math.isfinite(value) and value.is_integer() else None
-
-
 def parse_name(name: str) -> NameInfo:
     """Step, epoch, metrics, last/version flags from a checkpoint's file or directory name (a basename).
 
@@ -248,7 +242,7 @@ def parse_name(name: str) -> NameInfo:
 
     for m in _LIGHTNING_PART.finditer(stem):
         key, value = m["key"], float(m["val"])
-        number, role = _as_int(value), key.lower().rsplit("_", 1)[-1]
+        number, role = whole_number(value), key.lower().rsplit("_", 1)[-1]
         if role == "epoch" and number is not None and epoch is None:
             epoch = number
         elif role == "step" and number is not None and step is None:
@@ -382,6 +376,22 @@ _DEBRIS_NAMES = (
     (re.compile(r"\.incomplete$"), "incomplete download (*.incomplete)"),  # huggingface_hub cache blobs
     (re.compile(r"\.(?:part|partial|crdownload)$"), "partial download (*.part)"),
 )
+
+
+def unfinished_save(name: str) -> str | None:
+    """Why a file is a save that never finished — a checkpoint name plus a temporary suffix
+    (`model.pth.tmp`, `x.ckpt.partial`) — or None.
+
+    >>> unfinished_save("model_best.pth.tmp")
+    'temporary file (*.tmp)'
+    >>> unfinished_save("notes.tmp") is None
+    True
+    """
+    why = debris_reason(name, size=None, mtime=None, now=0.0, settle_seconds=0)
+    stem, dot, _ = name.lower().rpartition(".")
+    return why if why and dot and stem.endswith(CHECKPOINT_SUFFIXES) else None
+
+
 # Files that are empty on purpose.
 _EMPTY_MARKERS = ("orbax.checkpoint", "commit_success.txt")
 
@@ -491,7 +501,7 @@ def looks_like_checkpoint_name(name: str) -> bool:
     such (`SKIP_SUFFIXES`) without opening them. Unknown endings and names without a suffix pass (a
     `torch.save` to `model_final` is a checkpoint), and so do the parts of multi-file checkpoints whose
     suffix would be skipped (`MULTIFILE_PART_NAMES`: DCP's `.metadata` and `*.distcp`, sharded
-    `*.index.json`, HF's `trainer_state.json`). Run logs (`RUN_LOG_NAMES`) are read by name, not here.
+    `*.index.json`, HF's `trainer_state.json`).
 
     >>> [looks_like_checkpoint_name(n) for n in ("model.safetensors", "model.safetensors.index.json",
     ...     ".metadata", "trainer_state.json", "config.json", "metrics.csv", "train.py", "model_final")]

@@ -1,7 +1,7 @@
 """Run logs next to checkpoints: HF Trainer's `trainer_state.json` and Lightning CSVLogger's `metrics.csv`.
 
-Pure parsing of already-read documents (no file system, no torch), tolerant of missing and odd fields; used
-by the HF directory reader (step, epoch, last metrics) and by metric plots across a run's stages.
+Pure parsing of already-read documents (no file system, no torch), tolerant of missing and odd fields; the HF
+directory reader takes step, epoch and the last metrics from `parse_trainer_state`.
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ def _number(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-def _as_int(value: float) -> int | None:
+def whole_number(value: float) -> int | None:
+    """int(value) when value is a finite whole number (3.0 -> 3), else None."""
     return int(value) if math.isfinite(value) and value.is_integer() else None
 
 
 def _integer(v: Any) -> int | None:
     f = _number(v)
-    return _as_int(f) if f is not None else None
+    return whole_number(f) if f is not None else None
 
 
 @dataclass(frozen=True)
@@ -181,4 +182,4 @@ def _csv_number(key: str, cell: str) -> float | int | None:
         value = float(cell)
     except ValueError:
         return None
-    return _as_int(value) if key in _CSV_INT_COLUMNS else value
+    return whole_number(value) if key in _CSV_INT_COLUMNS else value

@@ -17,6 +17,7 @@ from ..errors import FormatError, IncompleteError, LimitError
 from ..model import CheckpointMeta, DcpChunk, DcpLocation, Entry, Safety, TensorMeta
 from .content import EPOCH_KEYS, MODEL_KEYS, OPTIMIZER_KEYS, SCHEDULER_KEYS, STEP_KEYS
 from .limits import DEFAULT_LIMITS, Limits
+from .multifile import DCP_METADATA
 from .pickle_vm import DtypeRef, Obj, RestrictedUnpickler
 from .zipsafe import Region
 
@@ -43,7 +44,7 @@ def _dtype(props: Any) -> str:
 
 def read_dcp(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
     p = str(path)
-    mpath = path / ".metadata"
+    mpath = path / DCP_METADATA
     size = os.path.getsize(mpath)
     if size > limits.max_pickle_bytes:
         raise LimitError(p, f".metadata is {size} bytes, over the cap of {limits.max_pickle_bytes}")

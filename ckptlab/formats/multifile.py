@@ -24,6 +24,7 @@ HF_OPTIMIZER = ("optimizer.pt", "optimizer.bin")
 HF_SCHEDULER = ("scheduler.pt",)
 HF_STATE = "trainer_state.json"
 HF_ARGS = "training_args.bin"
+DCP_METADATA = ".metadata"  # torch.distributed.checkpoint's index of a checkpoint directory
 _THROUGHPUT = ("_runtime", "_per_second")
 
 
@@ -41,14 +42,31 @@ def _load_json(path: Path, limits: Limits) -> Any:
         raise FormatError(str(path), "JSON nested too deeply") from None
 
 
+def _weight_map(doc: Any) -> dict[str, str] | None:
+    wm = doc.get("weight_map") if isinstance(doc, dict) else None
+    if not isinstance(wm, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in wm.items()):
+        return None
+    return wm
+
+
+def shard_names(index: Path, limits: Limits = DEFAULT_LIMITS) -> list[str] | None:
+    """The shard files an `*.index.json` lists, in order, or None if it is not a readable sharded index
+    (the scanner's grouping step; `read_index` validates and reads the shards)."""
+    try:
+        wm = _weight_map(_load_json(index, limits))
+    except (FormatError, OSError):
+        return None
+    return None if wm is None else list(dict.fromkeys(wm.values()))
+
+
 def read_index(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
     """A sharded checkpoint from its `*.index.json` (`weight_map`: tensor -> shard file)."""
     from . import read_file
 
     p = str(path)
     doc = _load_json(path, limits)
-    wm = doc.get("weight_map") if isinstance(doc, dict) else None
-    if not isinstance(wm, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in wm.items()):
+    wm = _weight_map(doc)
+    if wm is None:
         raise FormatError(p, "JSON file without a weight_map: not a sharded checkpoint index")
     shard_names = list(dict.fromkeys(wm.values()))
     for name in shard_names:
@@ -110,11 +128,12 @@ def read_index(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
 def read_directory(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
     """A directory that is one checkpoint: DCP (`.metadata`), HF `checkpoint-N/`, or a sharded set."""
     p = str(path)
-    if (path / ".metadata").is_file():
+    layout = dir_layout({e.name for e in os.scandir(path) if e.is_file()})
+    if layout == "dcp":
         from .dcp_reader import read_dcp
 
         return read_dcp(path, limits)
-    if is_hf_checkpoint_dir(path):
+    if layout == "hf-checkpoint":
         return read_hf_checkpoint(path, limits)
     indexes = sorted(path.glob("*.index.json"))
     if len(indexes) == 1:
@@ -124,10 +143,14 @@ def read_directory(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMet
     )
 
 
-def is_hf_checkpoint_dir(path: Path) -> bool:
-    names = set(os.listdir(path))
-    has_weights = bool(names & set(HF_WEIGHTS + HF_INDEXES))
-    return has_weights and bool(names & {HF_STATE, HF_ARGS, *HF_OPTIMIZER, *HF_SCHEDULER, "rng_state.pth"})
+def dir_layout(file_names: set[str]) -> str | None:
+    """'dcp' or 'hf-checkpoint' when a directory holding these files is one checkpoint, else None. Takes the
+    names a caller already listed, so a scan lists each directory once."""
+    if DCP_METADATA in file_names:
+        return "dcp"
+    has_weights = bool(file_names & set(HF_WEIGHTS + HF_INDEXES))
+    trainer_parts = {HF_STATE, HF_ARGS, *HF_OPTIMIZER, *HF_SCHEDULER, "rng_state.pth"}
+    return "hf-checkpoint" if has_weights and file_names & trainer_parts else None
 
 
 def read_hf_checkpoint(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:

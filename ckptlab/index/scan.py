@@ -8,7 +8,6 @@ pool for network storage; HDF5 files go in batches through the isolated h5py wor
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -19,7 +18,7 @@ from pathlib import Path
 from ..errors import CkptlabError, FormatError, IncompleteError
 from ..formats import detect_file, read_meta
 from ..formats.limits import DEFAULT_LIMITS, Limits
-from ..formats.multifile import is_hf_checkpoint_dir
+from ..formats.multifile import dir_layout, shard_names
 from ..layouts import (
     CHECKPOINT_SUFFIXES,
     debris_reason,
@@ -27,12 +26,12 @@ from ..layouts import (
     order_key,
     parse_name,
     run_dir,
+    unfinished_save,
 )
 from ..model import CheckpointMeta, IndexEntry, TensorMeta
 from .store import Store
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
-MAX_INDEX_JSON = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -71,34 +70,19 @@ class ScanResult:
         }
 
 
-def _weight_map_files(index: Path) -> list[str] | None:
-    try:
-        if index.stat().st_size > MAX_INDEX_JSON:
-            return None
-        doc = json.loads(index.read_bytes())
-    except (OSError, ValueError, RecursionError):
-        return None
-    wm = doc.get("weight_map") if isinstance(doc, dict) else None
-    if not isinstance(wm, dict):
-        return None
-    return list(dict.fromkeys(str(v) for v in wm.values()))
-
-
 def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def discover(root: Path, errors: list[tuple[str, str]]) -> tuple[list[Candidate], int]:
-    """Every logical checkpoint under `root` and the number of files seen. Symlinked directories are not
-    followed; symlinked files are followed only when the target stays inside the root."""
+def discover(
+    root: Path, errors: list[tuple[str, str]], limits: Limits = DEFAULT_LIMITS
+) -> tuple[list[Candidate], int]:
+    """Every logical checkpoint under `root` and the number of files seen. Each directory is listed once.
+    Symlinked directories are not followed; symlinked files only when the target stays inside the root."""
     real_root = os.path.realpath(root)
     out: list[Candidate] = []
     files_seen = 0
-    if root.is_dir() and (_is_dcp_dir(root) or is_hf_checkpoint_dir(root)):
-        stack: list[Path] = []
-        out.append(_dir_candidate(root))
-    else:
-        stack = [root]
+    stack = [root]
     while stack:
         d = stack.pop()
         try:
@@ -107,10 +91,16 @@ def discover(root: Path, errors: list[tuple[str, str]]) -> tuple[list[Candidate]
         except OSError as e:
             errors.append((str(d), f"cannot read directory: {e.strerror or e}"))
             continue
+        files = [e for e in entries if e.is_file(follow_symlinks=False)]
+        layout = dir_layout({e.name for e in files})
+        if layout is not None:  # a DCP or HF checkpoint-N directory: one checkpoint, its files are parts
+            out.append(Candidate(Path(d), layout, tuple(Path(e.path) for e in files)))
+            files_seen += len(files)
+            continue
         consumed: set[str] = set()
-        for e in entries:
-            if e.name.endswith(".index.json") and e.is_file(follow_symlinks=False):
-                shards = _weight_map_files(Path(e.path))
+        for e in files:
+            if e.name.endswith(".index.json"):
+                shards = shard_names(Path(e.path), limits)
                 if shards is None:
                     continue
                 present = tuple(Path(d, s) for s in shards if os.path.isfile(os.path.join(d, s)))
@@ -123,23 +113,17 @@ def discover(root: Path, errors: list[tuple[str, str]]) -> tuple[list[Candidate]
                 continue
             try:
                 if e.is_dir(follow_symlinks=False):
-                    p = Path(e.path)
-                    if (
-                        why := debris_reason(e.name, size=None, mtime=None, now=0.0, settle_seconds=0)
-                    ) is not None:
-                        out.append(Candidate(p, "file", (), debris=why))
-                    elif _is_dcp_dir(p) or is_hf_checkpoint_dir(p):
-                        out.append(_dir_candidate(p))
-                        files_seen += len(out[-1].parts)
+                    why = debris_reason(e.name, size=None, mtime=None, now=0.0, settle_seconds=0)
+                    if why is not None:  # tmp-checkpoint-*/, *.orbax-checkpoint-tmp-*/
+                        out.append(Candidate(Path(e.path), "file", (), debris=why))
                     else:
-                        stack.append(p)
+                        stack.append(Path(e.path))
                     continue
                 files_seen += 1
                 if e.is_symlink():
                     target = os.path.realpath(e.path)
                     if not os.path.exists(target):
                         if looks_like_checkpoint_name(e.name):
-                            link = os.readlink(e.path)
                             why = debris_reason(
                                 e.name,
                                 size=None,
@@ -147,7 +131,7 @@ def discover(root: Path, errors: list[tuple[str, str]]) -> tuple[list[Candidate]
                                 now=0.0,
                                 is_symlink=True,
                                 target_exists=False,
-                                link_target=link,
+                                link_target=os.readlink(e.path),
                             )
                             out.append(Candidate(Path(e.path), "file", (), debris=why))
                         continue
@@ -155,8 +139,7 @@ def discover(root: Path, errors: list[tuple[str, str]]) -> tuple[list[Candidate]
                         continue  # never follow a link out of the root
                 elif not e.is_file(follow_symlinks=False):
                     continue
-                if _temp_save(e.name):  # `model.pth.tmp`, `x.ckpt.partial`: a save that never finished
-                    why = debris_reason(e.name, size=None, mtime=None, now=0.0, settle_seconds=0)
+                if why := unfinished_save(e.name):
                     out.append(Candidate(Path(e.path), "file", (Path(e.path),), debris=why))
                 # a checkpoint suffix is enough (a broken .pt is an error row); others need checkpoint magic
                 elif e.name.lower().endswith(CHECKPOINT_SUFFIXES) or (
@@ -166,28 +149,6 @@ def discover(root: Path, errors: list[tuple[str, str]]) -> tuple[list[Candidate]
             except OSError as err:
                 errors.append((e.path, f"cannot stat: {err.strerror or err}"))
     return out, files_seen
-
-
-_TEMP_SUFFIXES = (".tmp", ".partial", ".part", ".incomplete", ".crdownload")
-
-
-def _temp_save(name: str) -> bool:
-    lower = name.lower()
-    for suffix in _TEMP_SUFFIXES:
-        if lower.endswith(suffix):
-            return lower.removesuffix(suffix).endswith(CHECKPOINT_SUFFIXES)
-    return False
-
-
-def _is_dcp_dir(p: Path) -> bool:
-    return (p / ".metadata").is_file()
-
-
-def _dir_candidate(p: Path) -> Candidate:
-    layout = "dcp" if _is_dcp_dir(p) else "hf-checkpoint"
-    with os.scandir(p) as it:
-        parts = tuple(sorted(Path(e.path) for e in it if e.is_file(follow_symlinks=False)))
-    return Candidate(p, layout, parts)
 
 
 def _sniff(p: Path) -> bool:
@@ -283,7 +244,7 @@ def scan(
         if not root.exists():
             result.errors.append((root_s, "no such file or directory"))
             continue
-        candidates, seen = discover(root, errors)
+        candidates, seen = discover(root, errors, limits)
         result.files_seen += seen
         previous = {e.path: e for e in store.entries(root=root_s, with_meta=False)}
         entries: list[IndexEntry] = []  # every checkpoint under the root
