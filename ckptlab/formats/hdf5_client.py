@@ -164,6 +164,51 @@ def answer_error(answer: dict[str, Any], limits: Limits) -> str:
     return _oom_cause(limits) if cause == "oom" else cause
 
 
+def _next_answer(child: Child, path: str, deadline: float, max_bytes: int, limits: Limits) -> dict[str, Any]:
+    """The child's next answer (ok or not). A child that died, hung or answered garbage raises the error
+    that stands for it, with `path` set: the caller then needs a new child."""
+    try:
+        line = child.read_line(deadline, max_bytes)
+    except WorkerTimeout:
+        raise FormatError(path, timeout_cause(limits)) from None
+    except LimitError as exc:
+        raise LimitError(path, exc.cause) from None
+    if line is None:
+        raise FormatError(path, child.failure())
+    try:
+        return parse_answer(line)
+    except FormatError as exc:
+        raise FormatError(path, exc.cause) from None
+
+
+def _answer_exception(answer: dict[str, Any], path: str, limits: Limits) -> FormatError:
+    err = LimitError if answer.get("limit") else FormatError
+    return err(path, answer_error(answer, limits))
+
+
+def run_dataset(request: dict[str, Any], limits: Limits) -> tuple[dict[str, Any], bytes]:
+    """(header, raw bytes) of one dataset read by a fresh child."""
+    path = request["path"]
+    child = Child(request, limits)
+    try:
+        deadline = time.monotonic() + limits.hdf5_timeout_s
+        header = _next_answer(child, path, deadline, limits.max_keras_member_bytes, limits)
+        if not header.get("ok"):
+            raise _answer_exception(header, path, limits)
+        nbytes = int(header["nbytes"])
+        if nbytes > limits.hdf5_memory_bytes:
+            cap = limits.hdf5_memory_bytes
+            raise LimitError(path, f"dataset {request['dataset']} has {nbytes} bytes (limit {cap})")
+        data = child.read_exact(nbytes, deadline)
+        if data is None:
+            raise FormatError(path, child.failure())
+    except WorkerTimeout:
+        raise FormatError(path, timeout_cause(limits)) from None
+    finally:
+        child.close()
+    return header, data
+
+
 def run_meta(items: list[dict[str, Any]], limits: Limits) -> list[dict[str, Any] | FormatError]:
     """Facts for each item; a crash or timeout fails only the item in progress, then a new child goes on."""
     out: list[dict[str, Any] | FormatError] = []
@@ -179,28 +224,14 @@ def run_meta(items: list[dict[str, Any]], limits: Limits) -> list[dict[str, Any]
         child = Child(request, limits)
         try:
             for item in pending:
-                path = item["path"]
+                deadline = time.monotonic() + limits.hdf5_timeout_s
                 try:
-                    line = child.read_line(time.monotonic() + limits.hdf5_timeout_s, limits.hdf5_memory_bytes)
-                except WorkerTimeout:
-                    out.append(FormatError(path, timeout_cause(limits)))
+                    answer = _next_answer(child, item["path"], deadline, limits.hdf5_memory_bytes, limits)
+                except FormatError as exc:  # the child is gone: this item fails, a new child goes on
+                    out.append(exc)
                     break
-                except LimitError as exc:
-                    out.append(LimitError(path, exc.cause))
-                    break
-                if line is None:
-                    out.append(FormatError(path, child.failure()))
-                    break
-                try:
-                    answer = parse_answer(line)
-                except FormatError as exc:
-                    out.append(FormatError(path, exc.cause))
-                    break
-                if answer.get("ok"):
-                    out.append(answer["facts"])
-                else:
-                    err = LimitError if answer.get("limit") else FormatError
-                    out.append(err(path, answer_error(answer, limits)))
+                ok = answer.get("ok")
+                out.append(answer["facts"] if ok else _answer_exception(answer, item["path"], limits))
         finally:
             child.close()
     return out

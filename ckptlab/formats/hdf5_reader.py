@@ -12,23 +12,21 @@ the child's facts (object paths, attributes, dtypes, offsets) into a `Checkpoint
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..dtypes import DTYPE_BITS, nbytes_for, numpy_dtype_name
-from ..errors import FormatError, LimitError
+from ..errors import FormatError
 from ..model import CheckpointMeta, Entry, Hdf5Location, RawLocation, Safety, TensorMeta
+from . import HDF5_SIGNATURE
 from . import hdf5_client as client
 from . import keras_reader as kr
 from .limits import Limits
 
 _ZIP_MAGIC = b"PK\x03\x04"
-_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _OPTIMIZER_PREFIXES = {"keras2-model": "optimizer_weights/", "keras3-weights": "optimizer/"}
 _STEP_ATTRS = ("step", "global_step")
-_MiB = 1024 * 1024
 
 
 # ------------------------------------------------------------------------------------------ public API
@@ -43,11 +41,9 @@ def read_hdf5(path: Path, limits: Limits) -> CheckpointMeta:
 
 
 def read_keras(path: Path, limits: Limits) -> CheckpointMeta:
-    """Metadata of a Keras 3 `.keras` zip (`format="keras"`): config.json, metadata.json, model.weights.h5."""
-    result = read_hdf5_many([path], limits)[0]
-    if isinstance(result, FormatError):
-        raise result
-    return result
+    """Metadata of a Keras 3 `.keras` zip (`format="keras"`): config.json, metadata.json, model.weights.h5.
+    Same path as `read_hdf5`, which tells the two apart by content."""
+    return read_hdf5(path, limits)
 
 
 def read_hdf5_many(paths: Sequence[Path], limits: Limits) -> list[CheckpointMeta | FormatError]:
@@ -94,26 +90,7 @@ def read_hdf5_dataset(loc: Hdf5Location, limits: Limits) -> tuple[bytes, str, tu
         "dataset": loc.dataset,
         "memory_bytes": limits.hdf5_memory_bytes,
     }
-    child = client.Child(request, limits)
-    try:
-        deadline = time.monotonic() + limits.hdf5_timeout_s
-        line = child.read_line(deadline, limits.max_keras_member_bytes)
-        if line is None:
-            raise FormatError(loc.file, child.failure())
-        header = client.parse_answer(line)
-        if not header.get("ok"):
-            raise FormatError(loc.file, client.answer_error(header, limits))
-        nbytes = int(header["nbytes"])
-        if nbytes > limits.hdf5_memory_bytes:
-            cap = limits.hdf5_memory_bytes
-            raise LimitError(loc.file, f"dataset {loc.dataset} has {nbytes} bytes (limit {cap})")
-        data = child.read_exact(nbytes, deadline)
-        if data is None:
-            raise FormatError(loc.file, child.failure())
-    except client.WorkerTimeout:
-        raise FormatError(loc.file, client.timeout_cause(limits)) from None
-    finally:
-        child.close()
+    header, data = client.run_dataset(request, limits)
     dtype = _canonical_dtype(header["dtype"], header.get("attr_dtype"))
     if dtype is None:
         raise FormatError(loc.file, f"dataset {loc.dataset} has unsupported dtype {header['dtype']}")
@@ -134,7 +111,7 @@ def _precheck(path: Path, limits: Limits) -> tuple[int, kr.KerasArchive | None]:
     if size == 0:
         raise FormatError(p, "empty file (0 bytes)")
     # content decides; the suffix only makes a non-zip `.keras` fail as a bad archive, not as bad HDF5
-    if magic[:4] == _ZIP_MAGIC or (path.suffix == ".keras" and magic != _HDF5_MAGIC):
+    if magic[:4] == _ZIP_MAGIC or (path.suffix == ".keras" and magic != HDF5_SIGNATURE):
         return size, kr.open_keras_archive(path, limits)
     return size, None
 
@@ -155,7 +132,6 @@ class _Builder:
     """Turns the worker's object list into tensors, entries and findings for one file."""
 
     def __init__(self, path: Path, size: int, facts: dict[str, Any], member: str | None) -> None:
-        self.path = path
         self.file = str(path)
         self.member = member
         self.size = size

@@ -13,7 +13,7 @@ Protocol: one JSON request on stdin (or as argv[1]).
 answers one JSON line per item, in request order, flushed as each item finishes (so a crash on item k still
 leaves the answers for items before k):
 
-    {"ok": true, "facts": {"objects": [...], "n_objects": 12}}
+    {"ok": true, "facts": {"objects": [...]}}
     {"ok": false, "error": "cause", "limit": false}
 
     {"op": "dataset", "path": "/a.h5", "member": null, "dataset": "/x", "memory_bytes": ...}
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import json
+import lzma
 import os
 import shutil
 import struct
@@ -137,7 +138,8 @@ def _open_member(path: str, member: str, stack: list[Any]) -> Any:
         NotImplementedError,
         ValueError,
         zlib.error,
-    ) as exc:
+        lzma.LZMAError,
+    ) as exc:  # the same list as zipsafe.SafeZipFile.read: this worker must not import ckptlab
         raise WorkerError(f"cannot inflate {member} ({exc})") from None
     tmp.seek(0)
     return tmp
@@ -300,7 +302,7 @@ class _Walker:
                 oid = h5o.open(gid, bname)
                 info = h5o.get_info(oid)
                 if info.type == h5o.TYPE_GROUP:
-                    entry: dict[str, Any] = {"path": path, "type": "group", "addr": info.addr}
+                    entry: dict[str, Any] = {"path": path, "type": "group"}
                     if info.addr in seen_groups:  # a hard-link cycle or a group linked twice
                         entry["alias"] = True
                     else:
@@ -328,9 +330,7 @@ class _Walker:
             "shape": list(did.shape) if did.shape is not None else None,
             "dtype": dt.str,
             "kind": _dtype_kind(dt),
-            "itemsize": dt.itemsize,
             "layout": layout,
-            "filters": dcpl.get_nfilters() if layout == "chunked" else 0,
             "external": external,
             "virtual": [],
             "offset": None,
@@ -374,12 +374,10 @@ def _meta(item: dict[str, Any], req: dict[str, Any]) -> dict[str, Any]:
         walker = _Walker(int(req["max_objects"]), int(req["max_attr_bytes"]))
         try:
             walker.walk(f)
-        except WorkerError:
-            raise
         except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
             detail = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)  # KeyError quotes
             raise WorkerError(f"corrupt HDF5 metadata at /{walker.where} ({detail})") from None
-        return {"ok": True, "facts": {"objects": walker.objects, "n_objects": walker.count}}
+        return {"ok": True, "facts": {"objects": walker.objects}}
     finally:
         for obj in reversed(stack):
             obj.close()

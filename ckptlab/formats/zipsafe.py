@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import lzma
 import os
 import struct
 import zipfile
@@ -151,7 +152,7 @@ class SafeZipFile(zipfile.ZipFile):
             return super().read(info, pwd)
         except (
             zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError, OSError, ValueError,
-            struct.error, zlib.error,
+            struct.error, zlib.error, lzma.LZMAError,
         ) as e:  # fmt: skip
             raise DamagedMemberError(
                 self.ckpt_path, f"zip member {info.filename} is damaged or unsupported ({_short(e)})"
