@@ -6,7 +6,7 @@ Raw numbers are fields; human strings are `*_str` properties; `to_json()` gives 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -32,6 +32,29 @@ def human_bytes(n: int | float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"  # pragma: no cover
+
+
+_BINARY_UNITS = (("B", 1), ("KiB", 1024), ("MiB", 1024**2), ("GiB", 1024**3), ("TiB", 1024**4))
+
+
+def size_unit(sizes: Iterable[int | float]) -> tuple[str, int]:
+    """One binary unit for a set of sizes, chosen by the largest so every value stays below 1024 of it
+    (a size column that sorts as numbers, axis ticks): (name, bytes per unit).
+
+    >>> size_unit([1500, 2_000_000]), size_unit([]), size_unit([5 * 1024**3])
+    (('MiB', 1048576), ('B', 1), ('GiB', 1073741824))
+    """
+    top = max(sizes, default=0)
+    name, div = _BINARY_UNITS[0]
+    for unit, n in _BINARY_UNITS:
+        if top >= n:
+            name, div = unit, n
+    return name, div
+
+
+def shape_str(shape: tuple[int, ...]) -> str:
+    """(4096, 11008) -> '4096 × 11008'; () -> 'scalar'."""
+    return " × ".join(map(str, shape)) if shape else "scalar"
 
 
 def plural(n: int, one: str, many: str | None = None) -> str:

@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol
 
 import plotly.graph_objects as go
 
-from .model import TensorMeta, human_bytes, human_count
+from .model import TensorMeta, human_bytes, human_count, plural, shape_str, size_unit
 
 _SEP = re.compile(r"[./]")
 
@@ -308,10 +308,7 @@ def largest_tensors_figure(
     top.reverse()  # plotly draws the first category at the bottom
     values = [key(t) for t in top]
     text = [human_bytes(v) if by == "nbytes" else human_count(v) for v in values]
-    custom = [
-        [t.dtype, " × ".join(map(str, t.shape)) or "scalar", human_bytes(t.nbytes), f"{t.numel:,}"]
-        for t in top
-    ]
+    custom = [[t.dtype, shape_str(t.shape), human_bytes(t.nbytes), f"{t.numel:,}"] for t in top]
     fig = go.Figure(
         go.Bar(
             x=values,
@@ -371,7 +368,6 @@ STATUS_COLORS: dict[str, str] = {
     "unreadable": "#E45756",
     "debris": "#BAB0AC",
 }
-_BINARY_UNITS = (("B", 1), ("KiB", 1024), ("MiB", 1024**2), ("GiB", 1024**3), ("TiB", 1024**4))
 
 
 def byte_ticks(max_bytes: int | float, n: int = 5) -> tuple[list[float], list[str]]:
@@ -384,10 +380,7 @@ def byte_ticks(max_bytes: int | float, n: int = 5) -> tuple[list[float], list[st
     """
     if max_bytes <= 0:
         return [0], ["0"]
-    unit, div = _BINARY_UNITS[0]
-    for name, size in _BINARY_UNITS:
-        if max_bytes >= size:
-            unit, div = name, size
+    unit, div = size_unit([max_bytes])
     span = max_bytes / div
     raw = span / max(1, n)
     mag = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1
@@ -437,7 +430,7 @@ def disk_usage_figure(rows: Iterable[tuple[str, str, int]]) -> go.Figure:
         fig.add_annotation(
             x=totals[r],
             y=r,
-            text=f"{human_bytes(totals[r])} · {n} checkpoint{'' if n == 1 else 's'}",
+            text=f"{human_bytes(totals[r])} · {plural(n, 'checkpoint')}",
             xanchor="left",
             xshift=6,
             showarrow=False,

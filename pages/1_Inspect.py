@@ -94,9 +94,7 @@ with t_modules:
         depth = (
             f2.slider("Max depth", 0, max_depth, min(max_depth, 2), key="module_depth") if max_depth else 0
         )
-        shown = [
-            r for r in rows if r.depth <= depth and all(q in r.prefix.lower() for q in query.lower().split())
-        ]
+        shown = ui.filter_modules(rows, query, depth)
         st.caption(f"{len(shown):,} of {len(rows):,} modules")
         st.dataframe(
             ui.module_frame(shown, meta.n_params),

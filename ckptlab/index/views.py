@@ -12,7 +12,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..model import IndexEntry, human_bytes
+from ..model import IndexEntry, human_bytes, plural, size_unit
 
 if TYPE_CHECKING:
     from .scan import ScanResult
@@ -41,7 +41,6 @@ TABLE_COLUMNS = (
 # Metrics that say how good a checkpoint is come first; bookkeeping values (what the best score was so
 # far, the learning rate) last: they are in every HF/Lightning checkpoint and crowd out the useful ones.
 _BOOKKEEPING = ("best_", "current_score", "learning_rate", "lr", "grad_norm", "epoch", "step", "total_flos")
-_SIZE_UNITS = (("B", 1), ("KiB", 1024), ("MiB", 1024**2), ("GiB", 1024**3), ("TiB", 1024**4))
 
 
 @dataclass(frozen=True)
@@ -173,21 +172,6 @@ def metrics_text(metrics: Mapping[str, float], limit: int = 3) -> str:
     return ", ".join(f"{k}={metrics[k]:.4g}" for k in (useful or ranked)[:limit])
 
 
-def size_unit(sizes: Iterable[int]) -> tuple[str, int]:
-    """One binary unit for a size column, chosen by its largest value so every cell stays below 1024 of it
-    and the column sorts as numbers: (name, bytes per unit).
-
-    >>> size_unit([1500, 2_000_000]), size_unit([]), size_unit([5 * 1024**3])
-    (('MiB', 1048576), ('B', 1), ('GiB', 1073741824))
-    """
-    top = max(sizes, default=0)
-    name, div = _SIZE_UNITS[0]
-    for unit, n in _SIZE_UNITS:
-        if top >= n:
-            name, div = unit, n
-    return name, div
-
-
 # ---------------------------------------------------------------------------------------------- table
 
 
@@ -304,7 +288,7 @@ def ago(seconds: float) -> str:
         if seconds < limit:
             return f"{int(seconds // div)} {unit} ago"
     days = int(seconds // 86400)
-    return f"{days} day{'' if days == 1 else 's'} ago"
+    return f"{plural(days, 'day')} ago"
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from .index import (
 from .inspect import (
     checkpoint_figures,
     column_config,
+    filter_modules,
     filter_tensors,
     load_meta,
     load_stats,
@@ -54,6 +55,7 @@ __all__ = [
     "env_roots",
     "error_line",
     "errors_expander",
+    "filter_modules",
     "filter_tensors",
     "first_line",
     "index_filters",

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING
 
 import streamlit as st
 
 from ..errors import CkptlabError
 from ..model import Safety
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +84,3 @@ def device_selector(key: str = "device") -> str:
         key=key,
         help="Where tensor values are loaded and reduced. auto = the first CUDA GPU if any, else CPU.",
     )
-
-
-# ---------------------------------------------------------------------------------------------- tables

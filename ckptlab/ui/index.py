@@ -19,7 +19,7 @@ import streamlit as st
 from ..errors import CkptlabError
 from ..index import views
 from ..index.store import Store, default_db_path
-from ..model import IndexEntry
+from ..model import IndexEntry, size_unit
 
 if TYPE_CHECKING:
     from ..index.scan import ScanResult
@@ -348,7 +348,7 @@ def index_frame(
 
 def index_table(entries: Sequence[IndexEntry], labels: Mapping[str, str]) -> str | None:
     """The index table; returns the path of the row the user selected (None when none is)."""
-    unit = views.size_unit(e.size_bytes for e in entries)
+    unit = size_unit(e.size_bytes for e in entries)
     df = index_frame(entries, labels, unit)
     order = [c for c in views.TABLE_COLUMNS if c != "path"]
     if not df["reason"].astype(bool).any():

@@ -15,7 +15,7 @@ import streamlit as st
 from .. import plots
 from ..errors import CkptlabError
 from ..formats import read_meta
-from ..model import CheckpointMeta, TensorMeta
+from ..model import CheckpointMeta, TensorMeta, shape_str
 
 if TYPE_CHECKING:
     from ..analysis.stats import Histogram
@@ -47,7 +47,7 @@ def signature(path: Path) -> tuple[Any, ...]:
 
 @st.cache_data(max_entries=512, show_spinner=False)
 def _read_meta_cached(path: str, sig: tuple[Any, ...]) -> tuple[CheckpointMeta | None, str | None, str]:
-    # Errors are cached too (as data): the home table re-reads every rerun, and a bad file stays bad
+    # Errors are cached too (as data): every widget change reruns the page, and a bad file stays bad
     # until its signature changes. CheckpointMeta is a frozen dataclass of plain values: it pickles.
     try:
         return read_meta(path), None, ""
@@ -88,11 +88,7 @@ def load_stats(
     """Stats and histogram of one tensor, cached by (checkpoint path + signature, tensor, device, bins).
 
     Raises CkptlabError (e.g. DeviceError, LoadError) uncached."""
-    try:
-        sig = signature(Path(meta.path))
-    except OSError:
-        sig = ()
-    return _stats_cached(meta.path, sig, name, device, bins, meta)
+    return _stats_cached(meta.path, _current_sig(meta.path), name, device, bins, meta)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
@@ -109,25 +105,34 @@ def _figures_cached(path: str, sig: tuple[Any, ...], _meta: CheckpointMeta) -> d
 def checkpoint_figures(meta: CheckpointMeta) -> dict[str, go.Figure]:
     """The page's metadata figures ('dtype', 'largest', 'treemap'), built once per checkpoint version:
     a big model's treemap takes a noticeable fraction of a second, and every widget change reruns the page."""
+    return _figures_cached(meta.path, _current_sig(meta.path), meta)
+
+
+def _current_sig(path: str) -> tuple[Any, ...]:
+    """The cache key part for a checkpoint already read; () if it vanished since (the cached value stays)."""
     try:
-        sig = signature(Path(meta.path))
+        return signature(Path(path))
     except OSError:
-        sig = ()
-    return _figures_cached(meta.path, sig, meta)
+        return ()
 
 
 # ---------------------------------------------------------------------------------------------- display
 
 
-def shape_str(shape: tuple[int, ...]) -> str:
-    """(4096, 11008) -> '4096 × 11008'; () -> 'scalar'."""
-    return " × ".join(map(str, shape)) if shape else "scalar"
+def _matches(text: str, query: str) -> bool:
+    """Whether `text` contains every whitespace-separated term of `query` (case-insensitive)."""
+    low = text.lower()
+    return all(term in low for term in query.lower().split())
 
 
 def filter_tensors(tensors: Iterable[TensorMeta], query: str) -> list[TensorMeta]:
-    """Tensors whose name contains every whitespace-separated term of `query` (case-insensitive)."""
-    terms = query.lower().split()
-    return [t for t in tensors if all(term in t.name.lower() for term in terms)]
+    """Tensors whose name matches every term of `query`."""
+    return [t for t in tensors if _matches(t.name, query)]
+
+
+def filter_modules(rows: Iterable[ModuleRow], query: str, max_depth: int) -> list[ModuleRow]:
+    """Module rows no deeper than `max_depth` whose prefix matches every term of `query`."""
+    return [r for r in rows if r.depth <= max_depth and _matches(r.prefix, query)]
 
 
 def tensor_frame(tensors: Sequence[TensorMeta]) -> pd.DataFrame:
