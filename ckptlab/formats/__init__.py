@@ -36,11 +36,6 @@ def detect_file(path: Path) -> str:
 def sniff(path: Path) -> tuple[str, int, bytes]:
     """(kind, size, first bytes): the first 4 KiB hold most safetensors headers of small files, so the
     reader can parse them without opening the file again."""
-    kind, size, head = _sniff(path)
-    return kind, size, head
-
-
-def _sniff(path: Path) -> tuple[str, int, bytes]:
     p = str(path)
     try:
         with open(path, "rb") as f:

@@ -82,7 +82,6 @@ class Content:
     metadata: dict[str, Any] = field(default_factory=dict)
     entries: list[Entry] = field(default_factory=list)
     framework: str | None = None
-    warnings: list[str] = field(default_factory=list)
 
 
 def iter_tensors(
@@ -275,7 +274,7 @@ def _analyse(root: Any, locate: Locate, read_scalar: ReadScalar) -> Content:
     if _is_rng_file(root):  # HF's rng_state.pth: {"python", "numpy", "cpu", "cuda"}; no model weights
         c.has_rng_state = True
         c.other_tensors = _tensor_metas(list(iter_tensors(root)), locate)
-        c.entries = [Entry(str(k), *_summary(v, str(k))) for k, v in root.items()]
+        c.entries = [Entry(str(k), *_summary(v)) for k, v in root.items()]
         return c
 
     model_key, model = _pick_model(root)
@@ -311,7 +310,7 @@ def _analyse(root: Any, locate: Locate, read_scalar: ReadScalar) -> Content:
         others.extend(
             (f"{key}.{n}" if n != "tensor" else key, t) for n, t in iter_tensors(v, seen=others_seen)
         )
-        kind, summary = _summary(v, key)
+        kind, summary = _summary(v)
         c.entries.append(Entry(key, kind, summary))
         val = _scalar(v, read_scalar)
         if lk in STEP_KEYS and val is not None and c.step is None:
@@ -391,7 +390,7 @@ def _plain(v: Any, depth: int = 0) -> Any:
     return f"<{type(v).__name__}>"
 
 
-def _summary(v: Any, key: str = "") -> tuple[str, str]:
+def _summary(v: Any) -> tuple[str, str]:
     """(kind, one-line summary) of a top-level entry."""
     v = as_global(v)
     if is_optimizer_state(v):

@@ -242,7 +242,6 @@ def _meta(
         framework=extra.pop("framework", content.framework),
         files=(str(path),),
         other_tensors=tuple(content.other_tensors),
-        warnings=tuple(content.warnings),
         **extra,
     )
 

@@ -330,10 +330,8 @@ def _read_all(
 
     report()
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        batches = (
-            [hdf5[i :: max(1, min(2, len(hdf5)))] for i in range(max(1, min(2, len(hdf5))))] if hdf5 else []
-        )
-        hdf5_futures = [pool.submit(_read_hdf5_batch, b, limits) for b in batches if b]
+        n_workers = min(2, len(hdf5))  # h5py workers: one per core here, each a process with its own import
+        hdf5_futures = [pool.submit(_read_hdf5_batch, hdf5[i::n_workers], limits) for i in range(n_workers)]
         for entry, ts in pool.map(lambda cb: _read_one(cb[0], cb[1], limits), other):
             out.append(entry)
             tensors[entry.path] = ts
