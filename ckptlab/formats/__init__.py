@@ -1,6 +1,8 @@
 """Format detection by content and the one entry point `read_meta(path)`.
 
-`detect` never trusts an extension: it reads the first bytes (and, for zips, the member list).
+`detect` never trusts an extension: it reads the first bytes (and, for zips, the member list). Every reader
+has the same shape, `read_<format>(path, limits) -> CheckpointMeta`, raising FormatError on bad input; some
+take what detection already read (the first bytes, an open zip) so a file is not opened twice.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from ..errors import FormatError, LimitError
 from ..model import CheckpointMeta, RawLocation, Safety
 from .content import Content, analyse
 from .limits import DEFAULT_LIMITS, Limits
-from .pickle_vm import RestrictedUnpickler, StorageRef, TensorRef, torch_persistent_load
+from .pickle_vm import Obj, RestrictedUnpickler, StorageRef, TensorRef, torch_persistent_load
 from .zipsafe import data_offset, file_size, open_zip, resolve_data_offset
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -259,39 +259,32 @@ def read_torch_zip(
 
 def _read_torch_zip(path: Path, limits: Limits, f: IO[bytes], zf: zipfile.ZipFile | None) -> CheckpointMeta:
     p = str(path)
-    if True:  # keeps the body's indentation (the file stays open in the caller)
-        size = file_size(f)
-        tz = open_torch_zip(f, size, p, limits, zf)
-        storages: list[StorageRef] = []
-        root, u = walk_data_pkl(f, tz, p, limits, on_storage=storages.append)
-        locate = zip_locator(f, tz, p, size)
-        content = analyse(root, locate, scalar_reader(f, locate))
-        _check_count(path, content, limits)
-        unsafe = list(u.unsafe)
-        meta: dict[str, Any] = {}
-        names = tz.zf.namelist()
-        if (tz.prefix + "version") in names:
-            meta["archive_version"] = (
-                tz.zf.read(tz.prefix + "version").strip().decode("ascii", "replace")[:16]
-            )
-        if tz.is_torchscript:
-            meta["torchscript_class"] = _root_class(root)
-            meta["code_files"] = sum(
-                1 for n in names if n.startswith(tz.prefix + "code/") and n.endswith(".py")
-            )
-            if (tz.prefix + "constants.pkl") in names:
-                _, cu = walk_data_pkl(f, tz, p, limits, "constants.pkl")
-                unsafe += [g for g in cu.unsafe if g not in unsafe]
-            return _meta(path, "torchscript", size, content, unsafe, metadata=meta, framework="torchscript")
-        locations = sorted({s.location for s in storages})
-        if locations:
-            meta["saved_on"] = locations
-        return _meta(path, "torch-zip", size, content, unsafe, metadata=meta)
+    size = file_size(f)
+    tz = open_torch_zip(f, size, p, limits, zf)
+    storages: list[StorageRef] = []
+    root, u = walk_data_pkl(f, tz, p, limits, on_storage=storages.append)
+    locate = zip_locator(f, tz, p, size)
+    content = analyse(root, locate, scalar_reader(f, locate))
+    _check_count(path, content, limits)
+    unsafe = list(u.unsafe)
+    meta: dict[str, Any] = {}
+    names = tz.zf.namelist()
+    if (tz.prefix + "version") in names:
+        meta["archive_version"] = tz.zf.read(tz.prefix + "version").strip().decode("ascii", "replace")[:16]
+    if tz.is_torchscript:
+        meta["torchscript_class"] = _root_class(root)
+        meta["code_files"] = sum(1 for n in names if n.startswith(tz.prefix + "code/") and n.endswith(".py"))
+        if (tz.prefix + "constants.pkl") in names:
+            _, cu = walk_data_pkl(f, tz, p, limits, "constants.pkl")
+            unsafe += [g for g in cu.unsafe if g not in unsafe]
+        return _meta(path, "torchscript", size, content, unsafe, metadata=meta, framework="torchscript")
+    locations = sorted({s.location for s in storages})
+    if locations:
+        meta["saved_on"] = locations
+    return _meta(path, "torch-zip", size, content, unsafe, metadata=meta)
 
 
 def _root_class(root: Any) -> str | None:
-    from .pickle_vm import Obj
-
     return root.qualname.removeprefix("__torch__.") if isinstance(root, Obj) else None
 
 
