@@ -180,7 +180,7 @@ def save_sharded(state: dict[str, torch.Tensor], out: Path, max_shard_size: int 
 
 def _nominal_eval_timing(hp: Hparams) -> dict[str, float]:
     runtime = round(0.0125 + hp.n_val * 2e-5, 4)
-    batches = -(-hp.n_val // hp.eval_batch_size)
+    batches = hp.val_batches
     return {
         "eval_runtime": runtime,
         "eval_samples_per_second": round(hp.n_val / runtime, 3),
@@ -188,11 +188,9 @@ def _nominal_eval_timing(hp: Hparams) -> dict[str, float]:
     }
 
 
-def hf_save_steps(epochs: int, steps_per_epoch: int) -> list[int]:
-    """Steps with a `checkpoint-N/`: every two epochs' worth of steps, and the last step (HF saves there)."""
-    save_steps = 2 * steps_per_epoch
-    total = epochs * steps_per_epoch
-    return sorted(set(range(save_steps, total + 1, save_steps)) | {total})
+def hf_save_steps(save_steps: int, max_steps: int) -> list[int]:
+    """Steps with a `checkpoint-N/`: every `save_steps`, and the last step (HF saves there)."""
+    return sorted(set(range(save_steps, max_steps + 1, save_steps)) | {max_steps})
 
 
 def write_hf_run(out: Path, data: Dataset, epochs: int, seed: int) -> Run:
@@ -205,7 +203,7 @@ def write_hf_run(out: Path, data: Dataset, epochs: int, seed: int) -> Run:
     spe = hp.steps_per_epoch
     max_steps = epochs * spe
     save_steps, eval_steps = 2 * spe, spe
-    checkpoints = hf_save_steps(epochs, spe)
+    checkpoints = hf_save_steps(save_steps, max_steps)
     args = training_args(hp, epochs, save_steps, eval_steps, seed)
     py_rng, np_rng = random.Random(seed), np.random.RandomState(seed)
     run = Run(data, epochs, seed, schedule="linear", optimizer_name="adamw", clip=1.0, hp=hp)

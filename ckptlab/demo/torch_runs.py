@@ -169,7 +169,7 @@ def write_lightning(out: Path, data: Dataset, epochs: int, seed: int) -> Run:
         "num_classes": hp.num_classes,
         **STEP_LR,
     }
-    val_batches = -(-hp.n_val // hp.eval_batch_size)
+    val_batches = hp.val_batches
 
     def on_step(run: Run, st: StepInfo) -> None:
         # Lightning logs on_step metrics every log_every_n_steps, indexed by 0-based batches stepped

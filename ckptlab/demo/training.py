@@ -38,6 +38,10 @@ class Hparams:
     def steps_per_epoch(self) -> int:
         return math.ceil(self.n_train / self.batch_size)
 
+    @property
+    def val_batches(self) -> int:
+        return math.ceil(self.n_val / self.eval_batch_size)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["hidden"] = list(self.hidden)
