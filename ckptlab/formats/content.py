@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..dtypes import nbytes_for
+from ..dtypes import DTYPE_BITS, nbytes_for
 from ..model import Entry, Location, TensorMeta, human_bytes, plural
 from .pickle_vm import DtypeRef, Global, Obj, StorageRef, TensorRef, as_global
 
@@ -87,36 +87,50 @@ class Content:
 def iter_tensors(
     obj: Any, prefix: str = "", depth: int = 0, seen: set[int] | None = None
 ) -> Iterator[tuple[str, TensorRef]]:
-    """(dotted name, tensor) for every tensor reachable in dicts, lists, module objects, in order.
+    """(dotted name, tensor) for every tensor reachable in dicts, lists, module objects, in order."""
+    return iter(collect_tensors(obj, prefix, depth, seen))
 
-    An explicit stack rather than recursive generators: a tensor deep in optimizer state would otherwise
-    pass through one generator frame per level, for every tensor of the checkpoint.
-    """
+
+def collect_tensors(
+    obj: Any, prefix: str = "", depth: int = 0, seen: set[int] | None = None
+) -> list[tuple[str, TensorRef]]:
+    """`iter_tensors` as a list. Depth-first in container order, with a stack of iterators rather than
+    recursion: a tensor deep in optimizer state would otherwise pass through one frame per level, and the
+    inner loop over a state dict's items stays a tight loop (this runs once per tensor of every read)."""
+    if type(obj) is TensorRef:
+        return [(prefix or "tensor", obj)]
+    out: list[tuple[str, TensorRef]] = []
     if seen is None:
         seen = set()
-    stack: list[tuple[str, Any, int]] = [(prefix, obj, depth)]
+    if not isinstance(obj, _WALKED) or id(obj) in seen:
+        return out
+    seen.add(id(obj))
+    stack = [(f"{prefix}." if prefix else "", iter(_named_children(obj)), depth)]
+    append = out.append
     while stack:
-        name, o, d = stack.pop()
-        if d > _MAX_DEPTH:
-            continue
-        if type(o) is TensorRef:
-            yield (name or "tensor"), o
-            continue
-        if not isinstance(o, (dict, list, tuple, Obj)) or id(o) in seen:
-            continue  # scalars hold no tensors; memo references can make cycles
-        seen.add(id(o))
-        pre = f"{name}." if name else ""
-        children = _named_children(o)
-        for k, v in reversed(children):
-            if type(v) is TensorRef or isinstance(v, (dict, list, tuple, Obj)):
-                stack.append((f"{pre}{k}", v, d + 1))
+        pre, items, d = stack[-1]
+        for k, v in items:
+            tv = type(v)
+            if tv is TensorRef:
+                append((pre + k if type(k) is str else f"{pre}{k}", v))
+            elif (tv is dict or isinstance(v, _WALKED)) and d + 1 < _MAX_DEPTH and id(v) not in seen:
+                seen.add(id(v))  # memo references can make cycles, and share containers
+                stack.append((f"{pre}{k}.", iter(_named_children(v)), d + 1))
+                break
+        else:
+            stack.pop()
+    return out
 
 
-def _named_children(o: Any) -> list[tuple[Any, Any]]:
+# containers that can hold tensors (TensorRef is a tuple subclass: always tested for first)
+_WALKED = (dict, list, tuple, Obj)
+
+
+def _named_children(o: Any) -> Any:
     if isinstance(o, dict):
-        return list(o.items())
+        return o.items()
     if isinstance(o, (list, tuple)):
-        return list(enumerate(o))
+        return enumerate(o)
     attrs = o.attrs()
     if "_parameters" in attrs or "_modules" in attrs:  # a pickled nn.Module: mirror state_dict() names
         out: list[tuple[Any, Any]] = []
@@ -146,8 +160,8 @@ def _children(obj: Any) -> Iterator[Any]:
 
 def _count_tensors(obj: Any, depth: int = 0) -> tuple[int, int]:
     """(tensors, bytes) reachable from obj; each container is counted once per analyse() call."""
-    if isinstance(obj, TensorRef):
-        return 1, nbytes_for(obj.dtype, math.prod(obj.shape))
+    if type(obj) is TensorRef:
+        return 1, nbytes_for(obj.dtype, obj.numel)
     if not isinstance(obj, (dict, list, tuple, Obj)) or depth > _MAX_DEPTH:
         return 0, 0
     memo = _COUNTS.get()
@@ -163,6 +177,19 @@ def _count_tensors(obj: Any, depth: int = 0) -> tuple[int, int]:
         n, b = n + cn, b + cb
     memo[key] = (n, b)
     return n, b
+
+
+def _has_tensor(obj: Any) -> bool:
+    """Whether any tensor is reachable (stops at the first: a state dict answers at its first value)."""
+    stack, seen = [(obj, 0)], set()
+    while stack:
+        o, d = stack.pop()
+        if type(o) is TensorRef:
+            return True
+        if d < _MAX_DEPTH and isinstance(o, _WALKED) and id(o) not in seen:
+            seen.add(id(o))
+            stack.extend((v, d + 1) for v in _children(o))
+    return False
 
 
 def is_optimizer_state(v: Any) -> bool:
@@ -186,7 +213,7 @@ def _scalar(v: Any, read_scalar: ReadScalar) -> float | int | None:
         return None
     if isinstance(v, (int, float)):
         return v
-    if isinstance(v, TensorRef) and math.prod(v.shape) == 1:
+    if type(v) is TensorRef and v.numel == 1:
         return read_scalar(v)
     if isinstance(v, Obj) and v.qualname.endswith("multiarray.scalar"):
         return None  # numpy scalars are bytes in a dtype we do not decode here
@@ -194,15 +221,19 @@ def _scalar(v: Any, read_scalar: ReadScalar) -> float | int | None:
 
 
 def _tensor_metas(pairs: list[tuple[str, TensorRef]], locate: Locate) -> list[TensorMeta]:
+    new, sizes = tuple.__new__, _ITEMSIZE  # built in C: this runs once per tensor of every read
     out = []
+    append = out.append
     for name, t in pairs:
-        numel = math.prod(t.shape)
-        out.append(
-            TensorMeta(
-                name, t.shape, t.dtype, nbytes_for(t.dtype, numel), storage=t.storage.key, loc=locate(t)
-            )
-        )
+        dt = t.dtype
+        isz = sizes.get(dt)
+        nbytes = t.numel * isz if isz is not None else nbytes_for(dt, t.numel)
+        append(new(TensorMeta, (name, t.shape, dt, nbytes, t.storage.key, locate(t))))
     return out
+
+
+# bytes per element of the byte-aligned dtypes (sub-byte ones go through nbytes_for)
+_ITEMSIZE = {name: bits // 8 for name, bits in DTYPE_BITS.items() if bits % 8 == 0}
 
 
 _RNG_FILE_KEYS = {"python", "numpy", "cpu", "cuda", "xla", "mps", "npu", "hpu", "mlu", "musa"}
@@ -219,7 +250,7 @@ def _pick_model(root: dict[Any, Any]) -> tuple[str | None, Any]:
         return None, root
     for key in MODEL_KEYS:
         v = root.get(key)
-        if (isinstance(v, dict) and any(True for _ in iter_tensors(v))) or _is_module_obj(v):
+        if (isinstance(v, dict) and _has_tensor(v)) or _is_module_obj(v):
             return key, v
     # otherwise the entry holding the most tensor bytes that is not optimizer/scheduler state
     best: tuple[int, str | None, Any] = (0, None, None)
@@ -254,10 +285,10 @@ def analyse(root: Any, locate: Locate, read_scalar: ReadScalar) -> Content:
 def _analyse(root: Any, locate: Locate, read_scalar: ReadScalar) -> Content:
     c = Content(framework="pytorch")
     if isinstance(root, (TensorRef, list, tuple)):
-        c.tensors = _tensor_metas(list(iter_tensors(root)), locate)
+        c.tensors = _tensor_metas(collect_tensors(root), locate)
         return c
     if isinstance(root, Obj):
-        c.tensors = _tensor_metas(list(iter_tensors(root)), locate)
+        c.tensors = _tensor_metas(collect_tensors(root), locate)
         c.entries.append(Entry("<root>", "object", f"pickled object {root.qualname}"))
         return c
     if not isinstance(root, dict):
@@ -267,25 +298,24 @@ def _analyse(root: Any, locate: Locate, read_scalar: ReadScalar) -> Content:
     if is_optimizer_state(root) or is_scheduler_state(root):  # a standalone optimizer.pt / scheduler.pt
         c.has_optimizer = is_optimizer_state(root)
         c.has_scheduler = is_scheduler_state(root)
-        c.other_tensors = _tensor_metas(list(iter_tensors(root)), locate)
+        c.other_tensors = _tensor_metas(collect_tensors(root), locate)
         kind, summary = _summary(root)
         c.entries = [Entry("<root>", kind, summary)]
         return c
     if _is_rng_file(root):  # HF's rng_state.pth: {"python", "numpy", "cpu", "cuda"}; no model weights
         c.has_rng_state = True
-        c.other_tensors = _tensor_metas(list(iter_tensors(root)), locate)
+        c.other_tensors = _tensor_metas(collect_tensors(root), locate)
         c.entries = [Entry(str(k), *_summary(v)) for k, v in root.items()]
         return c
 
     model_key, model = _pick_model(root)
-    c.tensors = _tensor_metas(list(iter_tensors(model)), locate)
+    c.tensors = _tensor_metas(collect_tensors(model), locate)
     loose = set(model) if model_key is None and model is not root else set()
 
     if "pytorch-lightning_version" in root or "lightning_version" in root:
         c.framework = "lightning"
         _lightning(root, c, read_scalar)
 
-    others: list[tuple[str, TensorRef]] = []
     others_seen: set[int] = set()
     for k, v in root.items():
         key = str(k)
@@ -307,10 +337,9 @@ def _analyse(root: Any, locate: Locate, read_scalar: ReadScalar) -> Content:
         if _RNG_NAME.search(lk):
             c.has_rng_state = True
         # one `seen` for all entries: a container shared by several keys is listed once, not once per key
-        others.extend(
-            (f"{key}.{n}" if n != "tensor" else key, t) for n, t in iter_tensors(v, seen=others_seen)
-        )
-        kind, summary = _summary(v)
+        metas = _tensor_metas(collect_tensors(v, key, seen=others_seen), locate)
+        c.other_tensors.extend(metas)
+        kind, summary = _summary(v, metas, key)
         c.entries.append(Entry(key, kind, summary))
         val = _scalar(v, read_scalar)
         if lk in STEP_KEYS and val is not None and c.step is None:
@@ -330,7 +359,6 @@ def _analyse(root: Any, locate: Locate, read_scalar: ReadScalar) -> Content:
                     c.metrics.setdefault(str(mk), float(s))
         elif isinstance(v, str) and len(v) <= 200:
             c.metadata.setdefault(key, v)
-    c.other_tensors = _tensor_metas(others, locate)
     if model_key is not None:
         c.metadata.setdefault("model_key", model_key)
     return c
@@ -377,12 +405,14 @@ def _plain(v: Any, depth: int = 0) -> Any:
         return "…"
     if v is None or isinstance(v, (bool, int, float, str)):
         return v
+    if isinstance(v, TensorRef):  # a tuple subclass: before the tuple case
+        return f"tensor {v.dtype} {list(v.shape)}"
+    if isinstance(v, StorageRef):
+        return repr(v)
     if isinstance(v, (list, tuple)):
         return [_plain(x, depth + 1) for x in v[:50]]
     if isinstance(v, dict):
         return {str(k): _plain(x, depth + 1) for k, x in list(v.items())[:100]}
-    if isinstance(v, TensorRef):
-        return f"tensor {v.dtype} {list(v.shape)}"
     if isinstance(v, (Obj, Global)):
         return f"<{v.qualname}>"
     if isinstance(v, DtypeRef):
@@ -390,11 +420,21 @@ def _plain(v: Any, depth: int = 0) -> Any:
     return f"<{type(v).__name__}>"
 
 
-def _summary(v: Any) -> tuple[str, str]:
-    """(kind, one-line summary) of a top-level entry."""
+def _counted(v: Any, metas: list[TensorMeta] | None) -> tuple[int, int]:
+    return (len(metas), sum(m.nbytes for m in metas)) if metas else _count_tensors(v)
+
+
+def _summary(v: Any, metas: list[TensorMeta] | None = None, name: str = "") -> tuple[str, str]:
+    """(kind, one-line summary) of a top-level entry. `metas`: its tensors, already listed under `name`
+    (counted from them instead of walking the entry again)."""
     v = as_global(v)
     if is_optimizer_state(v):
-        n, b = _count_tensors(v.get("state"))
+        if metas:
+            pre = f"{name}.state."
+            sel = [m.nbytes for m in metas if m.name.startswith(pre)]
+            n, b = len(sel), sum(sel)
+        else:
+            n, b = _count_tensors(v.get("state"))
         groups = v.get("param_groups") if isinstance(v.get("param_groups"), list) else []
         n_params = sum(len(g.get("params", [])) for g in groups if isinstance(g, dict))
         lrs = sorted(
@@ -422,12 +462,14 @@ def _summary(v: Any) -> tuple[str, str]:
     if isinstance(v, TensorRef):
         return "tensor", f"tensor {v.dtype} {list(v.shape)}"
     if isinstance(v, dict):
-        n, b = _count_tensors(v)
+        n, b = _counted(v, metas)
         extra = f" ({plural(n, 'tensor')}, {human_bytes(b)})" if n else ""
         keys = ", ".join(str(k) for k in list(v)[:6]) + (", …" if len(v) > 6 else "")
         return "dict", f"{plural(len(v), 'key')}{extra}: {keys}"
+    if isinstance(v, StorageRef):  # a tuple subclass: before the tuple case
+        return "reference", repr(v)
     if isinstance(v, (list, tuple)):
-        n, b = _count_tensors(v)
+        n, b = _counted(v, metas)
         extra = f" ({plural(n, 'tensor')}, {human_bytes(b)})" if n else ""
         return type(v).__name__, f"{plural(len(v), 'item')}{extra}"
     if isinstance(v, bool):
@@ -439,10 +481,10 @@ def _summary(v: Any) -> tuple[str, str]:
     if isinstance(v, bytes):
         return "bytes", f"{len(v)} bytes"
     if isinstance(v, Obj):
-        n, b = _count_tensors(v)
+        n, b = _counted(v, metas)
         extra = f" ({plural(n, 'tensor')}, {human_bytes(b)})" if n else ""
         return "object", f"{v.qualname}{extra}"
-    if isinstance(v, (Global, DtypeRef, StorageRef)):
+    if isinstance(v, (Global, DtypeRef)):
         return "reference", repr(v)
     if v is None:
         return "none", "None"

@@ -19,9 +19,8 @@ from typing import BinaryIO
 from ..errors import FormatError
 from .limits import Limits
 from .pickle_vm import scan_globals
-from .zipsafe import Region, open_zip
+from .zipsafe import LOCAL_HEADER, Region, open_zip
 
-_LOCAL = b"PK\x03\x04"
 _MAX_MEMBERS = 10_000
 
 
@@ -32,7 +31,7 @@ def unsafe_globals_in_file(path: Path, limits: Limits) -> list[str]:
         with open(path, "rb") as f:
             size = f.seek(0, 2)
             f.seek(0)
-            if f.read(4) == _LOCAL:
+            if f.read(4) == LOCAL_HEADER:
                 return _zip_globals(f, limits)
             return scan_globals(
                 Region(f, 0, min(size, limits.max_pickle_bytes)), limits, min(size, limits.max_pickle_bytes)
@@ -81,7 +80,7 @@ def _local_headers(f: BinaryIO, limits: Limits, chunk: int = 1 << 20) -> list[in
         block = tail + f.read(min(chunk, end - pos))
         base = pos - len(tail)
         i = 0
-        while (i := block.find(_LOCAL, i)) >= 0 and len(out) < _MAX_MEMBERS:
+        while (i := block.find(LOCAL_HEADER, i)) >= 0 and len(out) < _MAX_MEMBERS:
             out.append(base + i)
             i += 4
         pos += len(block) - len(tail)
@@ -97,7 +96,7 @@ def _member_stream(f: BinaryIO, off: int, limits: Limits) -> tuple[BinaryIO, int
     member that starts like a binary pickle, or is named like one, is scanned."""
     f.seek(off)
     h = f.read(30)
-    if len(h) < 30 or h[:4] != _LOCAL:
+    if len(h) < 30 or h[:4] != LOCAL_HEADER:
         return None
     method, _, _, _, csize, _, nlen, elen = struct.unpack("<HHHIIIHH", h[8:30])
     name = f.read(nlen).decode("utf-8", "replace").lower()

@@ -9,11 +9,8 @@ the storage-key list, then each storage as an 8-byte element count followed by r
 from __future__ import annotations
 
 import io
-import math
 import os
 import struct
-import zipfile
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +22,8 @@ from ..model import CheckpointMeta, RawLocation, Safety
 from .content import Content, analyse
 from .limits import DEFAULT_LIMITS, Limits
 from .pickle_vm import Obj, RestrictedUnpickler, StorageRef, TensorRef, torch_persistent_load
-from .zipsafe import data_offset, file_size, open_zip, resolve_data_offset
+from .zipdir import ZipDirectory
+from .zipsafe import file_size, resolve_data_offset
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
@@ -35,7 +33,7 @@ LEGACY_PROTOCOL = 1001
 class TorchZip:
     """The parts of a torch zip archive the readers need."""
 
-    zf: zipfile.ZipFile
+    dir: ZipDirectory
     prefix: str  # 'archive/' or '<stem>/' ...
     is_torchscript: bool
     byteorder: str
@@ -50,77 +48,36 @@ def find_prefix(names: list[str]) -> str | None:
 
 
 def open_torch_zip(
-    f: IO[bytes], size: int, path: str, limits: Limits, zf: zipfile.ZipFile | None = None
+    f: IO[bytes], size: int, path: str, limits: Limits, zd: ZipDirectory | None = None
 ) -> TorchZip:
-    zf = zf if zf is not None else open_zip(f, size, path, limits)
-    names = zf.namelist()
+    zd = zd if zd is not None else ZipDirectory(f, size, path, limits)
+    names = zd.namelist()
     prefix = find_prefix(names)
     if prefix is None:
         raise FormatError(path, "zip archive without data.pkl: not a PyTorch checkpoint")
-    is_ts = any(n.startswith(prefix + "code/") for n in names) or (prefix + "constants.pkl") in names
+    is_ts = (prefix + "constants.pkl") in zd or any(n.startswith(prefix + "code/") for n in names)
     byteorder = "little"
-    if (prefix + "byteorder") in names:
-        bo = zf.read(prefix + "byteorder").strip()
+    if (prefix + "byteorder") in zd:
+        bo = zd.read_small(prefix + "byteorder").strip()
         if bo not in (b"little", b"big"):
             raise FormatError(path, f"unknown byteorder {bo[:16]!r}")
         byteorder = bo.decode()
-    return TorchZip(zf, prefix, is_ts, byteorder)
-
-
-def _stored_member(tz: TorchZip, name: str, path: str) -> zipfile.ZipInfo:
-    try:
-        info = tz.zf.getinfo(name)
-    except KeyError:
-        raise FormatError(path, f"archive member {name} is missing (truncated or damaged archive)") from None
-    if info.compress_type != zipfile.ZIP_STORED:
-        raise FormatError(
-            path, f"archive member {name} is compressed; torch.save never compresses (refusing)"
-        )
-    return info
-
-
-def read_stored(f: IO[bytes], info: zipfile.ZipInfo, path: str) -> bytes:
-    """A stored member's bytes read at its data offset (as torch does), CRC-checked; flag bits such as
-    'encrypted' that scanners trip over are refused rather than ignored."""
-    if info.flag_bits & 0x1:
-        raise FormatError(path, f"archive member {info.filename} is marked encrypted")
-    f.seek(0, 2)
-    off = data_offset(f, info, f.tell(), path)
-    f.seek(off)
-    raw = f.read(info.file_size)
-    if len(raw) != info.file_size:
-        raise FormatError(path, f"archive member {info.filename} is truncated")
-    if zlib.crc32(raw) != info.CRC:
-        raise FormatError(path, f"archive member {info.filename} fails its CRC-32 check (damaged file)")
-    return raw
+    return TorchZip(zd, prefix, is_ts, byteorder)
 
 
 def walk_data_pkl(
-    f: IO[bytes],
-    tz: TorchZip,
-    path: str,
-    limits: Limits,
-    member: str = "data.pkl",
-    on_storage: Callable[[StorageRef], None] | None = None,
+    f: IO[bytes], tz: TorchZip, path: str, limits: Limits, member: str = "data.pkl"
 ) -> tuple[Any, RestrictedUnpickler]:
-    info = _stored_member(tz, tz.prefix + member, path)
+    """The object pickled in `member`, with TensorRefs for tensors; the unpickler lists unsafe globals and
+    the storages the tensors use."""
+    info = tz.dir.stored(tz.prefix + member)
     if info.file_size > limits.max_pickle_bytes:
         raise LimitError(
             path, f"{member} is {info.file_size} bytes, over the cap of {limits.max_pickle_bytes}"
         )
-    raw = read_stored(f, info, path)
-
-    def persistent_load(pid: Any) -> StorageRef:
-        ref = torch_persistent_load(pid)
-        if on_storage is not None:
-            on_storage(ref)
-        return ref
-
+    raw = tz.dir.read_stored(tz.prefix + member)
     u = RestrictedUnpickler(
-        io.BytesIO(raw),
-        persistent_load=persistent_load,
-        context="torchscript" if tz.is_torchscript else None,
-        limits=limits,
+        io.BytesIO(raw), context="torchscript" if tz.is_torchscript else None, limits=limits
     )
     try:
         value = u.load()
@@ -130,53 +87,52 @@ def walk_data_pkl(
 
 
 def zip_locator(f: IO[bytes], tz: TorchZip, path: str, size: int) -> Callable[[TensorRef], RawLocation]:
-    """Resolve each storage key to its member's data offset once, checking the member is big enough."""
-    cache: dict[str, int] = {}
+    """Each storage is the stored member `data/<key>`: checked once per key (present, stored, big enough,
+    inside the file), located by its local header's offset (the exact data offset is read on load)."""
+    checked: dict[str, tuple[int, StorageRef]] = {}
+    prefix, byteorder = f"{tz.prefix}data/", tz.byteorder
+
+    def check(st: StorageRef) -> tuple[int, StorageRef]:
+        m = tz.dir.stored(prefix + st.key)
+        need = st.numel * (itemsize(st.dtype) if st.dtype else 1)
+        if m.file_size < need:
+            raise FormatError(path, f"storage data/{st.key} holds {m.file_size} bytes, needs {need}")
+        # the exact data offset needs the local header; its fixed part already bounds a truncation
+        if m.header_offset + 30 + len(m.name) + m.file_size > size:  # names are ASCII in torch archives
+            raise FormatError(path, f"storage data/{st.key} runs past the end of the file (truncated)")
+        checked[st.key] = (m.header_offset, st)
+        return checked[st.key]
+
+    return _locator(path, checked, check, byteorder, zip_header=True)
+
+
+def _locator(
+    path: str,
+    known: dict[str, tuple[int, StorageRef]],
+    check: Callable[[StorageRef], tuple[int, StorageRef]] | None,
+    byteorder: str,
+    zip_header: bool,
+) -> Callable[[TensorRef], RawLocation]:
+    """Tensor -> RawLocation, from each storage key's (offset, StorageRef). A tensor whose storage record
+    disagrees with the one its key was checked with (another size or dtype) is refused: its view was
+    bounded by its own record, and the bytes it would read belong to the checked one."""
+    new = tuple.__new__
 
     def locate(t: TensorRef) -> RawLocation:
-        key = t.storage.key
-        isz = itemsize(t.storage.dtype) if t.storage.dtype else 1
-        if key not in cache:
-            info = _stored_member(tz, f"{tz.prefix}data/{key}", path)
-            need = t.storage.numel * isz
-            if info.file_size < need:
-                raise FormatError(path, f"storage data/{key} holds {info.file_size} bytes, needs {need}")
-            # the exact data offset needs the local header; its fixed part already bounds a truncation
-            if info.header_offset + 30 + len(info.orig_filename) + info.file_size > size:
-                raise FormatError(path, f"storage data/{key} runs past the end of the file (truncated)")
-            cache[key] = info.header_offset
-        numel = t.storage.numel if t.storage.dtype else t.storage.numel // itemsize(t.dtype)
-        _check_view(t, numel, path)
-        return RawLocation(
-            path, cache[key], numel, t.storage_offset, _stride_or_none(t), tz.byteorder, zip_header=True
-        )
+        st = t.storage
+        hit = known.get(st.key)
+        if hit is None:
+            if check is None:
+                raise FormatError(path, f"storage {st.key} is not in the file's storage list")
+            hit = check(st)
+        offset, ref = hit
+        if ref is not st and ref != st:
+            raise FormatError(path, f"storage {st.key} is declared twice with different sizes or types")
+        numel = st.numel if st.dtype is not None else st.numel // itemsize(t.dtype)
+        stride = None if t.contiguous else t.stride
+        return new(RawLocation, (path, offset, numel, t.storage_offset, stride, byteorder, zip_header))
 
     return locate
-
-
-def _stride_or_none(t: TensorRef) -> tuple[int, ...] | None:
-    acc = 1
-    for d, s in zip(reversed(t.shape), reversed(t.stride), strict=False):
-        if s != acc and d != 1:
-            return t.stride if math.prod(t.shape) > 1 else None
-        acc *= d
-    return None
-
-
-def _check_view(t: TensorRef, storage_numel: int, path: str) -> None:
-    """A view must stay inside its storage; a crafted record must not point past it."""
-    shape, stride = t.shape, t.stride
-    if len(stride) != len(shape):
-        if 0 in shape:
-            return
-        raise FormatError(path, f"tensor view has {len(shape)} dims but {len(stride)} strides")
-    last = t.storage_offset
-    for d, s in zip(shape, stride, strict=True):
-        if d == 0:
-            return
-        last += (d - 1) * s
-    if last >= storage_numel:
-        raise FormatError(path, f"tensor view reaches element {last} of a {storage_numel}-element storage")
 
 
 def scalar_reader(
@@ -247,38 +203,38 @@ def _meta(
 
 
 def read_torch_zip(
-    path: Path, limits: Limits = DEFAULT_LIMITS, opened: tuple[IO[bytes], zipfile.ZipFile] | None = None
+    path: Path, limits: Limits = DEFAULT_LIMITS, opened: tuple[IO[bytes], ZipDirectory] | None = None
 ) -> CheckpointMeta:
-    """A torch.save / TorchScript archive. `opened`: the file and ZipFile a caller already has, so the
-    central directory is parsed once."""
+    """A torch.save / TorchScript archive. `opened`: the file and zip directory a caller already has, so the
+    central directory is read once."""
     if opened is None:
         with open(path, "rb") as f:
             return _read_torch_zip(path, limits, f, None)
     return _read_torch_zip(path, limits, *opened)
 
 
-def _read_torch_zip(path: Path, limits: Limits, f: IO[bytes], zf: zipfile.ZipFile | None) -> CheckpointMeta:
+def _read_torch_zip(path: Path, limits: Limits, f: IO[bytes], zd: ZipDirectory | None) -> CheckpointMeta:
     p = str(path)
     size = file_size(f)
-    tz = open_torch_zip(f, size, p, limits, zf)
-    storages: list[StorageRef] = []
-    root, u = walk_data_pkl(f, tz, p, limits, on_storage=storages.append)
+    tz = open_torch_zip(f, size, p, limits, zd)
+    root, u = walk_data_pkl(f, tz, p, limits)
     locate = zip_locator(f, tz, p, size)
     content = analyse(root, locate, scalar_reader(f, locate))
     _check_count(path, content, limits)
     unsafe = list(u.unsafe)
     meta: dict[str, Any] = {}
-    names = tz.zf.namelist()
-    if (tz.prefix + "version") in names:
-        meta["archive_version"] = tz.zf.read(tz.prefix + "version").strip().decode("ascii", "replace")[:16]
+    if (tz.prefix + "version") in tz.dir:
+        version = tz.dir.read_small(tz.prefix + "version").strip()
+        meta["archive_version"] = version.decode("ascii", "replace")[:16]
     if tz.is_torchscript:
+        names = tz.dir.namelist()
         meta["torchscript_class"] = _root_class(root)
         meta["code_files"] = sum(1 for n in names if n.startswith(tz.prefix + "code/") and n.endswith(".py"))
-        if (tz.prefix + "constants.pkl") in names:
+        if (tz.prefix + "constants.pkl") in tz.dir:
             _, cu = walk_data_pkl(f, tz, p, limits, "constants.pkl")
             unsafe += [g for g in cu.unsafe if g not in unsafe]
         return _meta(path, "torchscript", size, content, unsafe, metadata=meta, framework="torchscript")
-    locations = sorted({s.location for s in storages})
+    locations = sorted({s.location for s in u.storages.values()})
     if locations:
         meta["saved_on"] = locations
     return _meta(path, "torch-zip", size, content, unsafe, metadata=meta)
@@ -334,7 +290,7 @@ def read_torch_legacy(path: Path, limits: Limits = DEFAULT_LIMITS) -> Checkpoint
         stream = _CappedReader(f, limits.max_pickle_bytes, p)
         unsafe: list[str] = []
 
-        def walk(what: str, pid: Any = None) -> Any:
+        def walk(what: str, pid: Any = None) -> tuple[Any, dict[str, StorageRef]]:
             # errors name no globals here: read_file names every unsafe global of a refused file
             u = RestrictedUnpickler(stream, persistent_load=pid, limits=limits)  # type: ignore[arg-type]
             try:
@@ -342,31 +298,22 @@ def read_torch_legacy(path: Path, limits: Limits = DEFAULT_LIMITS) -> Checkpoint
             except FormatError as e:
                 raise type(e)(p, f"{what}: {e.cause}") from None
             unsafe.extend(g for g in u.unsafe if g not in unsafe)
-            return v
+            return v, u.storages
 
         try:
-            magic = walk("magic number")
+            magic, _ = walk("magic number")
         except FormatError as e:
             why = e.cause.split(": ", 1)[-1]
             raise FormatError(p, f"not a PyTorch checkpoint: a plain pickle ({why})") from None
         if magic != LEGACY_MAGIC:
             raise FormatError(p, "not a PyTorch checkpoint: a plain pickle (no legacy magic number)")
-        proto = walk("protocol version")
+        proto, _ = walk("protocol version")
         if proto != LEGACY_PROTOCOL:
             raise FormatError(p, f"unsupported legacy protocol version {proto!r}")
-        sys_info = walk("sys info")
+        sys_info, _ = walk("sys info")
         little = not (isinstance(sys_info, dict) and sys_info.get("little_endian") is False)
-        refs: dict[str, StorageRef] = {}
-
-        def legacy_pid(pid: Any) -> StorageRef:
-            # legacy ids are ('storage', type, root_key, location, numel, view_metadata); the first five
-            # match zip's. Collected here so the storage list needs no second walk of the tree.
-            ref = torch_persistent_load(pid)
-            refs.setdefault(ref.key, ref)
-            return ref
-
-        root = walk("checkpoint object", legacy_pid)
-        keys = walk("storage key list")
+        root, refs = walk("checkpoint object", torch_persistent_load)
+        keys, _ = walk("storage key list")
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise FormatError(p, "storage key list is malformed")
         # Storages follow in key order, each an 8-byte element count and its bytes, so every offset follows
@@ -393,16 +340,8 @@ def read_torch_legacy(path: Path, limits: Limits = DEFAULT_LIMITS) -> Checkpoint
                     p, f"storage {key} declares {numel} elements, the pickle says {refs[key].numel}"
                 )
         byteorder = "little" if little else "big"
-
-        def locate(t: TensorRef) -> RawLocation:
-            if t.storage.key not in offsets:
-                raise FormatError(p, f"storage {t.storage.key} is not in the file's storage list")
-            numel = t.storage.numel if t.storage.dtype else t.storage.numel // itemsize(t.dtype)
-            _check_view(t, numel, p)
-            return RawLocation(
-                p, offsets[t.storage.key], numel, t.storage_offset, _stride_or_none(t), byteorder
-            )
-
+        known = {key: (offsets[key], refs[key]) for key in keys}
+        locate = _locator(p, known, None, byteorder, zip_header=False)
         content = analyse(root, locate, scalar_reader(f, locate))
         _check_count(path, content, limits)
         meta: dict[str, Any] = {"legacy_protocol": proto}

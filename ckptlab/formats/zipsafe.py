@@ -8,6 +8,7 @@ import os
 import struct
 import zipfile
 import zlib
+from collections.abc import Iterable
 from typing import IO
 
 from ..errors import FormatError, LimitError
@@ -15,7 +16,7 @@ from .limits import Limits
 
 _EOCD = b"PK\x05\x06"
 _EOCD64_LOCATOR = b"PK\x06\x07"
-_LOCAL = b"PK\x03\x04"
+LOCAL_HEADER = b"PK\x03\x04"
 
 
 class Region(io.RawIOBase):
@@ -67,18 +68,18 @@ class Region(io.RawIOBase):
         return len(data)
 
 
-def _central_directory(f: IO[bytes], size: int) -> tuple[int, int, int]:
-    """(declared entries, central directory start, central directory size) from the end-of-central-directory
-    record (zip64-aware), read before parsing. The start is computed back from the record, as zipfile does,
-    so data prepended to the archive is allowed."""
+def central_directory(f: IO[bytes], size: int) -> tuple[int, int, int, int]:
+    """(declared entries, central directory start, central directory size, declared start) from the
+    end-of-central-directory record (zip64-aware), read before parsing. The start is computed back from the
+    record, as zipfile does, so data prepended to the archive is allowed (it shifts every offset by
+    start - declared start)."""
     tail_len = min(size, 65536 + 22)
     f.seek(size - tail_len)
     tail = f.read(tail_len)
     i = tail.rfind(_EOCD)
     if i < 0 or len(tail) - i < 22:
         raise FormatError(None, "not a complete zip archive (no end-of-central-directory record; truncated?)")
-    (total,) = struct.unpack("<H", tail[i + 10 : i + 12])
-    (cd_size,) = struct.unpack("<I", tail[i + 12 : i + 16])
+    total, cd_size, declared = struct.unpack("<HII", tail[i + 10 : i + 20])
     cd_end = size - tail_len + i
     if i >= 20 and tail[i - 20 : i - 16] == _EOCD64_LOCATOR:
         (eocd64_off,) = struct.unpack("<Q", tail[i - 12 : i - 4])
@@ -88,14 +89,14 @@ def _central_directory(f: IO[bytes], size: int) -> tuple[int, int, int]:
             if rec[:4] == b"PK\x06\x06":
                 if total == 0xFFFF:
                     (total,) = struct.unpack("<Q", rec[32:40])
-                (cd_size,) = struct.unpack("<Q", rec[40:48])
+                cd_size, declared = struct.unpack("<QQ", rec[40:56])
                 cd_end = size - tail_len + i - 20 - 56
-    return total, max(0, cd_end - cd_size), cd_size
+    return total, max(0, cd_end - cd_size), cd_size, declared
 
 
 def declared_entries(f: IO[bytes], size: int) -> int:
     """Entry count from the end-of-central-directory record (zip64-aware), read before parsing."""
-    return _central_directory(f, size)[0]
+    return central_directory(f, size)[0]
 
 
 def central_entries_exceed(f: IO[bytes], size: int, cap: int) -> bool:
@@ -105,7 +106,7 @@ def central_entries_exceed(f: IO[bytes], size: int, cap: int) -> bool:
     can be checked, so a record under-declaring its entries is caught here by walking the fixed-size entry
     headers, stopping at cap + 1. Skipped when the directory is too small to hold more than `cap` entries.
     """
-    _, start, length = _central_directory(f, size)
+    _, start, length, _ = central_directory(f, size)
     if length // 46 <= cap:
         return False
     n = pos = buf_start = 0
@@ -186,23 +187,22 @@ def open_zip(f: IO[bytes], size: int, path: str, limits: Limits) -> zipfile.ZipF
         raise LimitError(path, f"zip holds more than {limits.max_zip_entries} entries")
     if any(not info.filename for info in zf.infolist()):  # ZipInfo.is_dir() raises IndexError on these
         raise FormatError(path, "damaged zip archive (a member has an empty name)")
-    _refuse_ambiguous_names(zf, path)
+    ambiguous_names(zf.namelist(), path)
     return zf
 
 
-def _refuse_ambiguous_names(zf: zipfile.ZipFile, path: str) -> None:
+def ambiguous_names(names: Iterable[str], path: str) -> None:
     """Two members torch could confuse make the archive ambiguous: zipfile's getinfo() returns the LAST of
     duplicate names, while torch's miniz reader returns the first, and matches names case-insensitively. A
     benign `data.pkl` after a malicious `DATA.PKL` (or a second `data.pkl`) would be checked while torch
     loads the other. Exact duplicates are refused; case-only collisions where torch reads by name (pickles,
     storage records, byteorder, version) too. TorchScript code files differing in case stay allowed."""
-    names: set[str] = set()
+    unique: set[str] = set()
     seen: dict[str, str] = {}
-    for info in zf.infolist():
-        name = info.filename
-        if name in names:
+    for name in names:
+        if name in unique:
             raise FormatError(path, f"ambiguous zip archive: member {name!r} appears twice")
-        names.add(name)
+        unique.add(name)
         low = name.lower()
         other = seen.get(low)
         if other is not None and _read_by_name(low):
@@ -222,7 +222,7 @@ def data_offset(f: IO[bytes], info: zipfile.ZipInfo, size: int, path: str) -> in
     central one in torch archives, which pad it for alignment, so it must be read)."""
     f.seek(info.header_offset)
     h = f.read(30)
-    if len(h) < 30 or h[:4] != _LOCAL:
+    if len(h) < 30 or h[:4] != LOCAL_HEADER:
         raise FormatError(path, f"zip member {info.filename}: local header missing or damaged")
     name_len, extra_len = struct.unpack("<HH", h[26:30])
     off = info.header_offset + 30 + name_len + extra_len
@@ -237,7 +237,7 @@ def resolve_data_offset(f: IO[bytes], offset: int, zip_header: bool, path: str) 
         return offset
     f.seek(offset)
     h = f.read(30)
-    if len(h) < 30 or h[:4] != _LOCAL:
+    if len(h) < 30 or h[:4] != LOCAL_HEADER:
         raise FormatError(path, f"zip local header missing or damaged at byte {offset}")
     name_len, extra_len = struct.unpack("<HH", h[26:30])
     return offset + 30 + name_len + extra_len
