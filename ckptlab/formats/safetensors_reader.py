@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import struct
+from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+import orjson
 
 from ..dtypes import DTYPE_BITS, SAFETENSORS_DTYPES
 from ..errors import FormatError, LimitError
@@ -49,16 +51,16 @@ def _is_scalar_utf8(s: str) -> bool:
 
 
 def _surely_plain(raw: bytes, header: Any) -> bool:
-    """Whether the fast parse cannot have hidden a duplicate key or a surrogate escape. Each tensor entry
-    holds "dtype", "shape" and "data_offsets" once, so a duplicate (which json.loads silently collapses)
-    shows up as a count that differs from the entry count; a surrogate can only arrive as a \\ud800-\\udfff
-    escape. Anything unusual (a metadata key named "shape", say) just takes the slow, exact path."""
-    if not isinstance(header, dict):
+    """Whether the fast parse (orjson) cannot have hidden a duplicate key: JSON parsers keep the last of
+    duplicate keys silently, so every key is counted in the raw text, as `":`, and compared with the keys
+    parsed. Anything unusual (whitespace before a colon, `":` inside a name) just takes the slow, exact
+    path. orjson itself refuses unpaired surrogate escapes, NaN/Infinity and invalid UTF-8."""
+    if type(header) is not dict:
         return True
-    n = len(header) - ("__metadata__" in header)
-    if any(raw.count(key) != n for key in (b'"data_offsets"', b'"dtype"', b'"shape"')):
+    values = header.values()
+    if set(map(type, values)) != {dict}:
         return False
-    return not re.search(rb"\\u[dD][89a-fA-F]", raw)
+    return raw.count(b'":') == len(header) + sum(map(len, values))
 
 
 def _no_constant(name: str) -> Any:
@@ -100,10 +102,14 @@ def _parse_json(p: str, raw: bytes, path: Path) -> dict[str, Any]:
     if not raw.startswith(b"{"):
         raise FormatError(p, "safetensors header does not start with '{'")
     try:
+        header = orjson.loads(raw)
+        if _surely_plain(raw, header):
+            return header if type(header) is dict else _not_an_object(p)
+    except (orjson.JSONDecodeError, RecursionError):
+        pass  # the exact parse below names the problem the way the reference would
+    try:
         text = raw.decode("utf-8")
-        header = json.loads(text, parse_constant=_no_constant)
-        if not _surely_plain(raw, header):  # rare: redo with the per-object checks, for the exact error
-            header = json.loads(text, object_pairs_hook=_no_duplicates(path), parse_constant=_no_constant)
+        header = json.loads(text, object_pairs_hook=_no_duplicates(path), parse_constant=_no_constant)
     except UnicodeDecodeError:
         raise FormatError(p, "safetensors header is not valid UTF-8") from None
     except json.JSONDecodeError as e:
@@ -113,8 +119,12 @@ def _parse_json(p: str, raw: bytes, path: Path) -> dict[str, Any]:
     except ValueError as e:  # integers past int_max_str_digits, NaN/Infinity
         raise FormatError(p, f"safetensors header is not valid JSON ({str(e).split(':')[0]})") from None
     if not isinstance(header, dict):
-        raise FormatError(p, "safetensors header is not a JSON object")
+        _not_an_object(p)
     return header
+
+
+def _not_an_object(p: str) -> NoReturn:
+    raise FormatError(p, "safetensors header is not a JSON object")
 
 
 def parse_tensors(
@@ -131,8 +141,9 @@ def parse_tensors(
     n_entries = len(header) - ("__metadata__" in header)
     if n_entries > limits.max_tensors:
         raise LimitError(p, f"{n_entries} tensors exceed the cap of {limits.max_tensors}")
-    parsed: list[tuple[int, int, TensorMeta]] = []
     loc = SafetensorsLocation(p)  # one per file: the key is the tensor's name
+    parsed: list[tuple[int, int, TensorMeta]] = []
+    new = tuple.__new__
     codes = SAFETENSORS_DTYPES
     for name, info in header.items():
         if name == "__metadata__":
@@ -172,9 +183,9 @@ def parse_tensors(
                 f"tensor {name!r}: data_offsets span {end - begin} bytes "
                 f"but shape {shape} {dtype} needs {bits // 8}",
             )
-        tm = TensorMeta(name, tuple(shape), dtype, bits // 8, None, loc)
+        tm = new(TensorMeta, (name, tuple(shape), dtype, bits // 8, None, loc))  # built in C: once per tensor
         parsed.append((begin, end, tm))
-    parsed.sort(key=lambda t: (t[0], t[1]))
+    parsed.sort(key=_BY_OFFSETS)
     expected = 0
     for begin, end, tm in parsed:
         if begin != expected:
@@ -191,6 +202,9 @@ def parse_tensors(
             )
         raise FormatError(p, f"{buffer_len - expected} trailing bytes after the last tensor")
     return [t for _, _, t in parsed], meta
+
+
+_BY_OFFSETS = itemgetter(0, 1)
 
 
 def read_safetensors(
