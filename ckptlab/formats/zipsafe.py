@@ -73,10 +73,18 @@ def central_directory(f: IO[bytes], size: int) -> tuple[int, int, int, int]:
     end-of-central-directory record (zip64-aware), read before parsing. The start is computed back from the
     record, as zipfile does, so data prepended to the archive is allowed (it shifts every offset by
     start - declared start)."""
-    tail_len = min(size, 65536 + 22)
+    # the record ends the file unless a comment follows it: try the last 42 bytes (record + zip64 locator)
+    # before searching the last 64 KiB
+    tail_len = min(size, 42)
     f.seek(size - tail_len)
     tail = f.read(tail_len)
-    i = tail.rfind(_EOCD)
+    if len(tail) >= 22 and tail[-22:-18] == _EOCD:
+        i = len(tail) - 22
+    else:
+        tail_len = min(size, 65536 + 22)
+        f.seek(size - tail_len)
+        tail = f.read(tail_len)
+        i = tail.rfind(_EOCD)
     if i < 0 or len(tail) - i < 22:
         raise FormatError(None, "not a complete zip archive (no end-of-central-directory record; truncated?)")
     total, cd_size, declared = struct.unpack("<HII", tail[i + 10 : i + 20])
