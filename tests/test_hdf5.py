@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -499,30 +500,34 @@ def test_object_cap(files: dict[str, Path]) -> None:
     assert str(exc.value) == f"{files['generic']}: more than 5 HDF5 objects"
 
 
-# a stand-in for libhdf5 dying on one file of a batch: the real worker's metadata walk, except that it
+# a stand-in for libhdf5 dying on one file of a batch: the real worker, except that its metadata walk
 # segfaults or hangs when it reaches a file so named
 _FLAKY_WORKER = """
-import json, os, runpy, signal, sys, time
-w = runpy.run_path({worker!r})  # the real worker's functions; its main() does not run
-req = json.loads(sys.stdin.read())
-for item in req["items"]:
+import importlib.util, os, signal, sys, time
+spec = importlib.util.spec_from_file_location("hdf5_worker", {worker!r})
+w = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(w)
+real_meta = w._meta
+
+def flaky_meta(item, req):
     if "boom" in item["path"]:
         os.kill(os.getpid(), signal.SIGSEGV)
     if "slow" in item["path"]:
         time.sleep(30)
-    try:
-        doc = w["_meta"](item, req)
-    except w["WorkerError"] as exc:
-        doc = {{"ok": False, "error": exc.cause, "limit": exc.limit}}
-    w["_answer"](sys.stdout.buffer, doc)
+    return real_meta(item, req)
+
+w._meta = flaky_meta
+sys.exit(w.main())
 """
 
 
 @pytest.fixture
-def flaky_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def flaky_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     script = tmp_path / "flaky_worker.py"
     script.write_text(textwrap.dedent(_FLAKY_WORKER.format(worker=str(hdf5_client._WORKER))))
     monkeypatch.setattr(hdf5_client, "_worker_argv", lambda: [sys.executable, str(script)])
+    yield
+    hdf5_client.shutdown()  # pooled flaky workers must not outlive the test
 
 
 def test_worker_crash_fails_only_that_file(
@@ -575,7 +580,9 @@ def test_worker_runs_as_module_with_argv_request(files: dict[str, Path]) -> None
         capture_output=True,
         check=True,
     )
-    answers = [json.loads(line) for line in out.stdout.splitlines()]
+    answers = [json.loads(line) for line in out.stdout.splitlines()]  # no hello line in argv mode
     assert [a["ok"] for a in answers] == [True, True]
-    ds = {o["path"]: o for o in answers[0]["facts"]["objects"] if o["type"] == "dataset"}
-    assert ds["layers/dense/vars/0"]["shape"] == [4, 3] and ds["layers/dense/vars/0"]["dtype"] == "<f4"
+    ds = {o[1]: o for o in answers[0]["facts"]["objects"] if o[0] == "d"}
+    # ["d", path, addr, shape, dtype, kind, layout, offset, storage_size, attrs, external, virtual]
+    assert ds["layers/dense/vars/0"][3:7] == [[4, 3], "<f4", "numeric", "contiguous"]
+    assert ds["layers/dense/vars/0"][8:] == [48, {}, [], []]

@@ -12,9 +12,10 @@ the child's facts (object paths, attributes, dtypes, offsets) into a `Checkpoint
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..dtypes import DTYPE_BITS, nbytes_for, numpy_dtype_name
 from ..errors import FormatError
@@ -46,14 +47,21 @@ def read_keras(path: Path, limits: Limits) -> CheckpointMeta:
     return read_hdf5(path, limits)
 
 
-def read_hdf5_many(paths: Sequence[Path], limits: Limits) -> list[CheckpointMeta | FormatError]:
-    """Read many HDF5 / `.keras` files with one worker process (restarted only after a crash).
+def read_hdf5_many(
+    paths: Sequence[Path], limits: Limits, workers: int | None = None
+) -> list[CheckpointMeta | FormatError]:
+    """Read many HDF5 / `.keras` files through the pooled h5py workers (restarted only after a crash).
 
     Returns one result per path, in order: a `CheckpointMeta`, or the `FormatError` that reading it raised,
-    so one bad file never stops a scan. A path whose content starts like a zip is read as `.keras`.
+    so one bad file never stops a scan. A path whose content starts like a zip is read as `.keras`. Each
+    result is built as the worker answers, while it parses the next files. `workers` caps the worker
+    processes sharing the batch (None: two for a big batch on a machine with two or more cores).
+
+        >>> results = read_hdf5_many([Path("a.h5"), Path("b.h5")], DEFAULT_LIMITS)    # doctest: +SKIP
     """
     results: list[CheckpointMeta | FormatError | None] = [None] * len(paths)
-    jobs: list[tuple[int, dict[str, Any], tuple[int, kr.KerasArchive | None]]] = []
+    jobs: list[tuple[int, Path, int, kr.KerasArchive | None]] = []
+    items: list[dict[str, Any]] = []
     for i, path in enumerate(paths):
         path = Path(path)
         try:
@@ -61,11 +69,11 @@ def read_hdf5_many(paths: Sequence[Path], limits: Limits) -> list[CheckpointMeta
         except FormatError as exc:
             results[i] = exc
             continue
-        item = {"path": str(path), "member": archive.weights_member if archive else None}
-        jobs.append((i, item, (size, archive)))
-    answers = client.run_meta([item for _, item, _ in jobs], limits)
-    for (i, _item, (size, archive)), answer in zip(jobs, answers, strict=True):
-        path = Path(paths[i])
+        member = archive.weights_member if archive else None
+        items.append({"path": str(path), "member": member, "size": size})
+        jobs.append((i, path, size, archive))
+    for k, answer in client.run_meta(items, limits, workers):
+        i, path, size, archive = jobs[k]
         if isinstance(answer, FormatError):
             results[i] = answer
             continue
@@ -73,6 +81,9 @@ def read_hdf5_many(paths: Sequence[Path], limits: Limits) -> list[CheckpointMeta
             results[i] = _build_meta(path, size, answer, archive)
         except FormatError as exc:
             results[i] = exc
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            # facts not shaped as the worker writes them: a worker that went wrong, not this file
+            results[i] = FormatError(str(path), f"HDF5 worker sent malformed facts ({exc!r})")
     assert all(r is not None for r in results)
     return results  # type: ignore[return-value]
 
@@ -101,9 +112,12 @@ def _precheck(path: Path, limits: Limits) -> tuple[int, kr.KerasArchive | None]:
     """(file size, the `.keras` archive or None), checked without HDF5: exists, not empty, zip caps, JSON."""
     p = str(path)
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            magic = f.read(8)
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            magic = os.pread(fd, 8, 0)
+        finally:
+            os.close(fd)
     except IsADirectoryError:
         raise FormatError(p, "is a directory, not a file") from None
     except OSError as exc:
@@ -128,6 +142,22 @@ def _canonical_dtype(dtype_str: str, attr_dtype: Any) -> str | None:
     return None
 
 
+class _Dataset(NamedTuple):
+    """One dataset as the worker lists it (`["d", path, addr, ...]`, see hdf5_worker)."""
+
+    path: str
+    addr: int
+    shape: list[int] | None
+    dtype: str
+    kind: str
+    layout: str
+    offset: int | None
+    storage_size: int
+    attrs: dict[str, Any]
+    external: list[list[Any]]
+    virtual: list[list[str]]
+
+
 class _Builder:
     """Turns the worker's object list into tensors, entries and findings for one file."""
 
@@ -136,22 +166,23 @@ class _Builder:
         self.member = member
         self.size = size
         self.groups: dict[str, dict[str, Any]] = {}
-        self.datasets: dict[str, dict[str, Any]] = {}
+        self.datasets: dict[str, _Dataset] = {}
         self.entries: list[Entry] = []
         self.unsafe: list[str] = []
         self.findings: list[str] = []
         self.warnings: list[str] = []
         for obj in facts["objects"]:
-            kind, p = obj["type"], obj["path"]
-            if kind == "group" and "attrs" in obj:
-                self.groups[p] = obj["attrs"]
-            elif kind == "dataset":
-                self.datasets[p] = obj
-                self._dataset_safety(obj)
-            elif kind == "external_link":
-                self._unsafe("h5py.ExternalLink", f"external link /{p} -> {obj['file']}:{obj['target']}")
-            elif kind == "soft_link":
-                self.entries.append(Entry(p, "link", f"soft link -> {obj['target']}"))
+            kind, p = obj[0], obj[1]
+            if kind == "g":
+                self.groups[p] = obj[2]
+            elif kind == "d":
+                ds = self.datasets[p] = _Dataset(*obj[1:])
+                if ds.external or ds.virtual:
+                    self._dataset_safety(ds)
+            elif kind == "e":
+                self._unsafe("h5py.ExternalLink", f"external link /{p} -> {obj[2]}:{obj[3]}")
+            elif kind == "s":
+                self.entries.append(Entry(p, "link", f"soft link -> {obj[2]}"))
         self.root_attrs = self.groups.get("", {})
         for name, value in self.root_attrs.items():
             if isinstance(value, dict) and "__omitted__" in value:
@@ -163,46 +194,46 @@ class _Builder:
             self.unsafe.append(global_name)
         self.findings.append(finding)
 
-    def _dataset_safety(self, ds: dict[str, Any]) -> None:
-        for name, _offset, _size in ds["external"]:
-            self._unsafe("h5py.ExternalStorage", f"external storage /{ds['path']} -> {name}")
-        for src_file, src_dset in ds["virtual"]:
-            self._unsafe("h5py.VirtualDataset", f"virtual dataset /{ds['path']} -> {src_file}:{src_dset}")
+    def _dataset_safety(self, ds: _Dataset) -> None:
+        for name, _offset, _size in ds.external:
+            self._unsafe("h5py.ExternalStorage", f"external storage /{ds.path} -> {name}")
+        for src_file, src_dset in ds.virtual:
+            self._unsafe("h5py.VirtualDataset", f"virtual dataset /{ds.path} -> {src_file}:{src_dset}")
 
-    def tensor(self, name: str, ds: dict[str, Any]) -> TensorMeta | None:
+    def tensor(self, name: str, ds: _Dataset) -> TensorMeta | None:
         """A TensorMeta for a numeric dataset; anything else becomes an entry and gives None."""
-        attr_dtype = ds["attrs"].get("dtype")
-        dtype = _canonical_dtype(ds["dtype"], attr_dtype) if ds["shape"] is not None else None
-        if dtype is None or ds["kind"] not in ("numeric", "opaque"):
-            shape = "no data" if ds["shape"] is None else f"shape {tuple(ds['shape'])}"
-            what = ds["kind"] if ds["kind"] != "numeric" else f"unsupported dtype {ds['dtype']}"
-            self.entries.append(Entry(name, "dataset", f"{what} dataset, {shape}"))
+        dims, kind = ds.shape, ds.kind
+        dtype = _canonical_dtype(ds.dtype, ds.attrs.get("dtype")) if dims is not None else None
+        if dtype is None or kind not in ("numeric", "opaque"):
+            shape_str = "no data" if dims is None else f"shape {tuple(dims)}"
+            what = kind if kind != "numeric" else f"unsupported dtype {ds.dtype}"
+            self.entries.append(Entry(name, "dataset", f"{what} dataset, {shape_str}"))
             return None
-        shape = tuple(int(n) for n in ds["shape"])
+        shape = tuple(map(int, dims))
         numel = math.prod(shape)
         nbytes = nbytes_for(dtype, numel)
         loc = self._loc(ds, numel, nbytes)
         # hard links give one dataset several names: the object address makes them tied tensors
-        return TensorMeta(name, shape, dtype, nbytes, storage=f"h5:{ds['addr']}", loc=loc)
+        return TensorMeta(name, shape, dtype, nbytes, f"h5:{ds.addr}", loc)
 
-    def _loc(self, ds: dict[str, Any], numel: int, nbytes: int) -> RawLocation | Hdf5Location | None:
-        if ds["external"] or ds["virtual"]:
+    def _loc(self, ds: _Dataset, numel: int, nbytes: int) -> RawLocation | Hdf5Location | None:
+        if ds.external or ds.virtual:
             return None  # their bytes live in other files the checkpoint names; never read them
-        offset = ds["offset"]
+        offset = ds.offset
         raw_ok = (
             self.member is None
-            and ds["layout"] == "contiguous"
+            and ds.layout == "contiguous"
             and offset is not None
-            and ds["storage_size"] == nbytes
+            and ds.storage_size == nbytes
             and offset >= 0
             and offset + nbytes <= self.size
         )
         if raw_ok:
-            order = "big" if ds["dtype"].startswith(">") else "little"
-            return RawLocation(self.file, offset=int(offset), storage_numel=numel, byteorder=order)
-        return Hdf5Location(self.file, "/" + ds["path"], self.member)
+            order = "big" if ds.dtype.startswith(">") else "little"
+            return RawLocation(self.file, int(offset), numel, 0, None, order)
+        return Hdf5Location(self.file, "/" + ds.path, self.member)
 
-    def add(self, name: str, ds: dict[str, Any], into: list[TensorMeta]) -> None:
+    def add(self, name: str, ds: _Dataset, into: list[TensorMeta]) -> None:
         t = self.tensor(name, ds)
         if t is not None:
             into.append(t)

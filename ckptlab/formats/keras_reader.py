@@ -103,13 +103,13 @@ def config_safety(config: Any, where: str) -> tuple[list[str], list[str]]:
     """
     unsafe: list[str] = []
     findings: list[str] = []
-    stack: list[tuple[Any, bool]] = [(config, False)]  # (node, inside a Lambda layer already reported)
+    # (node, inside a Lambda layer already reported); only dicts and lists are pushed: a config is mostly
+    # scalar leaves, and skipping them before they are stacked halves the walk
+    stack: list[tuple[Any, bool]] = [(config, False)] if isinstance(config, (dict, list)) else []
     while stack:
         node, in_lambda = stack.pop()
         if isinstance(node, list):
-            stack.extend((v, in_lambda) for v in reversed(node))
-            continue
-        if not isinstance(node, dict):
+            stack.extend([(v, in_lambda) for v in reversed(node) if isinstance(v, (dict, list))])
             continue
         cls = node.get("class_name")
         inner = node.get("config")
@@ -131,7 +131,7 @@ def config_safety(config: Any, where: str) -> tuple[list[str], list[str]]:
                 shown = isinstance(reg, str) and reg not in (cls, "function")
                 detail = f" (registered as {reg!r})" if shown else ""
                 _add(findings, f"{what}{detail} in {where} (needs user code to load)")
-        stack.extend((v, in_lambda) for v in reversed(list(node.values())))
+        stack.extend([(v, in_lambda) for v in reversed(node.values()) if isinstance(v, (dict, list))])
     return unsafe, findings
 
 

@@ -1,0 +1,219 @@
+"""The pooled h5py workers: reuse across batches, replacement after a crash or a corrupt file, two workers
+sharing a batch, idle exit, and results identical whichever way a batch is read."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from h5_fixtures import write_dot_keras, write_generic, write_keras2_model, write_keras3_weights
+
+from ckptlab.errors import FormatError
+from ckptlab.formats import hdf5_client
+from ckptlab.formats import hdf5_reader as hr
+from ckptlab.formats.limits import DEFAULT_LIMITS, Limits
+from ckptlab.model import CheckpointMeta, Hdf5Location
+
+CORRUPT = b"\x89HDF\r\n\x1a\n" + b"\x07" * 600  # a superblock libhdf5 rejects after parsing some of it
+
+
+@pytest.fixture(autouse=True)
+def fresh_pool() -> Iterator[None]:
+    hdf5_client.shutdown()
+    yield
+    hdf5_client.shutdown()
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """40 files of four layouts (a `.keras` among them), enough for a batch to be shared by two workers."""
+    d = tmp_path_factory.mktemp("many")
+    write_keras2_model(d / "k2.h5")
+    write_keras3_weights(d / "k3.weights.h5")
+    write_generic(d / "g.h5")
+    write_dot_keras(d / "m.keras")
+    sources = [d / "k2.h5", d / "k3.weights.h5", d / "g.h5", d / "m.keras"]
+    out = []
+    for i in range(40):
+        src = sources[i % len(sources)]
+        dst = d / f"{i:02d}-{src.name}"
+        shutil.copyfile(src, dst)
+        out.append(dst)
+    return out
+
+
+def _doc(result: CheckpointMeta | FormatError) -> object:
+    if isinstance(result, FormatError):
+        return str(result)
+    doc = result.to_json()
+    doc["locs"] = [repr(t.loc) for t in result.tensors + result.other_tensors]
+    return json.loads(json.dumps(doc))
+
+
+def _idle_pids() -> list[int]:
+    return [c.proc.pid for c in hdf5_client._POOL.idle]
+
+
+def _gone(pid: int, timeout: float = 10.0) -> bool:
+    """True once process `pid` no longer runs (a zombie counts as gone)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_one_worker_serves_batches_single_reads_and_dataset_reads(many: list[Path]) -> None:
+    first = hr.read_hdf5_many(many[:3], DEFAULT_LIMITS)
+    assert all(isinstance(r, CheckpointMeta) for r in first)
+    [pid] = _idle_pids()
+    assert all(isinstance(r, CheckpointMeta) for r in hr.read_hdf5_many(many[3:8], DEFAULT_LIMITS))
+    meta = hr.read_hdf5(many[2], DEFAULT_LIMITS)
+    data, dtype, shape = hr.read_hdf5_dataset(meta.tensor("decoder/big").loc, DEFAULT_LIMITS)
+    assert (dtype, shape, len(data)) == ("float32", (50, 20), 4000)
+    assert _idle_pids() == [pid]  # no new process for any of them
+
+
+def test_corrupt_file_retires_the_worker_and_the_batch_goes_on(tmp_path: Path, many: list[Path]) -> None:
+    hr.read_hdf5_many(many[:1], DEFAULT_LIMITS)
+    [before] = _idle_pids()
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(CORRUPT)
+    results = hr.read_hdf5_many([many[0], bad, many[2]], DEFAULT_LIMITS)
+    assert str(results[1]) == f"{bad}: cannot open HDF5 file (bad superblock version number)"
+    assert isinstance(results[0], CheckpointMeta) and results[2].n_tensors == 8
+    [after] = _idle_pids()
+    assert after != before and _gone(before)  # libhdf5 choked: that worker parses nothing more
+
+
+def test_refused_file_keeps_the_worker(tmp_path: Path, many: list[Path]) -> None:
+    """Errors found before libhdf5 parses anything (not HDF5 at all, an object cap) are no reason to
+    restart the worker."""
+    text = tmp_path / "text.h5"
+    text.write_bytes(b"not hdf5 at all" * 20)
+    hr.read_hdf5_many(many[:1], DEFAULT_LIMITS)
+    [pid] = _idle_pids()
+    results = hr.read_hdf5_many([text, many[2]], Limits(max_hdf5_objects=5))
+    assert [str(r) for r in results] == [
+        f"{text}: not an HDF5 file (no HDF5 signature)",
+        f"{many[2]}: more than 5 HDF5 objects",
+    ]
+    assert _idle_pids() == [pid]
+
+
+def test_a_worker_killed_while_idle_is_replaced(many: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    hr.read_hdf5_many(many[:1], DEFAULT_LIMITS)
+    [pid] = _idle_pids()
+    os.kill(pid, signal.SIGKILL)
+    assert _gone(pid)
+    # as if it died just after the pool checked it: its first answer never comes, and that says nothing
+    # about the file, which is read again by a fresh worker
+    monkeypatch.setattr(hdf5_client.Child, "alive", lambda self: self.proc.poll() is None or self.served > 0)
+    takes: list[bool] = []
+    take = hdf5_client._POOL.take
+
+    def spy(memory_bytes: int, fresh: bool = False) -> hdf5_client.Child:
+        takes.append(fresh)
+        return take(memory_bytes, fresh)
+
+    monkeypatch.setattr(hdf5_client._POOL, "take", spy)
+    results = hr.read_hdf5_many(many[:2], DEFAULT_LIMITS)
+    assert all(isinstance(r, CheckpointMeta) for r in results)
+    assert takes == [False, True]  # the dead worker first, then one retry in a fresh one
+    assert pid not in _idle_pids()
+
+
+def test_idle_worker_exits_by_itself(many: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hdf5_client, "_IDLE_EXIT_S", 0.3)
+    monkeypatch.setattr(hdf5_client, "_REUSE_S", 0.1)
+    hr.read_hdf5_many(many[:1], DEFAULT_LIMITS)
+    [pid] = _idle_pids()
+    assert _gone(pid)
+    assert isinstance(hr.read_hdf5(many[1], DEFAULT_LIMITS), CheckpointMeta)  # a new one takes over
+    assert pid not in _idle_pids()
+
+
+def test_workers_are_not_shared_across_memory_limits(many: list[Path]) -> None:
+    hr.read_hdf5_many(many[:1], DEFAULT_LIMITS)
+    [pid] = _idle_pids()
+    hr.read_hdf5_many(many[:1], Limits(hdf5_memory_bytes=1024 * 2**20))
+    assert len(_idle_pids()) == 2 and pid in _idle_pids()  # its address-space cap was set at its start
+
+
+def test_two_workers_give_the_same_results_in_order(tmp_path: Path, many: list[Path]) -> None:
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(CORRUPT)
+    paths = [*many[:20], bad, tmp_path / "missing.h5", *many[20:]]
+    one = [_doc(r) for r in hr.read_hdf5_many(paths, DEFAULT_LIMITS, workers=1)]
+    two = [_doc(r) for r in hr.read_hdf5_many(paths, DEFAULT_LIMITS, workers=2)]
+    assert two == one
+    assert one[20] == f"{bad}: cannot open HDF5 file (bad superblock version number)"
+    assert one[21] == f"{tmp_path / 'missing.h5'}: cannot read: No such file or directory"
+    assert len(_idle_pids()) == 2
+    # with two warm workers, a batch of this size is shared by default
+    assert [_doc(r) for r in hr.read_hdf5_many(paths, DEFAULT_LIMITS)] == one
+
+
+_FLAKY_WORKER = """
+import importlib.util, os, signal, sys
+spec = importlib.util.spec_from_file_location("hdf5_worker", {worker!r})
+w = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(w)
+real_meta = w._meta
+
+def flaky_meta(item, req):
+    if "boom" in item["path"]:
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return real_meta(item, req)
+
+w._meta = flaky_meta
+sys.exit(w.main())
+"""
+
+
+def test_crash_in_a_shared_batch_fails_only_that_file(
+    tmp_path: Path, many: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = tmp_path / "flaky_worker.py"
+    script.write_text(textwrap.dedent(_FLAKY_WORKER.format(worker=str(hdf5_client._WORKER))))
+    monkeypatch.setattr(hdf5_client, "_worker_argv", lambda: [sys.executable, str(script)])
+    boom = tmp_path / "boom.h5"
+    shutil.copyfile(many[2], boom)
+    paths = [*many[:25], boom, *many[25:]]
+    results = hr.read_hdf5_many(paths, DEFAULT_LIMITS, workers=2)
+    assert str(results[25]) == f"{boom}: HDF5 parser crashed (signal 11)"
+    assert all(isinstance(r, CheckpointMeta) for i, r in enumerate(results) if i != 25)
+
+
+def test_worker_that_cannot_start_fails_each_file_in_a_shared_batch(
+    many: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hdf5_client, "_worker_argv", lambda: [sys.executable, "-c", "raise SystemExit(4)"])
+    results = hr.read_hdf5_many(many[:6], DEFAULT_LIMITS, workers=2)
+    assert [str(r) for r in results] == [f"{p}: HDF5 parser failed (exit 4: no output)" for p in many[:6]]
+
+
+def test_chunked_dataset_reads_reuse_the_worker(tmp_path: Path) -> None:
+    path = tmp_path / "chunked.h5"
+    with h5py.File(path, "w") as f:
+        values = np.arange(12, dtype="<f4").reshape(3, 4)
+        f.create_dataset("w", data=values, chunks=(1, 4), compression="gzip")
+    for _ in range(2):  # the second read reuses the worker of the first
+        data, dtype, shape = hr.read_hdf5_dataset(Hdf5Location(str(path), "/w"), DEFAULT_LIMITS)
+        assert (data, dtype, shape) == (np.arange(12, dtype="<f4").tobytes(), "float32", (3, 4))
+    assert len(_idle_pids()) == 1
