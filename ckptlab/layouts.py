@@ -24,6 +24,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -48,6 +49,7 @@ __all__ = [
     "order_key",
     "parse_name",
     "run_dir",
+    "run_dir_of_parent",
     "sort_checkpoints",
 ]
 
@@ -141,6 +143,8 @@ _STRIP = (
 )
 _TF_SUFFIX = re.compile(r"\.(?:index|data-\d+-of-\d+|meta)$", re.IGNORECASE)
 _KERAS_SUFFIXES = (".h5", ".hdf5", ".keras", ".weights.h5")
+# One shared empty mapping: a scan parses thousands of names, most of which carry no metrics.
+_NO_METRICS: Mapping[str, float] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -164,10 +168,11 @@ class NameInfo:
 def _split_extension(name: str) -> tuple[str, str]:
     """(stem, lower-cased extension) for extensions `parse_name` knows; (name, '') otherwise."""
     low = name.lower()
-    for suffix in _STRIP:
-        if low.endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)], name[-len(suffix) :].lower()
-    m = _TF_SUFFIX.search(name)
+    if low.endswith(_STRIP):  # one C-level test first: most names have no known extension or end in one
+        for suffix in _STRIP:
+            if low.endswith(suffix) and len(name) > len(suffix):
+                return name[: -len(suffix)], name[-len(suffix) :].lower()
+    m = _TF_SUFFIX.search(name) if "." in name else None
     if m and m.start() > 0:
         return name[: m.start()], "tf"
     return name, ""
@@ -234,13 +239,14 @@ def parse_name(name: str) -> NameInfo:
     template: str | None = None
     version: int | None = None
 
-    vm = _VERSION.match(stem)
+    # the substring tests skip regexes that cannot match (a scan parses every checkpoint's name)
+    vm = _VERSION.match(stem) if CHECKPOINT_JOIN_CHAR + "v" in stem else None
     if vm:
         rest = vm["rest"]
         if _LIGHTNING_PART.search(rest) or _is_last(rest):
             stem, version = rest, int(vm["ver"])
 
-    for m in _LIGHTNING_PART.finditer(stem):
+    for m in _LIGHTNING_PART.finditer(stem) if CHECKPOINT_EQUALS_CHAR in stem else ():
         key, value = m["key"], float(m["val"])
         number, role = whole_number(value), key.lower().rsplit("_", 1)[-1]
         if role == "epoch" and number is not None and epoch is None:
@@ -278,7 +284,9 @@ def parse_name(name: str) -> NameInfo:
         template = "last"
     if template is None and _is_best(stem):
         template = "best"
-    return NameInfo(step, epoch, MappingProxyType(metrics), is_last, version, template)
+    return NameInfo(
+        step, epoch, MappingProxyType(metrics) if metrics else _NO_METRICS, is_last, version, template
+    )
 
 
 def _keyword_template(keyword: str) -> str:
@@ -290,27 +298,28 @@ def _keyword_template(keyword: str) -> str:
     return "epoch" if low.startswith("ep") else "step"
 
 
-def _tokens(stem: str) -> list[str]:
-    return re.split(r"[-_]", stem.lower())
+def _last_token(low: str) -> str:
+    """The last `-`/`_`-separated token of a lower-cased stem (string methods: no regex per name)."""
+    return low[max(low.rfind("-"), low.rfind("_")) + 1 :]
 
 
 def _is_last(stem: str) -> bool:
     low = stem.lower()
     return (
-        low == CHECKPOINT_NAME_LAST
-        or low.startswith(CHECKPOINT_NAME_LAST + CHECKPOINT_JOIN_CHAR)
-        or _tokens(stem)[-1] == CHECKPOINT_NAME_LAST
+        low.startswith(CHECKPOINT_NAME_LAST + CHECKPOINT_JOIN_CHAR)
+        or _last_token(low) == CHECKPOINT_NAME_LAST
     )
 
 
 def _is_best(stem: str) -> bool:
     low = stem.lower()
-    return (
-        low in ("best", "best_model", "best-model") or low.startswith("best-") or _tokens(stem)[-1] == "best"
-    )
+    return low in ("best_model", "best-model") or low.startswith("best-") or _last_token(low) == "best"
 
 
 # ---------------------------------------------------------------------------------------------- sorting
+
+
+_DIGIT_RUNS = re.compile(r"(\d+)", re.ASCII)
 
 
 def natural_key(s: str) -> tuple[tuple[tuple[int, int | str], ...], str]:
@@ -324,7 +333,7 @@ def natural_key(s: str) -> tuple[tuple[tuple[int, int | str], ...], str]:
     Numbers sort before text at the same position, ties (`09` vs `9`, case) fall back to the string
     itself, so any two strings compare. Decimals compare digit run by digit run (`0.12` > `0.9`).
     """
-    parts = re.split(r"(\d+)", s, flags=re.ASCII)
+    parts = _DIGIT_RUNS.split(s)
     key = tuple((0, int(p)) if i % 2 else (1, p.casefold()) for i, p in enumerate(parts) if p)
     return key, s
 
@@ -376,6 +385,8 @@ _DEBRIS_NAMES = (
     (re.compile(r"\.incomplete$"), "incomplete download (*.incomplete)"),  # huggingface_hub cache blobs
     (re.compile(r"\.(?:part|partial|crdownload)$"), "partial download (*.part)"),
 )
+# all of them in one pattern: a scan asks about every file and nearly every answer is no
+_ANY_DEBRIS_NAME = re.compile("|".join(f"(?:{pattern.pattern})" for pattern, _ in _DEBRIS_NAMES))
 
 
 def unfinished_save(name: str) -> str | None:
@@ -387,9 +398,10 @@ def unfinished_save(name: str) -> str | None:
     >>> unfinished_save("notes.tmp") is None
     True
     """
-    why = debris_reason(name, size=None, mtime=None, now=0.0, settle_seconds=0)
     stem, dot, _ = name.lower().rpartition(".")
-    return why if why and dot and stem.endswith(CHECKPOINT_SUFFIXES) else None
+    if not (dot and stem.endswith(CHECKPOINT_SUFFIXES)):  # the cheap test first: the scanner asks per file
+        return None
+    return debris_reason(name, size=None, mtime=None, now=0.0, settle_seconds=0)
 
 
 # Files that are empty on purpose.
@@ -429,9 +441,10 @@ def debris_reason(
     if is_symlink and not target_exists:
         return f"dangling symlink -> {link_target}" if link_target else "dangling symlink"
     low = name.rstrip("/").lower()
-    for pattern, reason in _DEBRIS_NAMES:
-        if pattern.search(low):
-            return reason
+    if _ANY_DEBRIS_NAME.search(low):
+        for pattern, reason in _DEBRIS_NAMES:
+            if pattern.search(low):
+                return reason
     if size == 0 and low not in _EMPTY_MARKERS:
         return "zero-byte file"
     if mtime is not None and settle_seconds > 0:
@@ -475,20 +488,31 @@ def run_dir(checkpoint_path: str | os.PathLike[str]) -> Path:
     (Lightning makes those from a `/` in a metric name; elsewhere, e.g. Hydra's `lr=0.1` run folders, a
     `=` folder is the run).
     """
-    path = Path(checkpoint_path)
-    start = path
-    for ancestor in list(path.parents)[:_CLIMB_LEVELS]:
+    return Path(run_dir_of_parent(str(Path(checkpoint_path).parent)))
+
+
+@lru_cache(maxsize=16384)
+def run_dir_of_parent(parent: str) -> str:
+    """`run_dir` of any checkpoint directly inside the directory `parent`, as a string: the answer depends
+    on the parent alone, so a scanner asks once per directory (memoised) instead of once per checkpoint.
+
+    >>> run_dir_of_parent("lightning_logs/version_0/checkpoints"), run_dir_of_parent("out/checkpoint-500")
+    ('lightning_logs/version_0', 'out')
+    """
+    p = Path(parent)
+    start = None  # None: the checkpoint itself, whose parent is `p`
+    for ancestor in [p, *p.parents][:_CLIMB_LEVELS]:
         if _is_step_dir(ancestor.name):
             start = ancestor
-    parent = start.parent
-    above = parent
+    base = p if start is None else start.parent
+    above = base
     for _ in range(_CLIMB_LEVELS):
         if CHECKPOINT_EQUALS_CHAR not in above.name:
             break
         above = above.parent
     if above.name == _CONTAINER_DIR:
-        return above.parent
-    return parent
+        return str(above.parent)
+    return str(base)
 
 
 # ------------------------------------------------------------------------------------------ pre-filter

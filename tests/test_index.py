@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import FrozenInstanceError, fields, replace
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 from conftest import small_state_dict, training_checkpoint, write_hf_checkpoint, write_sharded_safetensors
 
 from ckptlab.cli import main
-from ckptlab.index.scan import scan
-from ckptlab.index.store import MIGRATIONS, Store
+from ckptlab.formats import read_meta
+from ckptlab.index.scan import _in_order, meta_document, scan
+from ckptlab.index.store import MIGRATIONS, Store, new_entry
+from ckptlab.layouts import order_key
+from ckptlab.model import CheckpointMeta, Entry, IndexEntry, Safety, TensorMeta
 
 torch = pytest.importorskip("torch")
 OLD = time.time() - 3600  # files older than the settle window
@@ -291,3 +298,222 @@ def test_cli_scan_missing_root(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert doc["errors"] == [
         {"path": str((tmp_path / "nope").resolve()), "error": "no such file or directory"}
     ]
+
+
+# ------------------------------------------------------------------- the scan's fast paths keep the results
+
+
+def test_doctests() -> None:
+    import doctest
+
+    import ckptlab.index.scan
+
+    result = doctest.testmod(ckptlab.index.scan)
+    assert result.attempted >= 3 and result.failed == 0
+
+
+def test_stored_documents_are_the_inspect_documents(tree: Path, tmp_path: Path) -> None:
+    """The scan builds each stored inspect document in one pass: `read_meta().to_json()` less tensors."""
+    with Store(tmp_path / "index.sqlite") as store:
+        scan([tree], store)
+        ok = [e for e in store.entries() if e.status == "ok"]
+    assert len(ok) == 9
+    for e in ok:
+        doc = read_meta(e.path).to_json()
+        doc.pop("tensors")
+        assert meta_document(read_meta(e.path)) == (doc, doc["n_params"]), e.path
+        assert e.meta == json.loads(json.dumps(doc)), e.path  # as stored, after the JSON round trip
+
+
+def test_meta_document_on_odd_values() -> None:
+    meta = CheckpointMeta(
+        "x.pt",
+        "torch-zip",
+        100,
+        tensors=(
+            TensorMeta("a", (2, 3), "float32", 24, storage="0"),
+            TensorMeta("b", (2, 3), "float32", 24, storage="0"),  # tied to a
+            TensorMeta("c", (4,), "bfloat16", 8, storage="1"),
+            TensorMeta("d", (), "int64", 8),
+        ),
+        epoch=2.5,
+        metrics={"loss": math.nan, "acc": math.inf},
+        metadata={
+            "t": (1, (2.0, -math.inf)),
+            3: {"x": None, True: "y"},
+            "proxy": MappingProxyType({"k": [1, 2]}),
+            "path": Path("somewhere"),
+            "big": 2**70,
+        },
+        entries=(Entry("optimizer", "optimizer", "Adam, 2 groups"),),
+        safety=Safety(("posix.system",), ("data.pkl: posix.system",), ("optimizer.pt",)),
+        files=("x.pt",),
+        other_tensors=(TensorMeta("exp_avg", (2,), "float32", 8),),
+        warnings=("odd",),
+    )
+    doc = meta.to_json()
+    doc.pop("tensors")
+    assert meta_document(meta) == (doc, 6 + 6 + 4 + 1)
+    assert list(meta_document(meta)[0]) == list(doc)  # the same key order: the same stored JSON text
+
+
+def test_rescan_gives_the_same_entries_as_the_first_scan(tree: Path, tmp_path: Path) -> None:
+    with Store(tmp_path / "index.sqlite") as store:
+        first = scan([tree], store)
+        again = scan([tree], store)
+        listed = {e.path: e for e in store.entries(with_meta=False)}
+    assert again.parsed == 0
+    assert [e.to_json() for e in again.entries] == [e.to_json() for e in first.entries]
+    for cold, warm in zip(first.entries, again.entries, strict=True):
+        # every field, files included: a reused entry takes its parts from this scan's stat calls, sorted by
+        # path as the index lists them (a sharded set's fresh entry has them in index order)
+        assert replace(cold, meta=None, files=tuple(sorted(cold.files))) == warm == listed[warm.path]
+
+
+def test_fingerprints_are_those_of_earlier_versions(tree: Path, tmp_path: Path) -> None:
+    """An index written before the scan was made faster is reused, not read again: same digests."""
+
+    def digest(layout: str, parts: list[Path], missing: tuple[str, ...] = ()) -> str:
+        h = hashlib.sha1(layout.encode())
+        for p in parts:
+            st = p.stat()
+            h.update(f"{os.path.relpath(p, tree)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        h.update(("missing:" + ",".join(missing)).encode())
+        return h.hexdigest()
+
+    with Store(tmp_path / "index.sqlite") as store:
+        got = {os.path.relpath(e.path, tree): e.fingerprint for e in scan([tree], store).entries}
+    hf = tree / "hf" / "checkpoint-500"
+    broken = tree / "export-broken"
+    assert got["plain/checkpoint_epoch_1.pth"] == digest("file", [tree / "plain" / "checkpoint_epoch_1.pth"])
+    assert got["hf/checkpoint-500"] == digest("hf-checkpoint", sorted(hf.iterdir()))
+    assert got["export-broken/model.safetensors.index.json"] == digest(
+        "sharded",
+        [broken / "model.safetensors.index.json", broken / "model-00001-of-00002.safetensors"],
+        ("model-00002-of-00002.safetensors",),
+    )
+
+
+def test_unchanged_debris_is_not_rewritten(tree: Path, tmp_path: Path) -> None:
+    def indexed_at(store: Store, name: str) -> float:
+        q = "SELECT indexed_at FROM checkpoints WHERE path = ?"
+        return store.db.execute(q, (str(tree / "plain" / name),)).fetchone()[0]
+
+    with Store(tmp_path / "index.sqlite") as store:
+        scan([tree], store, now=time.time())
+        before = indexed_at(store, "empty.pt"), indexed_at(store, "checkpoint_epoch_1.pth")
+        again = scan([tree], store, now=time.time() + 10)
+        assert (indexed_at(store, "empty.pt"), indexed_at(store, "checkpoint_epoch_1.pth")) == before
+        assert next(e for e in again.entries if e.path.endswith("empty.pt")).reason == "zero-byte file"
+        torch.save({"w": torch.ones(2)}, tree / "plain" / "empty.pt")  # no longer debris: read and rewritten
+        os.utime(tree / "plain" / "empty.pt", (OLD, OLD))
+        third = scan([tree], store, now=time.time() + 20)
+        assert third.parsed == 1 and indexed_at(store, "empty.pt") > before[0]
+        assert next(e for e in third.entries if e.path.endswith("empty.pt")).status == "ok"
+
+
+@pytest.mark.parametrize("writer", ["other", "same"])
+def test_vanished_rows_are_found_when_the_index_changed_meanwhile(
+    tree: Path, tmp_path: Path, writer: str
+) -> None:
+    """save_scan works out the vanished rows from what the scan read, unless someone (another connection, or
+    this one) wrote in between: then it asks the database."""
+    db = tmp_path / "index.sqlite"
+    with Store(db) as a, Store(db) as b:
+        root = str(tree.resolve())
+        first = scan([tree], a)
+        stored = a.stored(root)
+        keep = [e.path for e in first.entries]
+        ghost = replace(first.entries[0], path=f"{root}/ghost.pt", files=((f"{root}/ghost.pt", 1, 1),))
+        (b if writer == "other" else a).save_scan(root, [ghost], {}, [*keep, ghost.path], [], time.time())
+        assert ghost.path in {e.path for e in a.entries()}
+        a.save_scan(root, [], {}, keep, [], time.time(), stored)
+        assert sorted(e.path for e in a.entries()) == sorted(keep)
+
+
+def test_two_indexes_sharing_a_shard(tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    root.mkdir()
+    idx = write_sharded_safetensors(root)
+    (root / "model.safetensors.bak.index.json").write_text(idx.read_text())  # a copy naming the same shards
+    _age(root)
+    with Store(tmp_path / "index.sqlite") as store:
+        result = scan([root], store)
+        assert [(Path(e.path).name, e.status) for e in result.entries] == [
+            ("model.safetensors.bak.index.json", "ok"),
+            ("model.safetensors.index.json", "ok"),
+        ]
+        n_files = store.db.execute("SELECT COUNT(*) FROM files").fetchone()[0]
+        assert n_files == 4  # each index, and each shard once (claimed by one of them)
+
+
+def test_hdf5_found_by_content_whatever_its_name(tmp_path: Path) -> None:
+    """Only `.h5`/`.hdf5` and suffix-less names are probed for the HDF5 batch; an HDF5 file under another
+    name is still read as HDF5 (by read_meta), and a `.h5` holding safetensors as safetensors."""
+    from h5_fixtures import write_generic
+    from safetensors.torch import save_file
+
+    root = tmp_path / "r"
+    root.mkdir()
+    write_generic(root / "model.h5")
+    write_generic(root / "weights.pt")
+    write_generic(root / "noext", userblock=512)
+    save_file({"w": torch.ones(2)}, str(root / "really_safetensors.h5"))
+    _age(root)
+    with Store(tmp_path / "index.sqlite") as store:
+        got = {Path(e.path).name: (e.status, e.format) for e in scan([root], store).entries}
+    assert got == {
+        "model.h5": ("ok", "hdf5"),
+        "weights.pt": ("ok", "hdf5"),
+        "noext": ("ok", "hdf5"),
+        "really_safetensors.h5": ("ok", "safetensors"),
+    }
+
+
+def test_opening_an_up_to_date_index_takes_no_write_lock(tmp_path: Path) -> None:
+    db = tmp_path / "index.sqlite"
+    Store(db).close()
+    writer = sqlite3.connect(db, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # e.g. a scan in another process writing its results
+    try:
+        t0 = time.monotonic()
+        with Store(db) as store:
+            assert store.applied_migrations() == [name for name, _ in MIGRATIONS]
+        assert time.monotonic() - t0 < 5  # not the 30 s busy timeout
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
+def test_new_entry_is_the_constructors_entry() -> None:
+    values = {f.name: None for f in fields(IndexEntry)} | {
+        "path": "/r/a.pt", "run": "/r", "root": "/r", "layout": "file", "status": "ok", "fingerprint": "f",
+        "files": (("/r/a.pt", 1, 2),), "metrics": {"loss": 0.5}, "unsafe_globals": (),
+    }  # fmt: skip
+    fast = new_entry(dict(values))
+    assert fast == IndexEntry(**values) and repr(fast) == repr(IndexEntry(**values))
+    assert hash(fast.path) == hash("/r/a.pt")
+    with pytest.raises(FrozenInstanceError):
+        fast.path = "x"  # type: ignore[misc]
+    # a field left out: the constructor fills its default
+    short = {k: v for k, v in values.items() if k != "meta"}
+    assert new_entry(short) == IndexEntry(**short) and new_entry(short).meta is None
+
+
+def test_scan_order_is_order_key_order() -> None:
+    names = ["b.pt", "a.pt", "checkpoint-10", "checkpoint-9", "last.ckpt", "x-2.pt", "x-10.pt", "a.pt"]
+    entries = [
+        IndexEntry(f"/r/{run}/{name}", f"/r/{run}", "/r", "file", "ok", "f", step=step, epoch=epoch)
+        for run in ("b", "a")
+        for name in names
+        for step, epoch in ((None, None), (5, None), (5, 1.5), (5, 1), (None, 2))
+    ]
+    expected = sorted(
+        entries,
+        key=lambda e: (
+            e.run,
+            *order_key(e.step, None if e.epoch is None else int(e.epoch), Path(e.path).name),
+        ),
+    )
+    assert _in_order(entries) == expected
+    assert [id(e) for e in _in_order(entries)] == [id(e) for e in expected]  # stable, as one sort would be

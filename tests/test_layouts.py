@@ -20,6 +20,7 @@ from ckptlab.layouts import (
     order_key,
     parse_name,
     run_dir,
+    run_dir_of_parent,
     sort_checkpoints,
 )
 from ckptlab.runlogs import parse_lightning_metrics_csv, parse_trainer_state
@@ -308,6 +309,8 @@ RUNS = [
 def test_run_dir(path: str, expected: str) -> None:
     assert run_dir(Path(path)) == Path(expected)
     assert run_dir(path) == Path(expected)
+    # the scanner's form: by the parent directory, as a string (memoised per directory)
+    assert run_dir_of_parent(str(Path(path).parent)) == str(Path(expected))
 
 
 # --------------------------------------------------------------------------------------------- pre-filter
