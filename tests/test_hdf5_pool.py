@@ -165,8 +165,31 @@ def test_two_workers_give_the_same_results_in_order(tmp_path: Path, many: list[P
     assert one[20] == f"{bad}: cannot open HDF5 file (bad superblock version number)"
     assert one[21] == f"{tmp_path / 'missing.h5'}: cannot read: No such file or directory"
     assert len(_idle_pids()) == 2
-    # with two warm workers, a batch of this size is shared by default
+    # with two warm workers, the default shares a batch of this size when a core is idle
     assert [_doc(r) for r in hr.read_hdf5_many(paths, DEFAULT_LIMITS)] == one
+
+
+@pytest.mark.parametrize(
+    ("n_items", "warm", "load", "workers", "expected"),
+    [
+        (20, 2, 0.0, None, 1),  # too small to share
+        (100, 1, 0.0, None, 1),  # starting a second worker would not pay
+        (100, 2, 0.0, None, 2),  # two warm workers: share
+        (600, 0, 0.0, None, 2),  # big enough to start one
+        (600, 2, 1.0, None, 1),  # no idle core: one worker is as fast and cheaper
+        (600, 0, 1.0, 2, 2),  # the caller decides
+        (600, 0, 0.0, 1, 1),
+        (600, 0, 0.0, 5, 2),  # at most two
+        (1, 0, 0.0, 2, 1),
+    ],
+)
+def test_how_many_workers_share_a_batch(
+    monkeypatch: pytest.MonkeyPatch, n_items: int, warm: int, load: float, workers: int | None, expected: int
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(hdf5_client._POOL, "count_idle", lambda memory_bytes: warm)
+    assert hdf5_client._want_workers(n_items, DEFAULT_LIMITS, workers) == expected
 
 
 _FLAKY_WORKER = """

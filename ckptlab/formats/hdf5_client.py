@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
 import json
 import os
 import queue
@@ -40,13 +39,15 @@ _IDLE_EXIT_S = 120.0  # a worker with no request for this long exits by itself
 # its reading of the request
 _REUSE_S = 60.0
 _MAX_IDLE = 2  # idle workers kept per process (one per core of a small machine)
-# a batch this big is shared by two workers even when only one is warm: starting the second costs ~0.15 s of
-# CPU on the other core and saves half of ~1 ms per file of wall time
-_PARALLEL_MIN_ITEMS = 256
+# a batch this big is shared by two workers even when only one is warm: starting the second takes ~0.15 s
+# of CPU (more wall time on a busy machine), and then saves half of ~1 ms per file of wall time
+_PARALLEL_MIN_ITEMS = 512
+# items per request when workers share a batch: small enough to balance, big enough that the round trips
+# (~0.1 ms each) do not count
+_CHUNK_ITEMS = 16
 _PIPE_BYTES = 1 << 20
-_LINGER_S = 0.005  # wait before reading the next answers of a batch (see Child._fill)
-_CHUNK_ITEMS = 16  # items per request when workers share a batch: small enough to balance, big enough to
-# keep the round trips (~0.1 ms each) negligible
+_LINGER_S = 0.005  # wait before reading the next answers of a batch (see Child._fill)...
+_LINGER_MIN_LEFT = 8  # ...while more than this many are still to come
 
 
 class WorkerTimeout(Exception):
@@ -88,7 +89,6 @@ class Child:
 
     def __init__(self, argv: list[str], memory_bytes: int) -> None:
         self.key = (tuple(argv), memory_bytes)
-        self.memory_bytes = memory_bytes
         self.served = 0  # requests answered in full
         self.last_used = time.monotonic()
         self._err = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the child; close() closes it
@@ -105,8 +105,11 @@ class Child:
         self._out_fd = self.proc.stdout.fileno()
         # non-blocking writes: a child that stops reading must not block us past the timeout
         os.set_blocking(self._in_fd, False)
-        # room for a few hundred answers, so a worker never waits for us while we linger (see _fill)
-        with contextlib.suppress(OSError, AttributeError):
+        # room for a few hundred answers, so a worker never waits for us while we linger (see _fill);
+        # Linux only, and the default 64 KiB still works
+        with contextlib.suppress(ImportError, OSError, AttributeError):
+            import fcntl
+
             fcntl.fcntl(self._out_fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
         self._pending = bytearray()  # request bytes not yet written
         self._buf = bytearray()
@@ -432,7 +435,8 @@ class _Runner:
             try:
                 for k, item in enumerate(pending):
                     deadline = time.monotonic() + limits.hdf5_timeout_s
-                    linger = _LINGER_S if k + 1 < len(pending) else 0.0  # never delay the last answer
+                    # never delay the last answers: a batch's tail would wait for answers that are there
+                    linger = _LINGER_S if len(pending) - k > _LINGER_MIN_LEFT else 0.0
                     try:
                         answer = _next_answer(
                             child, item["path"], deadline, limits.hdf5_memory_bytes, limits, linger
@@ -479,8 +483,13 @@ class _Runner:
 def _want_workers(n_items: int, limits: Limits, workers: int | None) -> int:
     if workers is not None:
         return max(1, min(workers, n_items, _MAX_IDLE))
+    if n_items < 2 * _CHUNK_ITEMS:
+        return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if cores < 2 or n_items < 2 * _CHUNK_ITEMS:
+    # a second worker only pays on a core nobody else uses: on a busy machine (a scan's own reader threads
+    # count) two workers take as long as one and cost the second one's start
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if cores - load < 1.5:
         return 1
     warm = _POOL.count_idle(limits.hdf5_memory_bytes)
     return 2 if warm >= 2 or n_items >= _PARALLEL_MIN_ITEMS else 1
@@ -492,8 +501,8 @@ def run_meta(
     """(index, facts or FormatError) for every item, as the workers answer: in order with one worker, in
     any order with two. A crash or timeout fails only the item in progress; a new worker goes on.
 
-    `workers` caps how many worker processes share the batch (None: two for a big batch on a machine with
-    two or more cores, or when two are warm; else one).
+    `workers` caps how many worker processes share the batch (None: two for a big batch, or any batch of 32
+    or more when two are warm, provided a core is idle; else one).
     """
     n = _want_workers(len(items), limits, workers)
     if n == 1:

@@ -50,12 +50,14 @@ def read_keras(path: Path, limits: Limits) -> CheckpointMeta:
 def read_hdf5_many(
     paths: Sequence[Path], limits: Limits, workers: int | None = None
 ) -> list[CheckpointMeta | FormatError]:
-    """Read many HDF5 / `.keras` files through the pooled h5py workers (restarted only after a crash).
+    """Read many HDF5 / `.keras` files through the pooled h5py workers (replaced only after a crash).
 
     Returns one result per path, in order: a `CheckpointMeta`, or the `FormatError` that reading it raised,
     so one bad file never stops a scan. A path whose content starts like a zip is read as `.keras`. Each
-    result is built as the worker answers, while it parses the next files. `workers` caps the worker
-    processes sharing the batch (None: two for a big batch on a machine with two or more cores).
+    result is built as the worker answers, while it parses the next files. Pass every file in one call:
+    the worker stays warm between calls, but one call lets it stream. `workers` caps the worker processes
+    sharing the batch (None: two for a big batch when a core is idle, else one; 1 where the calling process
+    keeps a core busy itself, as a scan does).
 
         >>> results = read_hdf5_many([Path("a.h5"), Path("b.h5")], DEFAULT_LIMITS)    # doctest: +SKIP
     """
