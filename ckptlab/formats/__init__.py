@@ -11,8 +11,6 @@ import gc
 import os
 import stat
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import CkptlabError, FormatError, IncompleteError
@@ -23,12 +21,11 @@ HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _PICKLE_START = set(b"c(]})NILFSVGXUTJKMhq") | {0x80}
 
 
-def _hdf5_at(f, size: int) -> bool:  # type: ignore[no-untyped-def]
+def _hdf5_at(fd: int, size: int) -> bool:
     # HDF5 allows a user block before the superblock: the signature may sit at 0, 512, 1024, 2048...
     off = 0
     while off + 8 <= size and off <= 1 << 20:
-        f.seek(off)
-        if f.read(8) == HDF5_SIGNATURE:
+        if os.pread(fd, 8, off) == HDF5_SIGNATURE:
             return True
         off = 512 if off == 0 else off * 2
     return False
@@ -44,9 +41,10 @@ def sniff(path: Path) -> tuple[str, int, bytes]:
     reader can parse them without opening the file again."""
     p = str(path)
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            head = f.read(4096)
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_BINARY", 0))  # no file object: this runs per file
+        try:
+            size = os.fstat(fd).st_size
+            head = os.read(fd, 4096)
             if size == 0 or not head:  # (a file can shrink between the stat and the read)
                 raise FormatError(p, "empty file (0 bytes)")
             if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
@@ -56,8 +54,10 @@ def sniff(path: Path) -> tuple[str, int, bytes]:
             if len(head) >= 9 and head[8:9] == b"{":
                 return "safetensors", size, head
             # an HDF5 user block puts the signature at 512, 1024, ...: probed only when nothing matched
-            if head[:1] not in _PICKLE_START and _hdf5_at(f, size):
+            if head[:1] not in _PICKLE_START and _hdf5_at(fd, size):
                 return "hdf5", size, head
+        finally:
+            os.close(fd)
     except OSError as e:
         raise FormatError(p, f"cannot read: {e.strerror or e}") from None
     if head.lstrip()[:1] == b"{":
@@ -82,31 +82,34 @@ def detect(path: str | os.PathLike[str]) -> str:
     return read_meta(path).format
 
 
-_gc_lock = threading.Lock()
-_gc_readers = 0
-_gc_reenable = False
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
+class _GcPause:
     """The cyclic garbage collector off while metadata is read. A read builds thousands of small acyclic
     objects (one or two per tensor), and every 700 allocations the collector would traverse them, and now and
     then everything the process holds: 10-30 % of a read, and several ms at once in a fresh process. The
     readers create no reference cycles that outlive a read; the collector runs again once the last of
-    concurrent readers (the scanner's threads) is done."""
-    global _gc_readers, _gc_reenable
-    with _gc_lock:
-        if _gc_readers == 0:
-            _gc_reenable = gc.isenabled()  # never turn on a collector the application turned off
-            gc.disable()
-        _gc_readers += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_readers -= 1
-            if _gc_readers == 0 and _gc_reenable:
+    concurrent readers (the scanner's threads) is done. A class rather than @contextmanager: this wraps
+    every file of a scan."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.readers = 0
+        self.reenable = False
+
+    def __enter__(self) -> None:
+        with self.lock:
+            if self.readers == 0:
+                self.reenable = gc.isenabled()  # never turn on a collector the application turned off
+                gc.disable()
+            self.readers += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self.lock:
+            self.readers -= 1
+            if self.readers == 0 and self.reenable:
                 gc.enable()
+
+
+gc_paused = _GcPause()
 
 
 def read_meta(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
@@ -125,11 +128,11 @@ def read_meta(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> 
         if stat.S_ISDIR(mode):
             from .multifile import read_directory
 
-            with gc_paused():
+            with gc_paused:
                 return read_directory(path, limits)
         if not stat.S_ISREG(mode):  # a FIFO or device would block open() or never end
             raise FormatError(p, "not a regular file")
-        with gc_paused():
+        with gc_paused:
             return read_file(path, limits)
     except CkptlabError as e:
         if e.path is None:  # inner layers raise without a path; name the file for the user
