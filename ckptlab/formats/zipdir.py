@@ -16,7 +16,9 @@ from ..errors import FormatError, LimitError
 from .limits import Limits
 from .zipsafe import LOCAL_HEADER, ambiguous_names, central_directory
 
-_CD_ENTRY = struct.Struct("<4sHHHHHHIIIHHHHHII")  # 46-byte central directory file header
+# the 46-byte central directory file header, fields this reader does not use skipped (x): signature,
+# version needed, flags, method, CRC, compressed size, size, name/extra/comment lengths, local header offset
+_CD_ENTRY = struct.Struct("<4s2xBxHH4xIIIHHH8xI")
 _CD_SIG = b"PK\x01\x02"
 _MAX_DIRECTORY_BYTES = 64 * 1024 * 1024
 _U32 = 0xFFFFFFFF
@@ -140,13 +142,11 @@ def _parse(buf: bytes, shift: int, cap: int, path: str) -> dict[str, Member]:
     while pos < end:
         if pos + 46 > end:
             raise FormatError(path, "damaged zip archive (central directory entry truncated)")
-        (sig, _, need, flags, method, _, _, crc, csize, usize, nlen, elen, clen, _, _, _, off) = unpack(
-            buf, pos
-        )
+        sig, need, flags, method, crc, csize, usize, nlen, elen, clen, off = unpack(buf, pos)
         if sig != _CD_SIG:
             raise FormatError(path, "damaged zip archive (bad magic number for central directory)")
-        if need & 0xFF > _MAX_EXTRACT_VERSION:  # a feature (as zipfile sees it) this reader lacks
-            v = (need & 0xFF) / 10
+        if need > _MAX_EXTRACT_VERSION:  # a feature (as zipfile sees it) this reader lacks
+            v = need / 10
             raise FormatError(path, f"damaged zip archive (zip file version {v:.1f} is not supported)")
         name_end = pos + 46 + nlen
         nxt = name_end + elen + clen
