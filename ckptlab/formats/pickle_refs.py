@@ -195,9 +195,11 @@ def _storage_dtype(stype: Any) -> str | None:
 
 # Validated shapes, shared by every read: (canonical shape, numel, C-contiguous strides). Checkpoints
 # repeat a handful of shapes across hundreds of tensors, so most tensors cost one dict lookup here.
-# Equal-but-not-int dims (1.0, True) map to the canonical int shape.
+# Equal-but-not-int dims (1.0, True) map to the canonical int shape. Bounded: at most _MAX_SHAPES shapes
+# of at most _MAX_CACHED_DIMS dims, so crafted files cannot make it hold much memory.
 _SHAPES: dict[Any, tuple[tuple[int, ...], int, tuple[int, ...]]] = {}
 _MAX_SHAPES = 1 << 16
+_MAX_CACHED_DIMS = 8
 
 
 def _shape_info(shape: Any) -> tuple[tuple[int, ...], int, tuple[int, ...]]:
@@ -221,7 +223,7 @@ def _shape_info(shape: Any) -> tuple[tuple[int, ...], int, tuple[int, ...]]:
     info = (tuple(shape), numel, tuple(reversed(strides)))
     if len(_SHAPES) >= _MAX_SHAPES:
         _SHAPES.clear()
-    if type(shape) is tuple:
+    if type(shape) is tuple and len(shape) <= _MAX_CACHED_DIMS:
         _SHAPES[info[0]] = info
     return info
 

@@ -98,6 +98,8 @@ def zip_locator(f: IO[bytes], tz: TorchZip, path: str, size: int) -> Callable[[T
         if m.file_size < need:
             raise FormatError(path, f"storage data/{st.key} holds {m.file_size} bytes, needs {need}")
         # the exact data offset needs the local header; its fixed part already bounds a truncation
+        if m.header_offset < 0:
+            raise FormatError(path, f"storage data/{st.key}: local header offset is outside the file")
         if m.header_offset + 30 + len(m.name) + m.file_size > size:  # names are ASCII in torch archives
             raise FormatError(path, f"storage data/{st.key} runs past the end of the file (truncated)")
         checked[st.key] = (m.header_offset, st)

@@ -67,6 +67,10 @@ class ZipDirectory:
         """Absolute offset of a member's first byte: past its local header, whose extra field torch pads
         for alignment (so it differs from the central one and must be read). `check_name`: the local header
         must name the same member as the directory (as zipfile checks before reading one)."""
+        if not 0 <= m.header_offset < self.size:
+            raise FormatError(
+                self.path, f"zip member {m.name}: local header offset {m.header_offset} is outside the file"
+            )
         self.f.seek(m.header_offset)
         h = self.f.read(30)
         if len(h) < 30 or h[:4] != LOCAL_HEADER:

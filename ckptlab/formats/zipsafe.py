@@ -90,15 +90,17 @@ def central_directory(f: IO[bytes], size: int) -> tuple[int, int, int, int]:
     total, cd_size, declared = struct.unpack("<HII", tail[i + 10 : i + 20])
     cd_end = size - tail_len + i
     if i >= 20 and tail[i - 20 : i - 16] == _EOCD64_LOCATOR:
-        (eocd64_off,) = struct.unpack("<Q", tail[i - 12 : i - 4])
-        if eocd64_off + 56 <= size:
-            f.seek(eocd64_off)
+        # the zip64 end record sits right before its locator (read there, as zipfile does, rather than at
+        # the offset the locator declares, which data prepended to the archive would shift)
+        rec_at = cd_end - 20 - 56
+        if rec_at >= 0:
+            f.seek(rec_at)
             rec = f.read(56)
             if rec[:4] == b"PK\x06\x06":
                 if total == 0xFFFF:
                     (total,) = struct.unpack("<Q", rec[32:40])
                 cd_size, declared = struct.unpack("<QQ", rec[40:56])
-                cd_end = size - tail_len + i - 20 - 56
+                cd_end = rec_at
     return total, max(0, cd_end - cd_size), cd_size, declared
 
 

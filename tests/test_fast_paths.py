@@ -1,0 +1,137 @@
+"""The fast metadata paths agree with the slow, checked ones: the C pickle walk with the interpreter, the
+torch zip directory reader with zipfile, and the GC pause leaves the collector as it found it."""
+
+from __future__ import annotations
+
+import gc
+import io
+import struct
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from ckptlab.errors import FormatError
+from ckptlab.formats import read_meta
+from ckptlab.formats.limits import DEFAULT_LIMITS, Limits
+from ckptlab.formats.pickle_refs import TensorRef
+from ckptlab.formats.pickle_vm import RestrictedUnpickler
+from ckptlab.formats.zipdir import ZipDirectory, _zip64
+
+torch = pytest.importorskip("torch")
+
+INTERPRETED = Limits(max_fast_pickle_bytes=0)  # forces ckptlab's own pickle interpreter
+
+
+def _nested_checkpoint() -> dict[str, object]:
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(4, 6, generator=g)
+    return {
+        "pair": (w, torch.zeros(3, dtype=torch.bfloat16)),  # tensors in a tuple: rebuilt, not mutated
+        "view": w[:, 1:3],  # a strided view into a shared storage
+        "t": w.t(),  # non-contiguous
+        "offset": w[2],  # storage offset
+        "empty": torch.empty(0, 5),
+        "scalar": torch.tensor(3.5),
+        "deep": {"a": [{"b": (torch.ones(2),)}]},
+        "param": torch.nn.Parameter(torch.ones(2, 2)),
+        "int": 7,
+    }
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_c_walk_matches_the_interpreter(tmp_path: Path, legacy: bool) -> None:
+    path = tmp_path / "nested.pt"
+    torch.save(_nested_checkpoint(), path, _use_new_zipfile_serialization=not legacy)
+    fast, slow = read_meta(path), read_meta(path, limits=INTERPRETED)
+    assert fast.to_json() == slow.to_json()
+    every = fast.tensors + fast.other_tensors
+    assert [t.loc for t in every] == [t.loc for t in slow.tensors + slow.other_tensors]
+    names = {t.name: t for t in every}
+    assert names["pair.0"].shape == (4, 6) and names["pair.1"].dtype == "bfloat16"
+    assert names["t"].loc.stride == (1, 6) and names["view"].loc.stride == (6, 1)
+    assert names["offset"].loc.storage_offset == 12 and names["offset"].loc.stride is None
+    assert names["a.0.b.0"].shape == (2,)  # "deep" is the one dict of tensors: taken as the model
+    assert names["empty"].shape == (0, 5) and names["scalar"].shape == ()
+
+
+def test_a_tensor_view_past_its_storage_is_refused_on_both_walks(tmp_path: Path) -> None:
+    path = tmp_path / "big_view.pt"
+    t = torch.arange(6.0)
+    torch.save({"w": t}, path)
+    data = path.read_bytes()
+    # the storage holds 6 floats; claim a 4x3 view of it in data.pkl (both walks must refuse it)
+    with zipfile.ZipFile(path) as zf:
+        pkl = zf.read("big_view/data.pkl")
+    bad = pkl.replace(b"K\x06\x85", b"K\x0c\x85", 1)  # shape (6,) -> (12,)
+    assert bad != pkl
+    out = tmp_path / "bad.pt"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            dst.writestr(info, bad if info.filename.endswith("data.pkl") else src.read(info))
+    assert data  # the original file is untouched
+    for limits in (DEFAULT_LIMITS, INTERPRETED):
+        with pytest.raises(FormatError, match="tensor view reaches element 11 of a 6-element storage"):
+            read_meta(out, limits=limits)
+
+
+def test_records_never_escape_the_c_walk() -> None:
+    buf = io.BytesIO()
+    torch.save({"x": [torch.ones(1)] * 3, "s": {"k": (torch.zeros(2), 1)}}, buf)
+    with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as zf:
+        pkl = zf.read(next(n for n in zf.namelist() if n.endswith("data.pkl")))
+    u = RestrictedUnpickler(io.BytesIO(pkl))
+    root = u.load()
+    assert all(type(t) is TensorRef for t in root["x"]) and root["x"][0] == root["x"][2]
+    assert type(root["s"]["k"][0]) is TensorRef
+    assert set(u.storages) == {"0", "1"}
+
+
+def test_zip_directory_matches_zipfile(tmp_path: Path) -> None:
+    path = tmp_path / "m.pt"
+    torch.save({f"w{i}": torch.ones(i + 1) for i in range(40)}, path)
+    with open(path, "rb") as f, zipfile.ZipFile(path) as zf:
+        zd = ZipDirectory(f, path.stat().st_size, str(path), DEFAULT_LIMITS)
+        assert zd.namelist() == zf.namelist()
+        for info in zf.infolist():
+            m = zd.members[info.filename]
+            assert (m.header_offset, m.file_size, m.compress_size, m.crc, m.compress_type) == (
+                info.header_offset, info.file_size, info.compress_size, info.CRC, info.compress_type,
+            )  # fmt: skip
+        pkl = next(n for n in zf.namelist() if n.endswith("data.pkl"))
+        assert zd.read_stored(pkl) == zf.read(pkl)
+
+
+def test_zip_directory_with_data_prepended(tmp_path: Path) -> None:
+    src = tmp_path / "m.pt"
+    torch.save({"w": torch.arange(4.0)}, src)
+    data = src.read_bytes()
+    plain = ZipDirectory(io.BytesIO(data), len(data), "m", DEFAULT_LIMITS)
+    shifted = ZipDirectory(io.BytesIO(b"\0" * 1000 + data), len(data) + 1000, "s", DEFAULT_LIMITS)
+    for name, m in plain.members.items():  # every offset moves with the data, as zipfile allows
+        assert shifted.members[name].header_offset == m.header_offset + 1000
+    name = next(n for n in plain.namelist() if n.endswith("data.pkl"))
+    assert shifted.read_stored(name) == plain.read_stored(name)
+
+
+def test_zip64_extra_field() -> None:
+    big = 5 * 2**32
+    extra = struct.pack("<HHQQ", 1, 16, big, big + 7)  # sizes overflowed, offset did not
+    assert _zip64(extra, 0xFFFFFFFF, 0xFFFFFFFF, 123, "p") == (big, big + 7, 123)
+    with pytest.raises(FormatError, match="zip64"):
+        _zip64(b"", 0xFFFFFFFF, 10, 10, "p")
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_gc_state_is_restored(tmp_path: Path, enabled: bool) -> None:
+    path = tmp_path / "m.pt"
+    torch.save({"w": torch.ones(3)}, path)
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        read_meta(path)
+        with pytest.raises(FormatError):
+            read_meta(tmp_path / "missing.pt")
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable() if was else gc.disable()
