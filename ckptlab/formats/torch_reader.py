@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from ..dtypes import itemsize
+from ..dtypes import DTYPE_BITS, itemsize
 from ..errors import FormatError, LimitError
 from ..model import CheckpointMeta, RawLocation, Safety
 from .content import Content, analyse
@@ -90,11 +90,13 @@ def zip_locator(f: IO[bytes], tz: TorchZip, path: str, size: int) -> Callable[[T
     """Each storage is the stored member `data/<key>`: checked once per key (present, stored, big enough,
     inside the file), located by its local header's offset (the exact data offset is read on load)."""
     checked: dict[str, tuple[int, StorageRef]] = {}
-    prefix, byteorder = f"{tz.prefix}data/", tz.byteorder
+    prefix, byteorder, members = f"{tz.prefix}data/", tz.byteorder, tz.dir.members
 
     def check(st: StorageRef) -> tuple[int, StorageRef]:
-        m = tz.dir.stored(prefix + st.key)
-        need = st.numel * (itemsize(st.dtype) if st.dtype else 1)
+        m = members.get(prefix + st.key)
+        if m is None or m.compress_type:
+            m = tz.dir.stored(prefix + st.key)  # raises, naming the problem
+        need = st.numel * (_ITEMSIZE.get(st.dtype, 1) if st.dtype else 1)
         if m.file_size < need:
             raise FormatError(path, f"storage data/{st.key} holds {m.file_size} bytes, needs {need}")
         # the exact data offset needs the local header; its fixed part already bounds a truncation
@@ -106,6 +108,9 @@ def zip_locator(f: IO[bytes], tz: TorchZip, path: str, size: int) -> Callable[[T
         return checked[st.key]
 
     return _locator(path, checked, check, byteorder, zip_header=True)
+
+
+_ITEMSIZE = {name: itemsize(name) for name in DTYPE_BITS}
 
 
 def _locator(

@@ -207,6 +207,9 @@ def ambiguous_names(names: Iterable[str], path: str) -> None:
     benign `data.pkl` after a malicious `DATA.PKL` (or a second `data.pkl`) would be checked while torch
     loads the other. Exact duplicates are refused; case-only collisions where torch reads by name (pickles,
     storage records, byteorder, version) too. TorchScript code files differing in case stay allowed."""
+    names = list(names)
+    if len(set(map(str.lower, names))) == len(names):  # the usual answer, found in C for any member count
+        return
     unique: set[str] = set()
     seen: dict[str, str] = {}
     for name in names:
