@@ -78,6 +78,32 @@ def _gone(pid: int, timeout: float = 10.0) -> bool:
     return False
 
 
+_FLAKY_WORKER = """
+import importlib.util, os, signal, sys
+spec = importlib.util.spec_from_file_location("hdf5_worker", {worker!r})
+w = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(w)
+real_meta = w._meta
+
+def flaky_meta(item, req):
+    if "boom" in item["path"]:
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if "oops" in item["path"]:
+        raise RuntimeError("unforeseen")
+    return real_meta(item, req)
+
+w._meta = flaky_meta
+sys.exit(w.main())
+"""
+
+
+def _use_flaky_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real worker, except that it segfaults on a file named boom* and raises on one named oops*."""
+    script = tmp_path / "flaky_worker.py"
+    script.write_text(textwrap.dedent(_FLAKY_WORKER.format(worker=str(hdf5_client._WORKER))))
+    monkeypatch.setattr(hdf5_client, "_worker_argv", lambda: [sys.executable, str(script)])
+
+
 def test_one_worker_serves_batches_single_reads_and_dataset_reads(many: list[Path]) -> None:
     first = hr.read_hdf5_many(many[:3], DEFAULT_LIMITS)
     assert all(isinstance(r, CheckpointMeta) for r in first)
@@ -89,31 +115,47 @@ def test_one_worker_serves_batches_single_reads_and_dataset_reads(many: list[Pat
     assert _idle_pids() == [pid]  # no new process for any of them
 
 
-def test_corrupt_file_retires_the_worker_and_the_batch_goes_on(tmp_path: Path, many: list[Path]) -> None:
-    hr.read_hdf5_many(many[:1], DEFAULT_LIMITS)
-    [before] = _idle_pids()
+def test_bad_files_keep_the_worker(tmp_path: Path, many: list[Path]) -> None:
+    """libhdf5 rejects a corrupt superblock, a file that is not HDF5 or an object cap cleanly: the worker
+    goes on with the next file (a directory of broken files must not cost one process each)."""
     bad = tmp_path / "bad.h5"
     bad.write_bytes(CORRUPT)
-    results = hr.read_hdf5_many([many[0], bad, many[2]], DEFAULT_LIMITS)
-    assert str(results[1]) == f"{bad}: cannot open HDF5 file (bad superblock version number)"
-    assert isinstance(results[0], CheckpointMeta) and results[2].n_tensors == 8
-    [after] = _idle_pids()
-    assert after != before and _gone(before)  # libhdf5 choked: that worker parses nothing more
-
-
-def test_refused_file_keeps_the_worker(tmp_path: Path, many: list[Path]) -> None:
-    """Errors found before libhdf5 parses anything (not HDF5 at all, an object cap) are no reason to
-    restart the worker."""
     text = tmp_path / "text.h5"
     text.write_bytes(b"not hdf5 at all" * 20)
     hr.read_hdf5_many(many[:1], DEFAULT_LIMITS)
     [pid] = _idle_pids()
-    results = hr.read_hdf5_many([text, many[2]], Limits(max_hdf5_objects=5))
+    results = hr.read_hdf5_many([bad, text, many[2]], Limits(max_hdf5_objects=5))
     assert [str(r) for r in results] == [
+        f"{bad}: cannot open HDF5 file (bad superblock version number)",
         f"{text}: not an HDF5 file (no HDF5 signature)",
         f"{many[2]}: more than 5 HDF5 objects",
     ]
+    assert isinstance(hr.read_hdf5(many[0], DEFAULT_LIMITS), CheckpointMeta)
     assert _idle_pids() == [pid]
+
+
+def test_unforeseen_error_retires_the_worker_and_the_batch_goes_on(
+    tmp_path: Path, many: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _use_flaky_worker(tmp_path, monkeypatch)
+    hr.read_hdf5_many(many[:1], DEFAULT_LIMITS)
+    [before] = _idle_pids()
+    oops = tmp_path / "oops.h5"
+    shutil.copyfile(many[2], oops)
+    results = hr.read_hdf5_many([many[0], oops, many[2]], DEFAULT_LIMITS)
+    assert str(results[1]) == f"{oops}: cannot read HDF5 (RuntimeError: unforeseen)"
+    assert isinstance(results[0], CheckpointMeta) and results[2].n_tensors == 8
+    [after] = _idle_pids()
+    assert after != before and _gone(before)  # it said bye after that file and exited
+
+
+def test_worker_is_replaced_after_many_files(many: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hdf5_client, "_MAX_ITEMS_PER_WORKER", 5)
+    hr.read_hdf5_many(many[:3], DEFAULT_LIMITS)
+    [pid] = _idle_pids()
+    assert all(isinstance(r, CheckpointMeta) for r in hr.read_hdf5_many(many[3:6], DEFAULT_LIMITS))
+    assert _idle_pids() == [] and _gone(pid)  # 6 files: not pooled again
+    assert isinstance(hr.read_hdf5(many[0], DEFAULT_LIMITS), CheckpointMeta)
 
 
 def test_a_worker_killed_while_idle_is_replaced(many: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -192,29 +234,10 @@ def test_how_many_workers_share_a_batch(
     assert hdf5_client._want_workers(n_items, DEFAULT_LIMITS, workers) == expected
 
 
-_FLAKY_WORKER = """
-import importlib.util, os, signal, sys
-spec = importlib.util.spec_from_file_location("hdf5_worker", {worker!r})
-w = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(w)
-real_meta = w._meta
-
-def flaky_meta(item, req):
-    if "boom" in item["path"]:
-        os.kill(os.getpid(), signal.SIGSEGV)
-    return real_meta(item, req)
-
-w._meta = flaky_meta
-sys.exit(w.main())
-"""
-
-
 def test_crash_in_a_shared_batch_fails_only_that_file(
     tmp_path: Path, many: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    script = tmp_path / "flaky_worker.py"
-    script.write_text(textwrap.dedent(_FLAKY_WORKER.format(worker=str(hdf5_client._WORKER))))
-    monkeypatch.setattr(hdf5_client, "_worker_argv", lambda: [sys.executable, str(script)])
+    _use_flaky_worker(tmp_path, monkeypatch)
     boom = tmp_path / "boom.h5"
     shutil.copyfile(many[2], boom)
     paths = [*many[:25], boom, *many[25:]]

@@ -6,9 +6,10 @@ there must end a child process, never the app.
 
 Starting a worker costs ~0.15 s of CPU (Python, numpy and h5py imports), more than reading a hundred small
 files, so a worker that answered cleanly goes back to a small per-process pool and serves the next request.
-A worker is dropped instead when it crashed, hung, ran out of memory, answered garbage, or said `bye` (libhdf5
-choked on a file, so its state is not trusted with the next one); idle workers exit on their own after
-`_IDLE_EXIT_S`. A big batch is shared by two workers when the machine has the cores for it.
+A worker is dropped instead when it crashed, hung, ran out of memory, answered garbage or said `bye` (an
+error its code did not foresee), and after `_MAX_ITEMS_PER_WORKER` files, so whatever a long life in libhdf5
+leaks stays bounded; idle workers exit on their own after `_IDLE_EXIT_S`. A big batch is shared by two
+workers when the machine has a core to spare.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ _IDLE_EXIT_S = 120.0  # a worker with no request for this long exits by itself
 # its reading of the request
 _REUSE_S = 60.0
 _MAX_IDLE = 2  # idle workers kept per process (one per core of a small machine)
+_MAX_ITEMS_PER_WORKER = 20_000  # files a worker reads before it is replaced (a new one costs ~0.15 s)
 # a batch this big is shared by two workers even when only one is warm: starting the second takes ~0.15 s
 # of CPU (more wall time on a busy machine), and then saves half of ~1 ms per file of wall time
 _PARALLEL_MIN_ITEMS = 512
@@ -90,6 +92,7 @@ class Child:
     def __init__(self, argv: list[str], memory_bytes: int) -> None:
         self.key = (tuple(argv), memory_bytes)
         self.served = 0  # requests answered in full
+        self.items = 0  # files it has answered for
         self.last_used = time.monotonic()
         self._err = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the child; close() closes it
         self.proc = subprocess.Popen(
@@ -394,8 +397,12 @@ def run_dataset(request: dict[str, Any], limits: Limits) -> tuple[dict[str, Any]
     return header, data
 
 
+def _reusable(child: Child) -> bool:
+    return child.alive() and child.items < _MAX_ITEMS_PER_WORKER
+
+
 def _release(child: Child, healthy: bool) -> None:
-    if healthy and child.alive():
+    if healthy and _reusable(child):
         _POOL.give(child)
     else:
         child.close()
@@ -460,6 +467,7 @@ class _Runner:
                         pos += 1
                         break
                     result = facts if answer.get("ok") else _answer_exception(answer, item["path"], limits)
+                    child.items += 1
                     yield first + pos, result
                     pos += 1
                     if answer.get("bye"):
@@ -467,7 +475,7 @@ class _Runner:
                 else:
                     healthy = True
             finally:
-                if healthy:
+                if healthy and _reusable(child):
                     child.served += 1
                     self.child = child
                 else:

@@ -32,8 +32,9 @@ Objects are listed breadth-first from the root, as lists (half the parse time of
     ["s", path, target]                 a soft link       ["e", path, file, target]   an external link
     ["u", path]                         a user-defined link                ["t", path]   a committed datatype
 
-An answer with `"bye": true` is the worker's last: libhdf5 choked on that file, so the worker exits rather
-than parse more files with a library that may be in a bad state; the parent sends the rest to a new one.
+An answer with `"bye": true` is the worker's last: the file raised an error this code did not foresee, so
+the worker exits rather than parse more files in a state nobody checked; the parent sends the rest to a
+new one.
 
     {"op": "dataset", "path": "/a.h5", "member": null, "dataset": "/x", "memory_bytes": ...}
 
@@ -84,17 +85,12 @@ _MAX_TYPES_CACHED = 1024
 
 
 class WorkerError(Exception):
-    """A clean, reportable failure of one item (the parent shows `cause` verbatim).
+    """A clean, reportable failure of one item (the parent shows `cause` verbatim)."""
 
-    `suspect` marks failures inside libhdf5's parsing (a corrupt superblock or object header): after one,
-    the worker retires instead of trusting the library's state with the next file.
-    """
-
-    def __init__(self, cause: str, limit: bool = False, suspect: bool = False) -> None:
+    def __init__(self, cause: str, limit: bool = False) -> None:
         super().__init__(cause)
         self.cause = cause
         self.limit = limit
-        self.suspect = suspect
 
 
 def _limit_resources(memory_bytes: int | None) -> None:
@@ -242,7 +238,7 @@ def _open_failure(msg: str) -> WorkerError:
         if "eof" in fields and "stored_eof" in fields:
             return WorkerError(f"truncated HDF5 file ({fields['eof']} of {fields['stored_eof']} bytes)")
         return WorkerError("truncated HDF5 file")
-    return WorkerError(f"cannot open HDF5 file ({inner})", suspect=True)
+    return WorkerError(f"cannot open HDF5 file ({inner})")
 
 
 def _text(value: bytes | str) -> str:
@@ -487,7 +483,7 @@ def _meta(item: dict[str, Any], req: dict[str, Any]) -> dict[str, Any]:
             walker.walk(fid)
         except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
             detail = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)  # KeyError quotes
-            raise WorkerError(f"corrupt HDF5 metadata at /{walker.where} ({detail})", suspect=True) from None
+            raise WorkerError(f"corrupt HDF5 metadata at /{walker.where} ({detail})") from None
         finally:
             del fid
         return {"ok": True, "facts": {"objects": walker.objects}}
@@ -532,7 +528,7 @@ def _read_dataset(req: dict[str, Any], out: Any) -> None:
             if not arr.flags.c_contiguous:
                 arr = arr.copy(order="C")
         except (OSError, ValueError, RuntimeError) as exc:
-            raise WorkerError(f"cannot read dataset ({exc})", suspect=True) from None
+            raise WorkerError(f"cannot read dataset ({exc})") from None
         if arr.dtype.byteorder == ">":
             arr = arr.astype(arr.dtype.newbyteorder("<"))
         attr_dtype = d.attrs.get("dtype") if "dtype" in d.attrs else None
@@ -561,15 +557,13 @@ def _answer(out: Any, doc: dict[str, Any]) -> None:
 
 
 def _failure(exc: Exception) -> dict[str, Any]:
-    """The answer for an item that raised; `bye` when the worker should not parse another file."""
+    """The answer for an item that raised. libhdf5's own checks (a corrupt superblock, heap or B-tree) fail
+    cleanly and leave the library usable, so the worker goes on; anything this code did not foresee makes
+    it answer `bye` and exit, rather than parse more files in a state nobody checked."""
     if isinstance(exc, WorkerError):
-        doc: dict[str, Any] = {"ok": False, "error": exc.cause, "limit": exc.limit}
-        suspect = exc.suspect
-    else:  # a corrupt file: still one clean answer, not a traceback
-        doc, suspect = {"ok": False, "error": f"cannot read HDF5 ({type(exc).__name__}: {exc})"}, True
-    if suspect:
-        doc["bye"] = True
-    return doc
+        return {"ok": False, "error": exc.cause, "limit": exc.limit}
+    # still one clean answer, not a traceback
+    return {"ok": False, "error": f"cannot read HDF5 ({type(exc).__name__}: {exc})", "bye": True}
 
 
 def _serve(req: dict[str, Any], out: Any) -> bool:
