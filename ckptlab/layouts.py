@@ -279,10 +279,14 @@ def parse_name(name: str) -> NameInfo:
     if template is None and (step_template or epoch is not None):
         template = step_template or "epoch"
 
-    is_last = _is_last(stem)
+    low = stem.lower()
+    tail = _last_token(low)
+    is_last = low.startswith(CHECKPOINT_NAME_LAST + CHECKPOINT_JOIN_CHAR) or tail == CHECKPOINT_NAME_LAST
     if template is None and is_last:
         template = "last"
-    if template is None and _is_best(stem):
+    if template is None and (
+        low in ("best_model", "best-model") or low.startswith("best-") or tail == "best"
+    ):
         template = "best"
     return NameInfo(
         step, epoch, MappingProxyType(metrics) if metrics else _NO_METRICS, is_last, version, template
@@ -309,11 +313,6 @@ def _is_last(stem: str) -> bool:
         low.startswith(CHECKPOINT_NAME_LAST + CHECKPOINT_JOIN_CHAR)
         or _last_token(low) == CHECKPOINT_NAME_LAST
     )
-
-
-def _is_best(stem: str) -> bool:
-    low = stem.lower()
-    return low in ("best_model", "best-model") or low.startswith("best-") or _last_token(low) == "best"
 
 
 # ---------------------------------------------------------------------------------------------- sorting

@@ -517,3 +517,58 @@ def test_scan_order_is_order_key_order() -> None:
     )
     assert _in_order(entries) == expected
     assert [id(e) for e in _in_order(entries)] == [id(e) for e in expected]  # stable, as one sort would be
+
+
+def test_tensor_lists_are_shared_and_dropped_when_unused(tree: Path, tmp_path: Path) -> None:
+    def n_lists(store: Store) -> int:
+        return store.db.execute("SELECT COUNT(*) FROM tensor_lists").fetchone()[0]
+
+    with Store(tmp_path / "index.sqlite") as store:
+        scan([tree], store)
+        shared = n_lists(store)
+        n_rows = store.db.execute("SELECT COUNT(*) FROM tensors").fetchone()[0]
+        assert shared < 9 < n_rows  # 9 readable checkpoints, fewer distinct lists
+        odd = tree / "plain" / "checkpoint_epoch_2.pth"
+        torch.save({"epoch": 2, "model_state_dict": {"odd.weight": torch.ones(3, 5)}}, odd)
+        os.utime(odd, (OLD + 60, OLD + 60))
+        scan([tree], store)
+        assert n_lists(store) == shared + 1
+        assert [(t.name, t.shape) for t in store.tensors(str(odd))] == [("odd.weight", (3, 5))]
+        odd.unlink()
+        scan([tree], store)
+        assert n_lists(store) == shared  # its list went with its last checkpoint
+        store.forget_root(str(tree.resolve()))
+        assert n_lists(store) == 0
+
+
+def test_migration_moves_tensor_rows_into_shared_lists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ckptlab.index.store as store_module
+
+    db = tmp_path / "old.sqlite"
+    rows = [
+        (1, "a", 0, "[2, 3]", "float32", 6, 24),
+        (1, "b", 2, "[]", "int64", 1, 8),  # position 1 was a duplicate name, ignored when written
+        (2, "a", 0, "[2, 3]", "float32", 6, 24),
+        (2, "b", 2, "[]", "int64", 1, 8),
+        (3, "a", 0, "[4]", "bfloat16", 4, 8),
+    ]
+    monkeypatch.setattr(store_module, "MIGRATIONS", MIGRATIONS[:1])  # an index written before 0002
+    with Store(db) as old:
+        old.db.execute("INSERT INTO roots (id, path) VALUES (1, '/r')")
+        old.db.execute("INSERT INTO runs (id, path, root_id, name) VALUES (1, '/r', 1, 'r')")
+        old.db.executemany(
+            "INSERT INTO checkpoints (id, path, run_id, layout, status, fingerprint, indexed_at) "
+            "VALUES (?, ?, 1, 'file', 'ok', 'f', 0)",
+            [(cid, f"/r/{cid}.pt") for cid in (1, 2, 3, 4)],
+        )
+        old.db.executemany("INSERT INTO tensors VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    monkeypatch.undo()
+    with Store(db) as store:
+        assert store.applied_migrations() == ["0001_initial", "0002_shared_tensor_lists"]
+        assert sorted(tuple(r) for r in store.db.execute("SELECT * FROM tensors")) == rows
+        assert store.db.execute("SELECT COUNT(*) FROM tensor_lists").fetchone()[0] == 2
+        assert [(t.name, t.shape) for t in store.tensors("/r/1.pt")] == [("a", (2, 3)), ("b", ())]
+        assert store.tensors("/r/4.pt") == []
+        assert store.checkpoints_with_tensor("a") == ["/r/1.pt", "/r/2.pt", "/r/3.pt"]

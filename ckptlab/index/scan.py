@@ -11,12 +11,14 @@ built for it, runs are resolved once per directory, and the store writes each ta
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
 from pathlib import Path
@@ -36,7 +38,7 @@ from ..layouts import (
     unfinished_save,
 )
 from ..model import CheckpointMeta, IndexEntry, TensorMeta, _jsonable
-from .store import Store, new_entry
+from .store import Store, StoredRows, new_entry
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
@@ -388,60 +390,98 @@ def scan(
         if not os.path.exists(root):
             result.errors.append((root, "no such file or directory"))
             continue
-        candidates, seen = discover(root, errors, limits)
+        with _gc_paused():
+            candidates, seen = discover(root, errors, limits)
+            stored = store.stored(root)
+            plan = _plan(candidates, stored, root, now, settle_seconds, errors)
         result.files_seen += seen
-        stored = store.stored(root)
-        base = len(root) + 1
-        entries: list[IndexEntry] = []  # every checkpoint under the root
-        fresh: list[IndexEntry] = []  # the ones not reused: derived again or read
-        changed: list[IndexEntry] = []  # the ones to write
-        to_read: list[_Found] = []
-        for c in candidates:
-            try:
-                fp, files, mtime = _fingerprint(c, base)
-            except OSError as err:
-                errors.append((c.path, f"cannot stat: {err.strerror or err}"))
-                continue
-            prev = stored.get(c.path)  # (fingerprint, status)
-            if prev is not None and prev[0] == fp and prev[1] != "debris" and not c.debris:
-                # unchanged since the last scan (same parts, sizes, mtimes): not read again; its entry comes
-                # from the stored row. Debris is never reused, since a save that has settled must be read.
-                entries.append(stored.entry(c.path, files))
-                result.reused += 1
-                continue
-            f = _Found(c, fp, files, mtime)
-            why = c.debris or _late_debris(files, now, settle_seconds)
-            if why:
-                derived = _entry(f, root, "debris", why)
-            elif c.missing:
-                listed = ", ".join(c.missing[:3]) + (", …" if len(c.missing) > 3 else "")
-                derived = _entry(f, root, "incomplete", f"missing shard(s): {listed}")
-            else:
-                to_read.append(f)
-                continue
-            fresh.append(derived)
-            # a row derived again exactly as stored (debris that is still debris) is not written again
-            if prev is None or prev[0] != fp or stored.entry(c.path, files) != derived:
-                changed.append(derived)
         tensors: dict[str, tuple[TensorMeta, ...]] = {}
-        for f, res in _read_all(to_read, limits, workers, progress):
+        for f, res in _read_all(plan.to_read, limits, workers, progress):
             if isinstance(res, CheckpointMeta):
                 read = _entry(f, root, meta=res)
                 tensors[f.c.path] = res.tensors
             else:
                 status = "incomplete" if isinstance(res, IncompleteError) else "unreadable"
                 read = _entry(f, root, status, res.cause)
-            fresh.append(read)
-            changed.append(read)
-        result.parsed += len(to_read)
-        entries.extend(fresh)  # after the reused ones, as ever: the order ties keep in the sort below
-        # every unreadable checkpoint is an error of this scan, whether read now or reused unchanged
-        errors.extend((e.path, e.reason or "unreadable") for e in entries if e.status == "unreadable")
-        store.save_scan(root, changed, tensors, [e.path for e in entries], errors, now, stored)
-        result.entries.extend(_in_order(entries))
+            plan.fresh.append(read)
+            plan.changed.append(read)
+        with _gc_paused():
+            entries = plan.reused + plan.fresh  # the reused ones first, as ever: ties keep this order below
+            # every unreadable checkpoint is an error of this scan, whether read now or reused unchanged
+            errors.extend((e.path, e.reason or "unreadable") for e in entries if e.status == "unreadable")
+            store.save_scan(root, plan.changed, tensors, [e.path for e in entries], errors, now, stored)
+            result.entries.extend(_in_order(entries))
         result.errors.extend(errors)
+        result.parsed += len(plan.to_read)
+        result.reused += len(plan.reused)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+@dataclass
+class _Plan:
+    """What to do with a root's candidates: which are reused, derived again (debris, incomplete) or read."""
+
+    reused: list[IndexEntry] = field(default_factory=list)
+    fresh: list[IndexEntry] = field(default_factory=list)  # not reused: derived again, then read
+    changed: list[IndexEntry] = field(default_factory=list)  # the rows to write
+    to_read: list[_Found] = field(default_factory=list)
+
+
+def _plan(
+    candidates: list[Candidate],
+    stored: StoredRows,
+    root: str,
+    now: float,
+    settle_seconds: float,
+    errors: list[tuple[str, str]],
+) -> _Plan:
+    plan = _Plan()
+    base = len(root) + 1
+    for c in candidates:
+        try:
+            fp, files, mtime = _fingerprint(c, base)
+        except OSError as err:
+            errors.append((c.path, f"cannot stat: {err.strerror or err}"))
+            continue
+        prev = stored.get(c.path)  # (fingerprint, status)
+        if prev is not None and prev[0] == fp and prev[1] != "debris" and not c.debris:
+            # unchanged since the last scan (same parts, sizes, mtimes): not read again; its entry comes
+            # from the stored row. Debris is never reused, since a save that has settled must be read.
+            plan.reused.append(stored.entry(c.path, files))
+            continue
+        f = _Found(c, fp, files, mtime)
+        why = c.debris or _late_debris(files, now, settle_seconds)
+        if why:
+            derived = _entry(f, root, "debris", why)
+        elif c.missing:
+            listed = ", ".join(c.missing[:3]) + (", …" if len(c.missing) > 3 else "")
+            derived = _entry(f, root, "incomplete", f"missing shard(s): {listed}")
+        else:
+            plan.to_read.append(f)
+            continue
+        plan.fresh.append(derived)
+        # a row derived again exactly as stored (debris that is still debris) is not written again
+        if prev is None or prev[0] != fp or stored.entry(c.path, files) != derived:
+            plan.changed.append(derived)
+    return plan
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside. The bookkeeping around the reads allocates tens of thousands of
+    objects that all stay alive (entries, rows), and the collections those allocations trigger walk them
+    for nothing (about a tenth of a re-scan). Only around code that makes no reference cycles: never around
+    the reads, whose parsers do make them. gc is process-wide: another thread's cycles wait until the end of
+    the block (Mercurial pauses gc the same way while it builds large structures)."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _in_order(entries: list[IndexEntry]) -> list[IndexEntry]:
