@@ -13,6 +13,7 @@ import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import IO, Any
 
@@ -55,7 +56,8 @@ def open_torch_zip(
     prefix = find_prefix(names)
     if prefix is None:
         raise FormatError(path, "zip archive without data.pkl: not a PyTorch checkpoint")
-    is_ts = (prefix + "constants.pkl") in zd or any(n.startswith(prefix + "code/") for n in names)
+    code = prefix + "code/"
+    is_ts = (prefix + "constants.pkl") in zd or any(map(str.startswith, names, repeat(code)))
     byteorder = "little"
     if (prefix + "byteorder") in zd:
         bo = zd.read_small(prefix + "byteorder").strip()
