@@ -195,7 +195,8 @@ class Child:
             if self._eof:
                 return None
             self._fill(deadline)
-        data = bytes(self._buf[self._pos : self._pos + n])
+        with memoryview(self._buf) as view:  # one copy of a dataset's bytes, not two
+            data = view[self._pos : self._pos + n].tobytes()
         del self._buf[: self._pos + n]
         self._pos = 0
         return data
