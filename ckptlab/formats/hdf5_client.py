@@ -497,7 +497,10 @@ def _want_workers(n_items: int, limits: Limits, workers: int | None) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     # a second worker only pays on a core nobody else uses: on a busy machine (a scan's own reader threads
     # count) two workers take as long as one and cost the second one's start
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not available here: assume an idle machine
+        load = 0.0
     if cores - load < 1.5:
         return 1
     warm = _POOL.count_idle(limits.hdf5_memory_bytes)
