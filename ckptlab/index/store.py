@@ -189,9 +189,10 @@ def _list_id(db: sqlite3.Connection, items: list[tuple[Any, ...]], known: dict[s
 
 
 def _drop_unused_tensor_lists(db: sqlite3.Connection) -> None:
+    # NOT EXISTS: one probe of checkpoints_tensor_list per list, not a pass over every checkpoint
     db.execute(
-        "DELETE FROM tensor_lists WHERE id NOT IN "
-        "(SELECT tensor_list_id FROM checkpoints WHERE tensor_list_id IS NOT NULL)"
+        "DELETE FROM tensor_lists WHERE NOT EXISTS "
+        "(SELECT 1 FROM checkpoints c WHERE c.tensor_list_id = tensor_lists.id)"
     )
 
 
@@ -322,17 +323,16 @@ class Store:
         entries = list({e.path: e for e in entries}.values())  # a path given twice: the last one counts
         keep_set = set(keep)
         with self.transaction() as db:
-            current = stored is not None and stored.version == self._version()
+            # the paths under this root, known without a query when nothing changed since they were read
+            snapshot = stored.paths() if stored is not None and stored.version == self._version() else None
             root_id = self._root_id(db, root)
             if entries:
-                # the paths that can have a row to replace: when nothing changed since `stored` was read and
-                # no other root has checkpoints (roots can overlap), only those stored under this root
+                # the paths that can have a row to replace: with a snapshot and no checkpoint under another
+                # root (roots can overlap), only the snapshot's
                 others = db.execute("SELECT 1 FROM runs WHERE root_id != ? LIMIT 1", (root_id,)).fetchone()
-                known = stored.paths() if current and stored is not None and others is None else None
-                self._replace(db, root_id, entries, tensors, now, known)
-            if current:
-                assert stored is not None
-                stale = [(p,) for p in stored.paths() if p not in keep_set]
+                self._replace(db, root_id, entries, tensors, now, snapshot if others is None else None)
+            if snapshot is not None:
+                stale = [(p,) for p in {*snapshot, *(e.path for e in entries)} if p not in keep_set]
             else:
                 stale = [
                     (r[0],)
@@ -568,7 +568,7 @@ _FAST_ENTRY = "__slots__" not in vars(IndexEntry) and not hasattr(IndexEntry, "_
 
 
 def new_entry(values: dict[str, Any]) -> IndexEntry:
-    """`IndexEntry(**values)`, built faster when `values` names every field (the dict becomes the entry's)."""
+    """`IndexEntry(**values)`, built faster when `values` names every field."""
     if not _FAST_ENTRY or len(values) != _N_ENTRY_FIELDS:
         return IndexEntry(**values)
     entry = object.__new__(IndexEntry)
@@ -636,10 +636,10 @@ def _entry(
             "n_tensors": r[10],
             "n_params": r[11],
             "metrics": metrics,
-            "has_optimizer": None if r[12] is None else r[12] == 1,
-            "has_scheduler": None if r[13] is None else r[13] == 1,
-            "has_rng_state": None if r[14] is None else r[14] == 1,
-            "safe": None if r[15] is None else r[15] == 1,
+            "has_optimizer": None if r[12] is None else r[12] != 0,
+            "has_scheduler": None if r[13] is None else r[13] != 0,
+            "has_rng_state": None if r[14] is None else r[14] != 0,
+            "safe": None if r[15] is None else r[15] != 0,
             "unsafe_globals": tuple(json.loads(unsafe)) if unsafe != "[]" else (),
             "status": r[17],
             "reason": r[18],
