@@ -17,7 +17,7 @@ from typing import Any
 
 from ..dtypes import DTYPE_BITS, nbytes_for
 from ..model import Entry, Location, TensorMeta, human_bytes, plural
-from .pickle_vm import DtypeRef, Global, Obj, StorageRef, TensorRef, as_global
+from .pickle_vm import DtypeRef, Global, Obj, PickledDict, StorageRef, TensorRef, as_global
 
 # Keys under which training scripts and frameworks keep the model weights, most specific first.
 MODEL_KEYS = (
@@ -102,7 +102,7 @@ def collect_tensors(
     out: list[tuple[str, TensorRef]] = []
     if seen is None:
         seen = set()
-    if not isinstance(obj, _WALKED) or id(obj) in seen:
+    if type(obj) not in _WALKED_TYPES or id(obj) in seen:
         return out
     seen.add(id(obj))
     stack = [(f"{prefix}." if prefix else "", iter(_named_children(obj)), depth)]
@@ -113,7 +113,7 @@ def collect_tensors(
             tv = type(v)
             if tv is TensorRef:
                 append((pre + k if type(k) is str else f"{pre}{k}", v))
-            elif (tv is dict or isinstance(v, _WALKED)) and d + 1 < _MAX_DEPTH and id(v) not in seen:
+            elif tv in _WALKED_TYPES and d + 1 < _MAX_DEPTH and id(v) not in seen:
                 seen.add(id(v))  # memo references can make cycles, and share containers
                 stack.append((f"{pre}{k}.", iter(_named_children(v)), d + 1))
                 break
@@ -124,9 +124,17 @@ def collect_tensors(
 
 # containers that can hold tensors (TensorRef is a tuple subclass: always tested for first)
 _WALKED = (dict, list, tuple, Obj)
+# the exact types the pickle walk builds them as: a set lookup per value instead of isinstance chains
+# (StorageRef, a tuple subclass, is deliberately not walked)
+_WALKED_TYPES = frozenset({dict, PickledDict, list, tuple, Obj})
 
 
 def _named_children(o: Any) -> Any:
+    t = type(o)
+    if t is dict or t is PickledDict:
+        return o.items()
+    if t is list or t is tuple:
+        return enumerate(o)
     if isinstance(o, dict):
         return o.items()
     if isinstance(o, (list, tuple)):
