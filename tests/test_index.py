@@ -572,3 +572,13 @@ def test_migration_moves_tensor_rows_into_shared_lists(
         assert [(t.name, t.shape) for t in store.tensors("/r/1.pt")] == [("a", (2, 3)), ("b", ())]
         assert store.tensors("/r/4.pt") == []
         assert store.checkpoints_with_tensor("a") == ["/r/1.pt", "/r/2.pt", "/r/3.pt"]
+
+
+def test_progress_counts_every_read(tree: Path, tmp_path: Path) -> None:
+    calls: list[tuple[str, int, int]] = []
+    with Store(tmp_path / "index.sqlite") as store:
+        scan([tree], store, workers=3, progress=lambda *a: calls.append(a))
+        assert calls == [("read", n, 10) for n in range(11)]  # from nothing read to all 10, one at a time
+        calls.clear()
+        scan([tree], store, progress=lambda *a: calls.append(a))
+        assert calls == [("read", 0, 0)]  # nothing changed: nothing to read
