@@ -36,30 +36,43 @@ def detect_file(path: Path) -> str:
     return sniff(path)[0]
 
 
-def sniff(path: Path) -> tuple[str, int, bytes]:
+Sniffed = tuple[str, int, bytes]  # (kind, size, first bytes)
+
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+
+
+def sniff(path: Path) -> Sniffed:
     """(kind, size, first bytes): the first 4 KiB hold most safetensors headers of small files, so the
     reader can parse them without opening the file again."""
     p = str(path)
     try:
-        fd = os.open(p, os.O_RDONLY | getattr(os, "O_BINARY", 0))  # no file object: this runs per file
+        # a raw descriptor, no file object: this runs once per file of a scan. O_NONBLOCK: a FIFO must not
+        # block the open (it is refused below as not a regular file)
+        fd = os.open(p, _OPEN_FLAGS)
         try:
-            size = os.fstat(fd).st_size
-            head = os.read(fd, 4096)
-            if size == 0 or not head:  # (a file can shrink between the stat and the read)
-                raise FormatError(p, "empty file (0 bytes)")
-            if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
-                return "zip", size, head
-            if head[:8] == HDF5_SIGNATURE:
-                return "hdf5", size, head
-            if len(head) >= 9 and head[8:9] == b"{":
-                return "safetensors", size, head
-            # an HDF5 user block puts the signature at 512, 1024, ...: probed only when nothing matched
-            if head[:1] not in _PICKLE_START and _hdf5_at(fd, size):
-                return "hdf5", size, head
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise FormatError(p, "not a regular file")
+            return _sniff_fd(fd, p, st.st_size)
         finally:
             os.close(fd)
     except OSError as e:
         raise FormatError(p, f"cannot read: {e.strerror or e}") from None
+
+
+def _sniff_fd(fd: int, p: str, size: int) -> Sniffed:
+    head = os.read(fd, 4096)
+    if size == 0 or not head:  # (a file can shrink between the stat and the read)
+        raise FormatError(p, "empty file (0 bytes)")
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return "zip", size, head
+    if head[:8] == HDF5_SIGNATURE:
+        return "hdf5", size, head
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "safetensors", size, head
+    # an HDF5 user block puts the signature at 512, 1024, ...: probed only when nothing matched
+    if head[:1] not in _PICKLE_START and _hdf5_at(fd, size):
+        return "hdf5", size, head
     if head.lstrip()[:1] == b"{":
         return "index-json", size, head
     if len(head) > 262 and head[257:262] == b"ustar":
@@ -110,6 +123,7 @@ class _GcPause:
 
 
 gc_paused = _GcPause()
+_SMALL_FILE = 1 << 20
 
 
 def read_meta(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
@@ -121,19 +135,36 @@ def read_meta(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> 
     path = Path(path)
     p = str(path)
     try:
+        # one open + fstat tells a file from a directory and sniffs the file (no separate stat: this runs
+        # once per file of a scan); O_NONBLOCK so that a FIFO cannot block
         try:
-            mode = os.stat(path).st_mode
+            fd = os.open(p, _OPEN_FLAGS)
         except FileNotFoundError:
             raise FormatError(p, "no such file or directory") from None
-        if stat.S_ISDIR(mode):
+        except (IsADirectoryError, PermissionError):  # where directories cannot be opened (Windows)
+            if not os.path.isdir(p):
+                raise
+            fd = -1
+        try:
+            st = os.fstat(fd) if fd >= 0 else None
+            if st is None or stat.S_ISDIR(st.st_mode):
+                sniffed = None
+            elif not stat.S_ISREG(st.st_mode):  # a FIFO or device would block reads or never end
+                raise FormatError(p, "not a regular file")
+            else:
+                sniffed = _sniff_fd(fd, p, st.st_size)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        if sniffed is None:
             from .multifile import read_directory
 
             with gc_paused:
                 return read_directory(path, limits)
-        if not stat.S_ISREG(mode):  # a FIFO or device would block open() or never end
-            raise FormatError(p, "not a regular file")
+        if sniffed[1] < _SMALL_FILE:  # too few objects for the collector to matter
+            return read_file(path, limits, sniffed)
         with gc_paused:
-            return read_file(path, limits)
+            return read_file(path, limits, sniffed)
     except CkptlabError as e:
         if e.path is None:  # inner layers raise without a path; name the file for the user
             raise type(e)(p, e.cause) from None
@@ -146,10 +177,11 @@ def read_meta(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> 
         raise FormatError(p, f"cannot read: {e.strerror or e}") from None
 
 
-def read_file(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
-    """Metadata of one file, dispatched on its content. A zip or pickle that cannot be read is an error
-    that names the unsafe globals found in it: torch.load may still unpickle what ckptlab refuses."""
-    kind, size, head = sniff(path)
+def read_file(path: Path, limits: Limits = DEFAULT_LIMITS, sniffed: Sniffed | None = None) -> CheckpointMeta:
+    """Metadata of one file, dispatched on its content (`sniffed`: what `sniff` already found). A zip or
+    pickle that cannot be read is an error that names the unsafe globals found in it: torch.load may still
+    unpickle what ckptlab refuses."""
+    kind, size, head = sniffed or sniff(path)
     try:
         return _dispatch(path, kind, limits, (size, head))
     except FormatError as e:
@@ -166,15 +198,11 @@ def read_file(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
 
 def _dispatch(path: Path, kind: str, limits: Limits, prefix: tuple[int, bytes]) -> CheckpointMeta:
     if kind == "safetensors":
-        from .safetensors_reader import read_safetensors
-
-        return read_safetensors(path, limits, prefix)
+        return _readers().safetensors(path, limits, prefix)
     if kind == "zip":
         return _read_zip(path, limits)
     if kind == "pickle":
-        from .torch_reader import read_torch_legacy
-
-        return read_torch_legacy(path, limits)
+        return _readers().legacy(path, limits)
     if kind == "hdf5":
         from .hdf5_reader import read_hdf5
 
@@ -186,16 +214,38 @@ def _dispatch(path: Path, kind: str, limits: Limits, prefix: tuple[int, bytes]) 
     raise FormatError(str(path), f"unrecognised format {kind}")  # pragma: no cover
 
 
-def _read_zip(path: Path, limits: Limits) -> CheckpointMeta:
-    from .torch_reader import find_prefix, read_torch_zip
-    from .zipdir import ZipDirectory
-    from .zipsafe import file_size
+class _Readers:
+    """The per-file readers, imported on first use (so `import ckptlab` stays light) and then held, so a
+    scan does not run an import statement per file."""
 
+    def __init__(self) -> None:
+        from .safetensors_reader import read_safetensors
+        from .torch_reader import find_prefix, read_torch_legacy, read_torch_zip
+        from .zipdir import ZipDirectory
+
+        self.safetensors = read_safetensors
+        self.legacy = read_torch_legacy
+        self.torch_zip = read_torch_zip
+        self.find_prefix = find_prefix
+        self.zip_directory = ZipDirectory
+
+
+_READERS: list[_Readers] = []
+
+
+def _readers() -> _Readers:
+    if not _READERS:
+        _READERS.append(_Readers())
+    return _READERS[0]
+
+
+def _read_zip(path: Path, limits: Limits) -> CheckpointMeta:
+    r = _readers()
     with open(path, "rb") as f:
-        zd = ZipDirectory(f, file_size(f), str(path), limits)
+        zd = r.zip_directory(f, os.fstat(f.fileno()).st_size, str(path), limits)
         names = zd.namelist()
-        if find_prefix(names) is not None:
-            return read_torch_zip(path, limits, opened=(f, zd))
+        if r.find_prefix(names) is not None:
+            return r.torch_zip(path, limits, opened=(f, zd))
         if "config.json" in zd or "model.weights.h5" in zd:
             from .hdf5_reader import read_keras
 

@@ -177,28 +177,38 @@ def resolve(root: Any, storages: dict[str, StorageRef]) -> Any:
     """Replace the C walk's TensorCall / StoragePid records by validated TensorRef / StorageRef, in place
     for mutable containers (tuples and sets are rebuilt). Records nested deeper than content analysis looks
     stay as they are: inert, and ignored downstream. `storages` collects every storage by key."""
-    done: dict[int, Any] = {}
+    return _Resolver(storages).fix(root, 0)
 
-    def tensor(rec: TensorCall) -> TensorRef:
+
+class _Resolver:
+    # A class, not nested closures: a closure that calls itself is a reference cycle, and this one would
+    # keep the whole object tree (through `done`) alive until the cyclic collector ran.
+    __slots__ = ("done", "storages")
+
+    def __init__(self, storages: dict[str, StorageRef]) -> None:
+        self.done: dict[int, Any] = {}
+        self.storages = storages
+
+    def tensor(self, rec: TensorCall) -> TensorRef:
         t = tensor_from_call(rec)
-        if t.storage.key not in storages:
-            storages[t.storage.key] = t.storage
+        if t.storage.key not in self.storages:
+            self.storages[t.storage.key] = t.storage
         return t
 
-    def fix(x: Any, depth: int) -> Any:
+    def fix(self, x: Any, depth: int) -> Any:
         tx = type(x)
         if tx is TensorCall:
-            return tensor(x)
+            return self.tensor(x)
         if tx is StoragePid:
             ref = storage_ref(x.args[0] if x.args else None)
-            storages.setdefault(ref.key, ref)
+            self.storages.setdefault(ref.key, ref)
             return ref
         if tx is TensorRef:  # built by a handler during the walk (a Parameter, a v3 tensor)
-            storages.setdefault(x.storage.key, x.storage)
+            self.storages.setdefault(x.storage.key, x.storage)
             return x
         if depth > _DEPTH or tx not in _CONTAINERS:
             return x
-        key = id(x)
+        key, done = id(x), self.done
         if key in done:
             return done[key]
         done[key] = x  # cycle guard: a container reached again while being fixed is left as is
@@ -206,9 +216,9 @@ def resolve(root: Any, storages: dict[str, StorageRef]) -> Any:
             for k, v in x.items():
                 tv = type(v)
                 if tv is TensorCall:
-                    x[k] = tensor(v)  # replacing a value keeps the dict's size: safe while iterating
+                    x[k] = self.tensor(v)  # replacing a value keeps the dict's size: safe while iterating
                 elif tv in _RESOLVED:
-                    r = fix(v, depth + 1)
+                    r = self.fix(v, depth + 1)
                     if r is not v:
                         x[k] = r
             return x
@@ -216,17 +226,17 @@ def resolve(root: Any, storages: dict[str, StorageRef]) -> Any:
             for i, v in enumerate(x):
                 tv = type(v)
                 if tv is TensorCall:
-                    x[i] = tensor(v)
+                    x[i] = self.tensor(v)
                 elif tv in _RESOLVED:
-                    x[i] = fix(v, depth + 1)
+                    x[i] = self.fix(v, depth + 1)
             return x
         if tx is Obj:
-            x.args = fix(x.args, depth + 1)
-            x.state = fix(x.state, depth + 1)
-            fix(x.items, depth + 1)
-            fix(x.list_items, depth + 1)
+            x.args = self.fix(x.args, depth + 1)
+            x.state = self.fix(x.state, depth + 1)
+            self.fix(x.items, depth + 1)
+            self.fix(x.list_items, depth + 1)
             return x
-        items = [fix(v, depth + 1) for v in x]  # tuple, set, frozenset: immutable or hashed, rebuilt
+        items = [self.fix(v, depth + 1) for v in x]  # tuple, set, frozenset: immutable or hashed, rebuilt
         if all(a is b for a, b in zip(items, x, strict=True)):
             return x
         try:
@@ -235,8 +245,6 @@ def resolve(root: Any, storages: dict[str, StorageRef]) -> Any:
             return x
         done[key] = new
         return new
-
-    return fix(root, 0)
 
 
 def load_fast(stream: Any, cap: int, owner: RestrictedUnpickler) -> Any:

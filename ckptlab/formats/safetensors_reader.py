@@ -133,10 +133,10 @@ def parse_tensors(
     """Validate every entry against the reference rules; return tensors in file order and `__metadata__`."""
     p = str(path)
     size = os.path.getsize(path) if size is None else size
-    meta = header.get("__metadata__", {})
-    if meta is None:
-        meta = {}
-    if not isinstance(meta, dict) or any(type(k) is not str or type(v) is not str for k, v in meta.items()):
+    meta = header.get("__metadata__") or {}
+    if meta and (
+        not isinstance(meta, dict) or any(type(k) is not str or type(v) is not str for k, v in meta.items())
+    ):
         raise FormatError(p, "safetensors __metadata__ must map strings to strings")
     n_entries = len(header) - ("__metadata__" in header)
     if n_entries > limits.max_tensors:
@@ -236,9 +236,11 @@ def read_safetensors(
     n, header = read_header(path, limits, prefix)
     size = prefix[0] if prefix else os.path.getsize(path)
     tensors, meta = parse_tensors(path, n, header, limits, size)
-    entries = (Entry("__metadata__", "dict", f"{len(meta)} string keys"),) if meta else ()
-    step = _int_or_none(meta.get("step") or meta.get("global_step"))
-    epoch = _num_or_none(meta.get("epoch"))
+    entries, step, epoch = (), None, None
+    if meta:
+        entries = (Entry("__metadata__", "dict", f"{len(meta)} string keys"),)
+        step = _int_or_none(meta.get("step") or meta.get("global_step"))
+        epoch = _num_or_none(meta.get("epoch"))
     return CheckpointMeta(
         path=str(path),
         format="safetensors",
