@@ -582,3 +582,20 @@ def test_progress_counts_every_read(tree: Path, tmp_path: Path) -> None:
         calls.clear()
         scan([tree], store, progress=lambda *a: calls.append(a))
         assert calls == [("read", 0, 0)]  # nothing changed: nothing to read
+
+
+def test_read_concurrency_follows_waiting() -> None:
+    """One reader thread while reads are CPU-bound (more only fight over the GIL); more, up to the cap,
+    while they mostly wait on storage; back to one when they stop waiting."""
+    from ckptlab.index.scan import _Concurrency
+
+    flow = _Concurrency(8)
+    for _ in range(5):
+        flow.update(0.05)  # CPU-bound chunks: a local disk
+    assert flow.now == 1
+    for _ in range(6):
+        flow.update(0.95)  # chunks spent waiting: a network mount
+    assert flow.now == 8
+    for _ in range(10):
+        flow.update(0.0)
+    assert flow.now == 1

@@ -16,8 +16,9 @@ import hashlib
 import math
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
@@ -535,8 +536,28 @@ def _read_one(path: str, limits: Limits) -> ReadResult:
         return e
 
 
-def _read_chunk(chunk: Sequence[_Found], limits: Limits) -> list[ReadResult]:
-    return [_read_one(f.c.path, limits) for f in chunk]
+def _read_chunk(chunk: Sequence[_Found], limits: Limits) -> tuple[list[ReadResult], float]:
+    """The chunk's results, and the share of its wall time the reading thread spent waiting (on I/O)."""
+    wall, cpu = time.perf_counter(), time.thread_time()
+    out = [_read_one(f.c.path, limits) for f in chunk]
+    wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+    return out, (1.0 - cpu / wall) if wall > 0 else 0.0
+
+
+class _Concurrency:
+    """How many chunks to read at once. The readers are Python, so on a local disk extra threads only fight
+    over the GIL (8 of them cost ~2x the CPU of 1 for the same files); they pay off when reads wait on
+    storage (a network mount). Start with one and follow the measured share of time spent waiting."""
+
+    def __init__(self, most: int) -> None:
+        self.most, self.now, self.waiting = most, 1, 0.0
+
+    def update(self, waited: float) -> None:
+        self.waiting = 0.7 * self.waiting + 0.3 * waited
+        if self.waiting > 0.5:  # mostly waiting: more reads in flight hide the latency
+            self.now = min(self.most, self.now * 2)
+        elif self.waiting < 0.2:
+            self.now = 1
 
 
 def _read_all(
@@ -560,14 +581,22 @@ def _read_all(
     # tasks of a few files each: one future per file costs more than a small file's read, and enough tasks
     # remain to keep every thread busy on slow storage
     size = max(1, min(16, len(other) // (n_threads * 4)))
-    chunks = [other[i : i + size] for i in range(0, len(other), size)]
+    chunks = deque(other[i : i + size] for i in range(0, len(other), size))
+    flow = _Concurrency(n_threads)
     with ThreadPoolExecutor(max_workers=n_threads) as pool:
-        n_workers = min(2, len(hdf5))  # h5py workers: one per core here, each a process with its own import
-        hdf5_futures = [
-            (part, pool.submit(_read_hdf5_batch, part, limits))
-            for part in (hdf5[i::n_workers] for i in range(n_workers))
-        ]
-        for chunk, results in zip(chunks, pool.map(lambda ch: _read_chunk(ch, limits), chunks), strict=True):
+        # one batch: the pooled h5py worker streams it while the threads read the other files (a second
+        # worker would compete with them for the cores; the client splits a big HDF5-only batch itself)
+        hdf5_futures = (
+            [(hdf5, pool.submit(_read_hdf5_batch, hdf5, limits, 1 if other else None))] if hdf5 else []
+        )
+        pending: deque[tuple[list[_Found], Future[tuple[list[ReadResult], float]]]] = deque()
+        while chunks or pending:
+            while chunks and len(pending) < flow.now:
+                chunk = chunks.popleft()
+                pending.append((chunk, pool.submit(_read_chunk, chunk, limits)))
+            chunk, fut = pending.popleft()  # in order, as they were submitted
+            results, waited = fut.result()
+            flow.update(waited)
             for f, res in zip(chunk, results, strict=True):
                 done += 1
                 report()
@@ -586,7 +615,9 @@ def _is_hdf5(p: str) -> bool:
         return False
 
 
-def _read_hdf5_batch(batch: list[_Found], limits: Limits) -> list[CheckpointMeta | FormatError]:
+def _read_hdf5_batch(
+    batch: list[_Found], limits: Limits, workers: int | None = None
+) -> list[CheckpointMeta | FormatError]:
     from ..formats.hdf5_reader import read_hdf5_many
 
-    return read_hdf5_many([Path(f.c.path) for f in batch], limits)
+    return read_hdf5_many([Path(f.c.path) for f in batch], limits, workers)
