@@ -132,8 +132,7 @@ def read_meta(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> 
     >>> read_meta("model.safetensors").n_params  # doctest: +SKIP
     124439808
     """
-    path = Path(path)
-    p = str(path)
+    p = os.fspath(path)  # a str all the way down for file readers: a Path costs more than a small file's read
     try:
         # one open + fstat tells a file from a directory and sniffs the file (no separate stat: this runs
         # once per file of a scan); O_NONBLOCK so that a FIFO cannot block
@@ -160,11 +159,11 @@ def read_meta(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> 
             from .multifile import read_directory
 
             with gc_paused:
-                return read_directory(path, limits)
+                return read_directory(Path(p), limits)
         if sniffed[1] < _SMALL_FILE:  # too few objects for the collector to matter
-            return read_file(path, limits, sniffed)
+            return read_file(p, limits, sniffed)
         with gc_paused:
-            return read_file(path, limits, sniffed)
+            return read_file(p, limits, sniffed)
     except CkptlabError as e:
         if e.path is None:  # inner layers raise without a path; name the file for the user
             raise type(e)(p, e.cause) from None
@@ -177,11 +176,13 @@ def read_meta(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> 
         raise FormatError(p, f"cannot read: {e.strerror or e}") from None
 
 
-def read_file(path: Path, limits: Limits = DEFAULT_LIMITS, sniffed: Sniffed | None = None) -> CheckpointMeta:
+def read_file(
+    path: str | Path, limits: Limits = DEFAULT_LIMITS, sniffed: Sniffed | None = None
+) -> CheckpointMeta:
     """Metadata of one file, dispatched on its content (`sniffed`: what `sniff` already found). A zip or
     pickle that cannot be read is an error that names the unsafe globals found in it: torch.load may still
     unpickle what ckptlab refuses."""
-    kind, size, head = sniffed or sniff(path)
+    kind, size, head = sniffed or sniff(Path(path))
     try:
         return _dispatch(path, kind, limits, (size, head))
     except FormatError as e:
@@ -189,14 +190,14 @@ def read_file(path: Path, limits: Limits = DEFAULT_LIMITS, sniffed: Sniffed | No
             raise
         from .globals_scan import unsafe_globals_in_file
 
-        found = unsafe_globals_in_file(path, limits)
+        found = unsafe_globals_in_file(Path(path), limits)
         if not found:
             raise
         note = f"; it references unsafe globals {', '.join(found)}"
         raise type(e)(e.path or str(path), e.cause + note) from None
 
 
-def _dispatch(path: Path, kind: str, limits: Limits, prefix: tuple[int, bytes]) -> CheckpointMeta:
+def _dispatch(path: str | Path, kind: str, limits: Limits, prefix: tuple[int, bytes]) -> CheckpointMeta:
     if kind == "safetensors":
         return _readers().safetensors(path, limits, prefix)
     if kind == "zip":
@@ -206,11 +207,11 @@ def _dispatch(path: Path, kind: str, limits: Limits, prefix: tuple[int, bytes]) 
     if kind == "hdf5":
         from .hdf5_reader import read_hdf5
 
-        return read_hdf5(path, limits)
+        return read_hdf5(Path(path), limits)
     if kind == "index-json":
         from .multifile import read_index
 
-        return read_index(path, limits)
+        return read_index(Path(path), limits)
     raise FormatError(str(path), f"unrecognised format {kind}")  # pragma: no cover
 
 
@@ -239,7 +240,7 @@ def _readers() -> _Readers:
     return _READERS[0]
 
 
-def _read_zip(path: Path, limits: Limits) -> CheckpointMeta:
+def _read_zip(path: str | Path, limits: Limits) -> CheckpointMeta:
     r = _readers()
     with open(path, "rb") as f:
         zd = r.zip_directory(f, os.fstat(f.fileno()).st_size, str(path), limits)

@@ -25,7 +25,7 @@ from .limits import DEFAULT_LIMITS, Limits
 _U64_MAX = 2**64 - 1
 
 
-def _no_duplicates(path: Path) -> Any:
+def _no_duplicates(path: str | Path) -> Any:
     def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for k, v in pairs:
@@ -69,7 +69,7 @@ def _no_constant(name: str) -> Any:
 
 
 def read_header(
-    path: Path, limits: Limits = DEFAULT_LIMITS, prefix: tuple[int, bytes] | None = None
+    path: str | Path, limits: Limits = DEFAULT_LIMITS, prefix: tuple[int, bytes] | None = None
 ) -> tuple[int, dict[str, Any]]:
     """(header length N, parsed header dict) for a safetensors file; validates framing only. `prefix`:
     (file size, first bytes) already read by detection, used instead of reopening when they hold it all."""
@@ -98,7 +98,7 @@ def read_header(
     return n, _parse_json(p, raw, path)
 
 
-def _parse_json(p: str, raw: bytes, path: Path) -> dict[str, Any]:
+def _parse_json(p: str, raw: bytes, path: str | Path) -> dict[str, Any]:
     if not raw.startswith(b"{"):
         raise FormatError(p, "safetensors header does not start with '{'")
     try:
@@ -128,7 +128,7 @@ def _not_an_object(p: str) -> NoReturn:
 
 
 def parse_tensors(
-    path: Path, n: int, header: dict[str, Any], limits: Limits, size: int | None = None
+    path: str | Path, n: int, header: dict[str, Any], limits: Limits, size: int | None = None
 ) -> tuple[list[TensorMeta], dict[str, str]]:
     """Validate every entry against the reference rules; return tensors in file order and `__metadata__`."""
     p = str(path)
@@ -231,7 +231,7 @@ def _entry_error(p: str, name: str, info: Any) -> NoReturn:
 
 
 def read_safetensors(
-    path: Path, limits: Limits = DEFAULT_LIMITS, prefix: tuple[int, bytes] | None = None
+    path: str | Path, limits: Limits = DEFAULT_LIMITS, prefix: tuple[int, bytes] | None = None
 ) -> CheckpointMeta:
     n, header = read_header(path, limits, prefix)
     size = prefix[0] if prefix else os.path.getsize(path)

@@ -180,14 +180,14 @@ def scalar_reader(
     return read
 
 
-def _check_count(path: Path, content: Content, limits: Limits) -> None:
+def _check_count(path: str | Path, content: Content, limits: Limits) -> None:
     n = len(content.tensors) + len(content.other_tensors)
     if n > limits.max_tensors:
         raise LimitError(str(path), f"{n} tensors exceed the cap of {limits.max_tensors}")
 
 
 def _meta(
-    path: Path, fmt: str, size: int, content: Content, unsafe: list[str], **extra: Any
+    path: str | Path, fmt: str, size: int, content: Content, unsafe: list[str], **extra: Any
 ) -> CheckpointMeta:
     findings = tuple(f"pickle references {g} (not imported or called)" for g in unsafe)
     return CheckpointMeta(
@@ -212,7 +212,7 @@ def _meta(
 
 
 def read_torch_zip(
-    path: Path, limits: Limits = DEFAULT_LIMITS, opened: tuple[IO[bytes], ZipDirectory] | None = None
+    path: str | Path, limits: Limits = DEFAULT_LIMITS, opened: tuple[IO[bytes], ZipDirectory] | None = None
 ) -> CheckpointMeta:
     """A torch.save / TorchScript archive. `opened`: the file and zip directory a caller already has, so the
     central directory is read once."""
@@ -222,7 +222,9 @@ def read_torch_zip(
     return _read_torch_zip(path, limits, *opened)
 
 
-def _read_torch_zip(path: Path, limits: Limits, f: IO[bytes], zd: ZipDirectory | None) -> CheckpointMeta:
+def _read_torch_zip(
+    path: str | Path, limits: Limits, f: IO[bytes], zd: ZipDirectory | None
+) -> CheckpointMeta:
     p = str(path)
     size = file_size(f)
     tz = open_torch_zip(f, size, p, limits, zd)
@@ -292,7 +294,7 @@ class _CappedReader(io.RawIOBase):
         return data
 
 
-def read_torch_legacy(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
+def read_torch_legacy(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
     p = str(path)
     with open(path, "rb") as f:
         size = file_size(f)
