@@ -237,3 +237,37 @@ def write_generic(path: Path, userblock: int = 0) -> dict[str, np.ndarray]:
         f.attrs["val_loss"] = 0.25
         f.attrs["note"] = "hand-made"
     return data
+
+
+# A stand-in for libhdf5 dying on one file of a batch: the real worker, except that its metadata walk
+# segfaults on a file named boom*, hangs on one named slow*, and raises an unforeseen error on oops*.
+_FLAKY_WORKER = """
+import importlib.util, os, signal, sys, time
+spec = importlib.util.spec_from_file_location("hdf5_worker", {worker!r})
+w = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(w)
+real_meta = w._meta
+
+def flaky_meta(item, req):
+    if "boom" in item["path"]:
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if "slow" in item["path"]:
+        time.sleep(30)
+    if "oops" in item["path"]:
+        raise RuntimeError("unforeseen")
+    return real_meta(item, req)
+
+w._meta = flaky_meta
+sys.exit(w.main())
+"""
+
+
+def use_flaky_worker(tmp_path: Path, monkeypatch: Any) -> None:
+    """Make the h5py client start the flaky stand-in above instead of the real worker."""
+    import sys
+
+    from ckptlab.formats import hdf5_client
+
+    script = tmp_path / "flaky_worker.py"
+    script.write_text(_FLAKY_WORKER.format(worker=str(hdf5_client._WORKER)))
+    monkeypatch.setattr(hdf5_client, "_worker_argv", lambda: [sys.executable, str(script)])

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from h5_fixtures import (
     dense,
     keras3_config,
     nested_lambda_config,
+    use_flaky_worker,
     values,
     write_dot_keras,
     write_generic,
@@ -500,32 +500,9 @@ def test_object_cap(files: dict[str, Path]) -> None:
     assert str(exc.value) == f"{files['generic']}: more than 5 HDF5 objects"
 
 
-# a stand-in for libhdf5 dying on one file of a batch: the real worker, except that its metadata walk
-# segfaults or hangs when it reaches a file so named
-_FLAKY_WORKER = """
-import importlib.util, os, signal, sys, time
-spec = importlib.util.spec_from_file_location("hdf5_worker", {worker!r})
-w = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(w)
-real_meta = w._meta
-
-def flaky_meta(item, req):
-    if "boom" in item["path"]:
-        os.kill(os.getpid(), signal.SIGSEGV)
-    if "slow" in item["path"]:
-        time.sleep(30)
-    return real_meta(item, req)
-
-w._meta = flaky_meta
-sys.exit(w.main())
-"""
-
-
 @pytest.fixture
 def flaky_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    script = tmp_path / "flaky_worker.py"
-    script.write_text(textwrap.dedent(_FLAKY_WORKER.format(worker=str(hdf5_client._WORKER))))
-    monkeypatch.setattr(hdf5_client, "_worker_argv", lambda: [sys.executable, str(script)])
+    use_flaky_worker(tmp_path, monkeypatch)
     yield
     hdf5_client.shutdown()  # pooled flaky workers must not outlive the test
 

@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from h5_fixtures import write_dot_keras, write_generic, write_keras2_model, write_keras3_weights
+from h5_fixtures import (
+    use_flaky_worker,
+    write_dot_keras,
+    write_generic,
+    write_keras2_model,
+    write_keras3_weights,
+)
 
 from ckptlab.errors import FormatError
 from ckptlab.formats import hdf5_client
@@ -78,30 +83,9 @@ def _gone(pid: int, timeout: float = 10.0) -> bool:
     return False
 
 
-_FLAKY_WORKER = """
-import importlib.util, os, signal, sys
-spec = importlib.util.spec_from_file_location("hdf5_worker", {worker!r})
-w = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(w)
-real_meta = w._meta
-
-def flaky_meta(item, req):
-    if "boom" in item["path"]:
-        os.kill(os.getpid(), signal.SIGSEGV)
-    if "oops" in item["path"]:
-        raise RuntimeError("unforeseen")
-    return real_meta(item, req)
-
-w._meta = flaky_meta
-sys.exit(w.main())
-"""
-
-
 def _use_flaky_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The real worker, except that it segfaults on a file named boom* and raises on one named oops*."""
-    script = tmp_path / "flaky_worker.py"
-    script.write_text(textwrap.dedent(_FLAKY_WORKER.format(worker=str(hdf5_client._WORKER))))
-    monkeypatch.setattr(hdf5_client, "_worker_argv", lambda: [sys.executable, str(script)])
+    use_flaky_worker(tmp_path, monkeypatch)
 
 
 def test_one_worker_serves_batches_single_reads_and_dataset_reads(many: list[Path]) -> None:
