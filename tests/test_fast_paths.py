@@ -135,3 +135,22 @@ def test_gc_state_is_restored(tmp_path: Path, enabled: bool) -> None:
         assert gc.isenabled() is enabled
     finally:
         gc.enable() if was else gc.disable()
+
+
+def test_reads_leave_no_reference_cycles(tmp_path: Path) -> None:
+    """The GC is paused during reads on the promise that they leave no cyclic garbage behind."""
+    path = tmp_path / "m.pt"
+    torch.save({"model": {"w": torch.ones(2, 3)}, "opt": {"state": {0: {"m": torch.zeros(2)}}}}, path)
+    legacy = tmp_path / "l.pt"
+    torch.save({"w": (torch.ones(2),)}, legacy, _use_new_zipfile_serialization=False)
+    read_meta(path), read_meta(legacy)  # imports and caches first
+    was = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(5):
+            read_meta(path), read_meta(legacy)
+        assert gc.collect() == 0
+    finally:
+        if was:
+            gc.enable()

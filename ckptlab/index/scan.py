@@ -11,7 +11,6 @@ built for it, runs are resolved once per directory, and the store writes each ta
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import math
 import os
@@ -19,14 +18,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..errors import CkptlabError, FormatError, IncompleteError
-from ..formats import detect_file, read_meta
+from ..formats import detect_file, gc_paused, read_meta
 from ..formats.limits import DEFAULT_LIMITS, Limits
 from ..formats.multifile import dir_layout, shard_names
 from ..layouts import (
@@ -391,7 +389,7 @@ def scan(
         if not os.path.exists(root):
             result.errors.append((root, "no such file or directory"))
             continue
-        with _gc_paused():
+        with gc_paused:  # the bookkeeping allocates tens of thousands of objects that all stay alive
             candidates, seen = discover(root, errors, limits)
             stored = store.stored(root)
             plan = _plan(candidates, stored, root, now, settle_seconds, errors)
@@ -406,7 +404,7 @@ def scan(
                 read = _entry(f, root, status, res.cause)
             plan.fresh.append(read)
             plan.changed.append(read)
-        with _gc_paused():
+        with gc_paused:  # the bookkeeping allocates tens of thousands of objects that all stay alive
             entries = plan.reused + plan.fresh  # the reused ones first, as ever: ties keep this order below
             # every unreadable checkpoint is an error of this scan, whether read now or reused unchanged
             errors.extend((e.path, e.reason or "unreadable") for e in entries if e.status == "unreadable")
@@ -466,23 +464,6 @@ def _plan(
         if prev is None or prev[0] != fp or stored.entry(c.path, files) != derived:
             plan.changed.append(derived)
     return plan
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection inside. The bookkeeping around the reads allocates tens of thousands of
-    objects that all stay alive (entries, rows), and the collections those allocations trigger walk them
-    for nothing (about a tenth of a re-scan). Only around code that makes no reference cycles: never around
-    the reads, whose parsers do make them. gc is process-wide: another thread's cycles wait until the end of
-    the block (Mercurial pauses gc the same way while it builds large structures)."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def _in_order(entries: list[IndexEntry]) -> list[IndexEntry]:
