@@ -293,7 +293,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _quiet_bytearray_bug(hook: Any) -> Any:
+    """CPython (3.11) prints "SystemError: deallocated bytearray object has exported buffers" through
+    sys.excepthook when it fails to allocate a bytearray (its error path frees a half-built object): a
+    pickle declaring a huge BYTEARRAY8 triggers it inside the C unpickler, before ckptlab falls back to its
+    own walker and reports the file in one line. Only that message is dropped; everything else reaches the
+    original hook."""
+
+    def quiet(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        if kind is SystemError and "has exported buffers" in str(value):
+            return
+        hook(kind, value, tb)
+
+    quiet.ckptlab_quiet = True  # type: ignore[attr-defined]
+    return quiet
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if not getattr(sys.excepthook, "ckptlab_quiet", False):
+        sys.excepthook = _quiet_bytearray_bug(sys.excepthook)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -154,3 +154,29 @@ def test_reads_leave_no_reference_cycles(tmp_path: Path) -> None:
     finally:
         if was:
             gc.enable()
+
+
+HUGE_BYTEARRAY = b"\x80\x02}q\x00X\x01\x00\x00\x00aq\x01\x96" + (2**62).to_bytes(8, "little") + b"s."
+
+
+def test_a_huge_declared_bytearray_is_refused_without_allocating() -> None:
+    """The C unpickler allocates a BYTEARRAY8's declared size up front: a failed allocation falls back to
+    the interpreter, which reads in bounded pieces and names the problem."""
+    with pytest.raises(FormatError, match=r"expected 4611686018427387904 bytes in a bytearray8, but only 2"):
+        RestrictedUnpickler(io.BytesIO(HUGE_BYTEARRAY)).load()
+
+
+def test_cli_reports_a_huge_bytearray_in_one_line(tmp_path: Path) -> None:
+    # CPython 3.11 also prints a SystemError from the failed allocation: the CLI keeps stderr to one line
+    import subprocess
+    import sys
+
+    from adversarial import torch_zip
+
+    path = tmp_path / "ba.pt"
+    path.write_bytes(torch_zip(HUGE_BYTEARRAY, {}))
+    r = subprocess.run(
+        [sys.executable, "-m", "ckptlab", "inspect", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith(f"error: {path}: data.pkl: malformed pickle")

@@ -107,7 +107,10 @@ class RestrictedUnpickler:
             start = self.stream.tell()
             try:
                 return self._load_fast(cap)
-            except TooBigForFastPath:
+            except (TooBigForFastPath, MemoryError):
+                # too long for the size cap, or a length field the C unpickler tried to allocate (it
+                # allocates a BYTEARRAY8's declared size up front): the interpreter reads such fields in
+                # bounded pieces and names the problem
                 self.stream.seek(start)
                 self.globals_seen, self.unsafe, self.storages = [], [], {}
         return self._load_interpreted()
@@ -121,12 +124,10 @@ class RestrictedUnpickler:
     def _load_fast(self, cap: int) -> Any:
         try:
             return load_fast(self.stream, cap, self)
-        except (FormatError, TooBigForFastPath):
+        except (FormatError, TooBigForFastPath, MemoryError):
             raise
         except RecursionError:
             raise LimitError(None, "pickle: structure nested too deeply") from None
-        except MemoryError:
-            raise LimitError(None, "pickle: too large to walk in memory") from None
         except pickle.UnpicklingError as e:
             raise FormatError(None, f"malformed pickle: {_short(e)}") from None
         except EOFError:  # the stream ended between opcodes: genops' wording, so both walkers agree
