@@ -69,13 +69,7 @@ class Budget(io.RawIOBase):
         return data
 
     def readinto(self, b: Any) -> int:  # type: ignore[override]
-        try:
-            data = self.read(len(b))
-        except BaseException:
-            # the traceback keeps this frame alive: it must not keep `b`, a view of the unpickler's buffer,
-            # alive too (CPython then reports a SystemError when it frees the buffer)
-            del b
-            raise
+        data = self.read(len(b))
         b[: len(data)] = data
         return len(data)
 
