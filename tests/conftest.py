@@ -220,6 +220,18 @@ def hf_dir(tmp_path: Path) -> Path:
     return write_hf_checkpoint(tmp_path / "out" / "checkpoint-500")
 
 
+@pytest.fixture(scope="session")
+def dcp_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny torch.distributed.checkpoint directory, shared read-only (copy it before damaging it)."""
+    torch = pytest.importorskip("torch")
+    dcp = pytest.importorskip("torch.distributed.checkpoint")
+    d = tmp_path_factory.mktemp("dcp") / "ckpt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dcp.save({"model": {"w": torch.zeros(2, 3)}, "step": 7}, checkpoint_id=str(d))
+    return d
+
+
 @pytest.fixture
 def dcp_dir(tmp_path: Path) -> Path:
     import torch.distributed.checkpoint as dcp

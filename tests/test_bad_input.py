@@ -966,34 +966,21 @@ def test_index_with_a_5000_digit_integer(shard_dir: Path) -> None:
 # ================================================================ DCP
 
 
-@pytest.fixture(scope="module")
-def dcp_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch = pytest.importorskip("torch")
-    dcp = pytest.importorskip("torch.distributed.checkpoint")
-    d = tmp_path_factory.mktemp("dcp") / "ckpt"
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        dcp.save({"model": {"w": torch.zeros(2, 3)}, "step": 7}, checkpoint_id=str(d))
-    return d
-
-
-def test_dcp_reads(dcp_ckpt: Path) -> None:
-    meta = read_meta(dcp_ckpt)
+def test_dcp_reads(dcp_small: Path) -> None:
+    meta = read_meta(dcp_small)
     assert meta.format == "torch-dcp" and [t.name for t in meta.tensors] == ["w"] and meta.step == 7
 
 
-def test_dcp_missing_distcp(dcp_ckpt: Path, tmp_path: Path) -> None:
-    d = shutil.copytree(dcp_ckpt, tmp_path / "ckpt")
+def test_dcp_missing_distcp(dcp_small: Path, tmp_path: Path) -> None:
+    d = shutil.copytree(dcp_small, tmp_path / "ckpt")
     names = sorted(p.name for p in d.glob("*.distcp"))
     for p in d.glob("*.distcp"):
         p.unlink()
     expect_error(d, IncompleteError, f"data files listed in .metadata are missing: {', '.join(names)}")
 
 
-def test_dcp_storage_path_escaping(dcp_ckpt: Path, tmp_path: Path) -> None:
-    d = shutil.copytree(dcp_ckpt, tmp_path / "ckpt")
+def test_dcp_storage_path_escaping(dcp_small: Path, tmp_path: Path) -> None:
+    d = shutil.copytree(dcp_small, tmp_path / "ckpt")
     md = (d / ".metadata").read_bytes()
     assert b"__0_0.distcp" in md
     (d / ".metadata").write_bytes(md.replace(b"__0_0.distcp", b"../_0.distcp"))  # same length
@@ -1001,8 +988,8 @@ def test_dcp_storage_path_escaping(dcp_ckpt: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
-def test_dcp_damaged_metadata(dcp_ckpt: Path, tmp_path: Path, damage: str) -> None:
-    d = shutil.copytree(dcp_ckpt, tmp_path / "ckpt")
+def test_dcp_damaged_metadata(dcp_small: Path, tmp_path: Path, damage: str) -> None:
+    d = shutil.copytree(dcp_small, tmp_path / "ckpt")
     md = (d / ".metadata").read_bytes()
     new = {"truncated": md[: len(md) // 2], "garbage": random.Random(0).randbytes(200), "empty": b""}[damage]
     (d / ".metadata").write_bytes(new)

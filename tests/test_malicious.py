@@ -106,16 +106,6 @@ def torchscript_bytes() -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture(scope="module")
-def dcp_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dcp = pytest.importorskip("torch.distributed.checkpoint")
-    d = tmp_path_factory.mktemp("dcp") / "ckpt"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        dcp.save({"model": {"w": torch.zeros(2, 3)}, "step": 7}, checkpoint_id=str(d))
-    return d
-
-
 class Ctx:
     """What a container builder gets: where to write, the payload object and its opcodes."""
 
@@ -228,7 +218,7 @@ CONTAINERS: dict[str, tuple[Callable[[Ctx], Path], list[str], str]] = {
 def test_payload_in_container_is_reported_never_run(
     tmp_path: Path,
     torchscript_bytes: bytes,
-    dcp_template: Path,
+    dcp_small: Path,
     capsys: pytest.CaptureFixture[str],
     container: str,
     payload: str,
@@ -236,7 +226,7 @@ def test_payload_in_container_is_reported_never_run(
     marker = tmp_path / "MARKER"
     obj, qualname = payload_objects(marker)[payload]
     build, tensors, fmt = CONTAINERS[container]
-    path = build(Ctx(tmp_path, obj, torchscript_bytes, dcp_template))
+    path = build(Ctx(tmp_path, obj, torchscript_bytes, dcp_small))
     meta = read_armed(path)
     assert meta.format == fmt
     assert_unsafe(meta, qualname, tensors, marker)
@@ -244,9 +234,7 @@ def test_payload_in_container_is_reported_never_run(
     assert not marker.exists()
 
 
-def test_hand_written_os_system_everywhere(
-    tmp_path: Path, torchscript_bytes: bytes, dcp_template: Path
-) -> None:
+def test_hand_written_os_system_everywhere(tmp_path: Path, torchscript_bytes: bytes, dcp_small: Path) -> None:
     """`os.system` spelled as an exploit writes it (GLOBAL 'os system'), spliced into each container."""
     marker = tmp_path / "MARKER"
     call = system_call(f"touch {marker}")
@@ -265,7 +253,7 @@ def test_hand_written_os_system_everywhere(
         build, tensors, _ = CONTAINERS[container]
         sub = tmp_path / container
         sub.mkdir()
-        meta = read_armed(build(HandCtx(sub, None, torchscript_bytes, dcp_template)))
+        meta = read_armed(build(HandCtx(sub, None, torchscript_bytes, dcp_small)))
         assert meta.safety.unsafe_globals == ("os.system",), container
         assert_unsafe(meta, "os.system", tensors, marker)
 
@@ -351,14 +339,14 @@ def _control_loads(path: Path) -> None:
     ],
 )
 def test_control_payload_runs_when_unpickled(
-    tmp_path: Path, torchscript_bytes: bytes, dcp_template: Path, container: str, payload: str
+    tmp_path: Path, torchscript_bytes: bytes, dcp_small: Path, container: str, payload: str
 ) -> None:
     marker = tmp_path / "CONTROL_MARKER"
     obj, _ = payload_objects(marker)[payload]
     if container == "raw":
         path = write(tmp_path / "evil.pkl", pickle.dumps(obj, protocol=4))
     else:
-        path = CONTAINERS[container][0](Ctx(tmp_path, obj, torchscript_bytes, dcp_template))
+        path = CONTAINERS[container][0](Ctx(tmp_path, obj, torchscript_bytes, dcp_small))
     if container.startswith("hf-"):
         path = path / "training_args.bin"
     assert not marker.exists()
@@ -420,11 +408,11 @@ def test_rng_states_are_safe(tmp_path: Path) -> None:
 
 
 def test_plain_torchscript_and_dcp_are_safe(
-    torchscript_bytes: bytes, dcp_template: Path, tmp_path: Path
+    torchscript_bytes: bytes, dcp_small: Path, tmp_path: Path
 ) -> None:
     ts = read_armed(write(tmp_path / "scripted.pt", torchscript_bytes))
     assert ts.format == "torchscript" and ts.safety.safe
-    assert read_armed(dcp_template).safety.safe
+    assert read_armed(dcp_small).safety.safe
 
 
 # ================================================================ archives torch and zipfile read differently
