@@ -7,6 +7,7 @@ take what detection already read (the first bytes, an open zip) so a file is not
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import stat
@@ -46,18 +47,33 @@ def sniff(path: Path) -> Sniffed:
     reader can parse them without opening the file again."""
     p = str(path)
     try:
-        # a raw descriptor, no file object: this runs once per file of a scan. O_NONBLOCK: a FIFO must not
-        # block the open (it is refused below as not a regular file)
-        fd = os.open(p, _OPEN_FLAGS)
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise FormatError(p, "not a regular file")
-            return _sniff_fd(fd, p, st.st_size)
-        finally:
-            os.close(fd)
+        sniffed = _probe(p)
     except OSError as e:
         raise FormatError(p, f"cannot read: {e.strerror or e}") from None
+    if sniffed is None:
+        raise FormatError(p, "not a regular file")
+    return sniffed
+
+
+def _probe(p: str) -> Sniffed | None:
+    """One open + fstat: None for a directory, else what the file's first bytes say. A raw descriptor, no
+    file object, and no separate stat: this runs once per file of a scan. O_NONBLOCK: a FIFO must not block
+    the open (it is refused as not a regular file). Raises OSError (FileNotFoundError...)."""
+    try:
+        fd = os.open(p, _OPEN_FLAGS)
+    except (IsADirectoryError, PermissionError):  # where directories cannot be opened (Windows)
+        if os.path.isdir(p):
+            return None
+        raise
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            return None
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block reads or never end
+            raise FormatError(p, "not a regular file")
+        return _sniff_fd(fd, p, st.st_size)
+    finally:
+        os.close(fd)
 
 
 def _sniff_fd(fd: int, p: str, size: int) -> Sniffed:
@@ -134,27 +150,10 @@ def read_meta(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> 
     """
     p = os.fspath(path)  # a str all the way down for file readers: a Path costs more than a small file's read
     try:
-        # one open + fstat tells a file from a directory and sniffs the file (no separate stat: this runs
-        # once per file of a scan); O_NONBLOCK so that a FIFO cannot block
         try:
-            fd = os.open(p, _OPEN_FLAGS)
+            sniffed = _probe(p)
         except FileNotFoundError:
             raise FormatError(p, "no such file or directory") from None
-        except (IsADirectoryError, PermissionError):  # where directories cannot be opened (Windows)
-            if not os.path.isdir(p):
-                raise
-            fd = -1
-        try:
-            st = os.fstat(fd) if fd >= 0 else None
-            if st is None or stat.S_ISDIR(st.st_mode):
-                sniffed = None
-            elif not stat.S_ISREG(st.st_mode):  # a FIFO or device would block reads or never end
-                raise FormatError(p, "not a regular file")
-            else:
-                sniffed = _sniff_fd(fd, p, st.st_size)
-        finally:
-            if fd >= 0:
-                os.close(fd)
         if sniffed is None:
             from .multifile import read_directory
 
@@ -231,13 +230,9 @@ class _Readers:
         self.zip_directory = ZipDirectory
 
 
-_READERS: list[_Readers] = []
-
-
+@functools.cache
 def _readers() -> _Readers:
-    if not _READERS:
-        _READERS.append(_Readers())
-    return _READERS[0]
+    return _Readers()
 
 
 def _read_zip(path: str | Path, limits: Limits) -> CheckpointMeta:

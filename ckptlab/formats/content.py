@@ -84,19 +84,13 @@ class Content:
     framework: str | None = None
 
 
-def iter_tensors(
-    obj: Any, prefix: str = "", depth: int = 0, seen: set[int] | None = None
-) -> Iterator[tuple[str, TensorRef]]:
-    """(dotted name, tensor) for every tensor reachable in dicts, lists, module objects, in order."""
-    return iter(collect_tensors(obj, prefix, depth, seen))
-
-
 def collect_tensors(
     obj: Any, prefix: str = "", depth: int = 0, seen: set[int] | None = None
 ) -> list[tuple[str, TensorRef]]:
-    """`iter_tensors` as a list. Depth-first in container order, with a stack of iterators rather than
-    recursion: a tensor deep in optimizer state would otherwise pass through one frame per level, and the
-    inner loop over a state dict's items stays a tight loop (this runs once per tensor of every read)."""
+    """(dotted name, tensor) for every tensor reachable in dicts, lists and module objects, depth-first in
+    container order. A stack of iterators rather than recursion: a tensor deep in optimizer state would
+    otherwise pass through one frame per level, and the inner loop over a state dict's items stays a tight
+    loop (this runs once per tensor of every read)."""
     if type(obj) is TensorRef:
         return [(prefix or "tensor", obj)]
     out: list[tuple[str, TensorRef]] = []
@@ -122,10 +116,8 @@ def collect_tensors(
     return out
 
 
-# containers that can hold tensors (TensorRef is a tuple subclass: always tested for first)
-_WALKED = (dict, list, tuple, Obj)
-# the exact types the pickle walk builds them as: a set lookup per value instead of isinstance chains
-# (StorageRef, a tuple subclass, is deliberately not walked)
+# containers that can hold tensors, as the exact types the pickle walk builds them: a set lookup per value
+# instead of isinstance chains (TensorRef and StorageRef are tuple subclasses: never walked as containers)
 _WALKED_TYPES = frozenset({dict, PickledDict, list, tuple, Obj})
 
 
@@ -194,7 +186,7 @@ def _has_tensor(obj: Any) -> bool:
         o, d = stack.pop()
         if type(o) is TensorRef:
             return True
-        if d < _MAX_DEPTH and isinstance(o, _WALKED) and id(o) not in seen:
+        if d < _MAX_DEPTH and type(o) in _WALKED_TYPES and id(o) not in seen:
             seen.add(id(o))
             stack.extend((v, d + 1) for v in _children(o))
     return False

@@ -14,7 +14,7 @@ from typing import IO, NamedTuple, NoReturn
 
 from ..errors import FormatError, LimitError
 from .limits import Limits
-from .zipsafe import LOCAL_HEADER, ambiguous_names, central_directory
+from .zipsafe import ambiguous_names, central_directory, local_header_lengths
 
 # the 46-byte central directory file header, fields this reader does not use skipped (x): signature,
 # version needed, flags, method, CRC, compressed size, size, name/extra/comment lengths, local header offset
@@ -64,19 +64,17 @@ class ZipDirectory:
         return name in self.members
 
     def data_offset(self, m: Member, check_name: bool = False) -> int:
-        """Absolute offset of a member's first byte: past its local header, whose extra field torch pads
-        for alignment (so it differs from the central one and must be read). `check_name`: the local header
+        """Absolute offset of a member's first byte, past its local header. `check_name`: the local header
         must name the same member as the directory (as zipfile checks before reading one)."""
         if not 0 <= m.header_offset < self.size:
             raise FormatError(
                 self.path, f"zip member {m.name}: local header offset {m.header_offset} is outside the file"
             )
-        self.f.seek(m.header_offset)
-        h = self.f.read(30)
-        if len(h) < 30 or h[:4] != LOCAL_HEADER:
+        lengths = local_header_lengths(self.f, m.header_offset)
+        if lengths is None:
             raise FormatError(self.path, f"zip member {m.name}: local header missing or damaged")
-        name_len, extra_len = struct.unpack("<HH", h[26:30])
-        if check_name:
+        name_len, extra_len = lengths
+        if check_name:  # the name follows the 30-byte header just read
             local = self.f.read(name_len)
             if local != m.name.encode("utf-8" if m.flag_bits & 0x800 else "cp437", "replace"):
                 self._damaged(m.name, f"File name in directory {m.name!r} and header {local!r} differ")

@@ -230,30 +230,25 @@ def _read_by_name(low: str) -> bool:
     return low.endswith(".pkl") or parts[-1] in ("byteorder", "version") or "data" in parts[:-1]
 
 
-def data_offset(f: IO[bytes], info: zipfile.ZipInfo, size: int, path: str) -> int:
-    """Absolute offset of a member's first data byte (the local header's extra field differs from the
-    central one in torch archives, which pad it for alignment, so it must be read)."""
-    f.seek(info.header_offset)
+def local_header_lengths(f: IO[bytes], offset: int) -> tuple[int, int] | None:
+    """(name length, extra length) of the local file header at `offset`, or None when there is none: the
+    member's data starts 30 + both past the header (torch pads the local extra field for alignment, so it
+    differs from the central one and must be read)."""
+    f.seek(offset)
     h = f.read(30)
     if len(h) < 30 or h[:4] != LOCAL_HEADER:
-        raise FormatError(path, f"zip member {info.filename}: local header missing or damaged")
-    name_len, extra_len = struct.unpack("<HH", h[26:30])
-    off = info.header_offset + 30 + name_len + extra_len
-    if off + info.file_size > size:
-        raise FormatError(path, f"zip member {info.filename} runs past the end of the file (truncated)")
-    return off
+        return None
+    return struct.unpack("<HH", h[26:30])  # type: ignore[return-value]
 
 
 def resolve_data_offset(f: IO[bytes], offset: int, zip_header: bool, path: str) -> int:
     """A RawLocation's data offset: `offset` itself, or past the local header found there."""
     if not zip_header:
         return offset
-    f.seek(offset)
-    h = f.read(30)
-    if len(h) < 30 or h[:4] != LOCAL_HEADER:
+    lengths = local_header_lengths(f, offset)
+    if lengths is None:
         raise FormatError(path, f"zip local header missing or damaged at byte {offset}")
-    name_len, extra_len = struct.unpack("<HH", h[26:30])
-    return offset + 30 + name_len + extra_len
+    return offset + 30 + lengths[0] + lengths[1]
 
 
 def file_size(f: IO[bytes]) -> int:
