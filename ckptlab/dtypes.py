@@ -132,3 +132,8 @@ def nbytes_for(dtype: str, numel: int) -> int:
 def itemsize(dtype: str) -> int:
     """Bytes per element, for byte-aligned dtypes."""
     return max(1, DTYPE_BITS[dtype] // 8)
+
+
+# bytes per element of the byte-aligned dtypes, as a dict for per-tensor loops (sub-byte dtypes are absent:
+# their sizes go through nbytes_for)
+BYTE_SIZES: dict[str, int] = {name: bits // 8 for name, bits in DTYPE_BITS.items() if bits % 8 == 0}

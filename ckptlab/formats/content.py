@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..dtypes import DTYPE_BITS, nbytes_for
+from ..dtypes import BYTE_SIZES, nbytes_for
 from ..model import Entry, Location, TensorMeta, human_bytes, plural
 from .pickle_vm import DtypeRef, Global, Obj, PickledDict, StorageRef, TensorRef, as_global
 
@@ -221,7 +221,7 @@ def _scalar(v: Any, read_scalar: ReadScalar) -> float | int | None:
 
 
 def _tensor_metas(pairs: list[tuple[str, TensorRef]], locate: Locate) -> list[TensorMeta]:
-    new, sizes = tuple.__new__, _ITEMSIZE  # built in C: this runs once per tensor of every read
+    new, sizes = tuple.__new__, BYTE_SIZES  # built in C: this runs once per tensor of every read
     out = []
     append = out.append
     for name, t in pairs:
@@ -230,10 +230,6 @@ def _tensor_metas(pairs: list[tuple[str, TensorRef]], locate: Locate) -> list[Te
         nbytes = t.numel * isz if isz is not None else nbytes_for(dt, t.numel)
         append(new(TensorMeta, (name, t.shape, dt, nbytes, t.storage.key, locate(t))))
     return out
-
-
-# bytes per element of the byte-aligned dtypes (sub-byte ones go through nbytes_for)
-_ITEMSIZE = {name: bits // 8 for name, bits in DTYPE_BITS.items() if bits % 8 == 0}
 
 
 _RNG_FILE_KEYS = {"python", "numpy", "cpu", "cuda", "xla", "mps", "npu", "hpu", "mlu", "musa"}

@@ -17,7 +17,7 @@ from itertools import repeat
 from pathlib import Path
 from typing import IO, Any
 
-from ..dtypes import DTYPE_BITS, itemsize
+from ..dtypes import BYTE_SIZES, itemsize
 from ..errors import FormatError, LimitError
 from ..model import CheckpointMeta, RawLocation, Safety
 from .content import Content, analyse
@@ -98,7 +98,7 @@ def zip_locator(f: IO[bytes], tz: TorchZip, path: str, size: int) -> Callable[[T
         m = members.get(prefix + st.key)
         if m is None or m.compress_type:
             m = tz.dir.stored(prefix + st.key)  # raises, naming the problem
-        need = st.numel * (_ITEMSIZE.get(st.dtype, 1) if st.dtype else 1)
+        need = st.numel * BYTE_SIZES.get(st.dtype, 1)  # untyped and packed storages count bytes
         if m.file_size < need:
             raise FormatError(path, f"storage data/{st.key} holds {m.file_size} bytes, needs {need}")
         # the exact data offset needs the local header; its fixed part already bounds a truncation
@@ -110,9 +110,6 @@ def zip_locator(f: IO[bytes], tz: TorchZip, path: str, size: int) -> Callable[[T
         return checked[st.key]
 
     return _locator(path, checked, check, byteorder, zip_header=True)
-
-
-_ITEMSIZE = {name: itemsize(name) for name in DTYPE_BITS}
 
 
 def _locator(
@@ -340,7 +337,7 @@ def read_torch_legacy(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> Chec
             if pos + 8 > size:
                 raise FormatError(p, f"truncated: storage {key} header missing at byte {pos}")
             offsets[key] = pos + 8
-            pos += 8 + st.numel * (itemsize(st.dtype) if st.dtype else 1)
+            pos += 8 + st.numel * BYTE_SIZES.get(st.dtype, 1)
             if pos > size:
                 raise FormatError(p, f"truncated: storage {key} runs past the end of the file ({size} bytes)")
         for key in dict.fromkeys((keys[0], keys[-1]) if keys else ()):
