@@ -10,11 +10,11 @@ bounds opcodes, memo and stack (see `RestrictedUnpickler.load`).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import pickle
 from typing import TYPE_CHECKING, Any
 
-from ..dtypes import TORCH_STORAGE_DTYPES
 from ..errors import FormatError
 from .pickle_refs import (
     STORAGE_CLASS_DTYPES,
@@ -29,6 +29,7 @@ from .pickle_refs import (
     TensorCall,
     TensorRef,
     handler_for,
+    storage_dtype,
     storage_ref,
     tensor_from_call,
 )
@@ -114,16 +115,13 @@ def stand_in(module: str, name: str, context: str | None) -> Any:
         elif qual == "collections.OrderedDict" and handler is not None:
             cls = PickledDict
         else:
-            attrs = {"_global": Global(module, name), "__slots__": ()}
+            g = Global(module, name)
+            attrs = {"_global": g, "__slots__": ()}
             if handler is not None:
                 attrs["_handler"] = staticmethod(handler)
             cls = FrozenClass(f"StandIn_{name}"[:100], (StandIn,), attrs)
-            # storage types are recognised by name, as on the interpreter path (the allowlist has already
-            # reported a global from an unexpected module)
-            if name in TORCH_STORAGE_DTYPES:
-                STORAGE_CLASS_DTYPES[cls] = TORCH_STORAGE_DTYPES[name]
-            elif name in ("UntypedStorage", "TypedStorage"):
-                STORAGE_CLASS_DTYPES[cls] = None
+            with contextlib.suppress(FormatError):  # a storage type: its dtype, found once, not per tensor
+                STORAGE_CLASS_DTYPES[cls] = storage_dtype(g)
         _STAND_INS[key] = cls
     return cls
 

@@ -175,11 +175,13 @@ def storage_ref(pid: Any) -> StorageRef:
     try:
         dtype = STORAGE_CLASS_DTYPES[stype]
     except (KeyError, TypeError):
-        dtype = _storage_dtype(stype)
+        dtype = storage_dtype(stype)
     return StorageRef(key if type(key) is str else str(key), dtype, str(location), numel)
 
 
-def _storage_dtype(stype: Any) -> str | None:
+def storage_dtype(stype: Any) -> str | None:
+    """The dtype a pickled storage type stands for (None: untyped); FormatError for anything else. Storage
+    types are recognised by name: the allowlist has already reported a global from an unexpected module."""
     if isinstance(stype, FrozenClass):  # a C-path stand-in that is not a storage type
         stype = getattr(stype, "_global", stype)
     if isinstance(stype, Global):
