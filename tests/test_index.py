@@ -20,9 +20,9 @@ from conftest import small_state_dict, training_checkpoint, write_hf_checkpoint,
 from ckptlab.cli import main
 from ckptlab.formats import read_meta
 from ckptlab.index.scan import _in_order, meta_document, scan
-from ckptlab.index.store import MIGRATIONS, Store, new_entry
+from ckptlab.index.store import MIGRATIONS, Store
 from ckptlab.layouts import order_key
-from ckptlab.model import CheckpointMeta, Entry, IndexEntry, Safety, TensorMeta
+from ckptlab.model import CheckpointMeta, Entry, IndexEntry, Safety, TensorMeta, new_entry
 
 torch = pytest.importorskip("torch")
 OLD = time.time() - 3600  # files older than the settle window

@@ -36,8 +36,8 @@ from ..layouts import (
     run_dir_of_parent,
     unfinished_save,
 )
-from ..model import CheckpointMeta, IndexEntry, TensorMeta, _jsonable
-from .store import Store, StoredRows, new_entry
+from ..model import CheckpointMeta, IndexEntry, TensorMeta, _jsonable, new_entry
+from .store import Store, StoredRows
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 

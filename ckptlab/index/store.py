@@ -15,13 +15,13 @@ import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 from ..errors import CkptlabError
-from ..model import IndexEntry, TensorMeta
+from ..model import IndexEntry, TensorMeta, new_entry
 
 Migration = Callable[[sqlite3.Connection], None]
 MIGRATIONS: list[tuple[str, Migration]] = []
@@ -557,23 +557,6 @@ _encode = json.JSONEncoder(default=str, check_circular=False).encode
 
 def _where(condition: str) -> str:
     return f" WHERE {condition}" if condition else ""
-
-
-# IndexEntry is a frozen dataclass: its __init__ sets each of its 23 fields through object.__setattr__, which
-# costs more than all the rest of making an entry from a row, and a scan makes thousands. new_entry fills
-# the instance dict directly, as pickle and copy.copy restore one. Only when every field is given (the
-# constructor fills defaults) and IndexEntry has neither __slots__ nor a __post_init__; else the constructor.
-_N_ENTRY_FIELDS = len(fields(IndexEntry))
-_FAST_ENTRY = "__slots__" not in vars(IndexEntry) and not hasattr(IndexEntry, "__post_init__")
-
-
-def new_entry(values: dict[str, Any]) -> IndexEntry:
-    """`IndexEntry(**values)`, built faster when `values` names every field."""
-    if not _FAST_ENTRY or len(values) != _N_ENTRY_FIELDS:
-        return IndexEntry(**values)
-    entry = object.__new__(IndexEntry)
-    entry.__dict__.update(values)
-    return entry
 
 
 class StoredRows:
