@@ -265,12 +265,12 @@ class CheckpointMeta:
             "n_params": self.n_params,
             "dtypes": self.dtypes,
             "step": self.step,
-            "epoch": _jsonable(self.epoch),
-            "metrics": _jsonable(dict(self.metrics)),
+            "epoch": jsonable(self.epoch),
+            "metrics": jsonable(dict(self.metrics)),
             "has_optimizer": self.has_optimizer,
             "has_scheduler": self.has_scheduler,
             "has_rng_state": self.has_rng_state,
-            "metadata": _jsonable(self.metadata),
+            "metadata": jsonable(self.metadata),
             "entries": [e.to_json() for e in self.entries],
             "tied": {k: list(v) for k, v in self.tied.items()},
             "n_other_tensors": len(self.other_tensors),
@@ -308,12 +308,17 @@ class TensorStats:
         return d
 
 
-def _jsonable(obj: Any) -> Any:
-    """Metadata values made JSON-safe (non-finite floats become strings, tuples lists)."""
+def jsonable(obj: Any) -> Any:
+    """Metadata values made JSON-safe: mappings become dicts with string keys, tuples lists, non-finite
+    floats strings, anything else that is not a JSON scalar its `str()`.
+
+    >>> jsonable({1: (float("nan"), None), "b": b"x"})
+    {'1': ['nan', None], 'b': "b'x'"}
+    """
     if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, float) and not math.isfinite(obj):
         return str(obj)
     if obj is None or isinstance(obj, (str, int, float, bool)):
@@ -364,11 +369,11 @@ class IndexEntry:
             "layout": self.layout,
             "framework": self.framework,
             "step": self.step,
-            "epoch": _jsonable(self.epoch),
+            "epoch": jsonable(self.epoch),
             "size_bytes": self.size_bytes,
             "n_tensors": self.n_tensors,
             "n_params": self.n_params,
-            "metrics": _jsonable(dict(self.metrics)),
+            "metrics": jsonable(dict(self.metrics)),
             "has_optimizer": self.has_optimizer,
             "has_scheduler": self.has_scheduler,
             "has_rng_state": self.has_rng_state,

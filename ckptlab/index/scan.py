@@ -36,7 +36,7 @@ from ..layouts import (
     run_dir_of_parent,
     unfinished_save,
 )
-from ..model import CheckpointMeta, IndexEntry, TensorMeta, _jsonable, new_entry
+from ..model import CheckpointMeta, IndexEntry, TensorMeta, jsonable, new_entry
 from .store import Store, StoredRows
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
@@ -351,7 +351,7 @@ def meta_document(meta: CheckpointMeta) -> tuple[dict[str, Any], int]:
 
 
 def _plain(obj: Any) -> Any:
-    """`model._jsonable` (metadata made JSON-safe), with the types metadata is made of tested by exact type
+    """`model.jsonable` (metadata made JSON-safe), with the types metadata is made of tested by exact type
     first: ABC isinstance checks cost more than the rest of building a document."""
     t = type(obj)
     if t is str or t is int or t is bool or obj is None:
@@ -362,7 +362,7 @@ def _plain(obj: Any) -> Any:
         return {k if type(k) is str else str(k): _plain(v) for k, v in obj.items()}
     if t is list or t is tuple:
         return [_plain(v) for v in obj]
-    return _jsonable(obj)  # anything else (a Mapping proxy, a subclass, an odd value): the model's rules
+    return jsonable(obj)  # anything else (a Mapping proxy, a subclass, an odd value): the model's rules
 
 
 def scan(
