@@ -19,7 +19,8 @@ from conftest import small_state_dict, training_checkpoint, write_hf_checkpoint,
 
 from ckptlab.cli import main
 from ckptlab.formats import read_meta
-from ckptlab.index.scan import _in_order, meta_document, scan
+from ckptlab.index.entries import meta_document
+from ckptlab.index.scan import _in_order, scan
 from ckptlab.index.store import MIGRATIONS, Store
 from ckptlab.layouts import order_key
 from ckptlab.model import CheckpointMeta, Entry, IndexEntry, Safety, TensorMeta, new_entry
@@ -303,13 +304,15 @@ def test_cli_scan_missing_root(tmp_path: Path, capsys: pytest.CaptureFixture[str
 # ------------------------------------------------------------------- the scan's fast paths keep the results
 
 
-def test_doctests() -> None:
+@pytest.mark.parametrize(
+    "module,at_least", [("ckptlab.index.entries", 3), ("ckptlab.index.scan", 0), ("ckptlab.model", 1)]
+)
+def test_doctests(module: str, at_least: int) -> None:
     import doctest
+    import importlib
 
-    import ckptlab.index.scan
-
-    result = doctest.testmod(ckptlab.index.scan)
-    assert result.attempted >= 3 and result.failed == 0
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted >= at_least and result.failed == 0
 
 
 def test_stored_documents_are_the_inspect_documents(tree: Path, tmp_path: Path) -> None:
@@ -587,7 +590,7 @@ def test_progress_counts_every_read(tree: Path, tmp_path: Path) -> None:
 def test_read_concurrency_follows_waiting() -> None:
     """One reader thread while reads are CPU-bound (more only fight over the GIL); more, up to the cap,
     while they mostly wait on storage; back to one when they stop waiting."""
-    from ckptlab.index.scan import _Concurrency
+    from ckptlab.index.reading import _Concurrency
 
     flow = _Concurrency(8)
     for _ in range(5):

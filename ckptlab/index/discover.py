@@ -1,0 +1,143 @@
+"""Directory discovery: walk a root once and name every logical checkpoint in it (a file, a sharded index
+with its shards, an HF checkpoint-N or DCP directory, or debris), before anything is read."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from operator import attrgetter
+from pathlib import Path
+from typing import NamedTuple
+
+from ..errors import FormatError
+from ..formats import detect_file
+from ..formats.limits import DEFAULT_LIMITS, Limits
+from ..formats.multifile import dir_layout, shard_names
+from ..layouts import CHECKPOINT_SUFFIXES, debris_reason, looks_like_checkpoint_name, unfinished_save
+
+
+class Candidate(NamedTuple):
+    """A logical checkpoint found on disk, before reading it. Paths are strings: a scan makes thousands."""
+
+    path: str
+    layout: str  # file | sharded | hf-checkpoint | dcp
+    parts: tuple[str, ...]
+    missing: tuple[str, ...] = ()
+    debris: str | None = None
+    # the parts' stat results when discovery had them at hand (DirEntry.stat() is cheaper than os.stat of
+    # the path), or the error that stat raised, reported when the candidate is fingerprinted; None: not yet
+    stats: tuple[os.stat_result, ...] | OSError | None = None
+
+
+def _stat_all(entries: Sequence[os.DirEntry[str]]) -> tuple[os.stat_result, ...] | OSError:
+    try:
+        return tuple([e.stat() for e in entries])  # follows a symlink, as os.stat does
+    except OSError as err:
+        return err
+
+
+def _stat_one(entry: os.DirEntry[str]) -> tuple[os.stat_result] | OSError:
+    try:
+        return (entry.stat(),)
+    except OSError as err:
+        return err
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+_by_name = attrgetter("name")
+
+
+def discover(
+    root: str | os.PathLike[str], errors: list[tuple[str, str]], limits: Limits = DEFAULT_LIMITS
+) -> tuple[list[Candidate], int]:
+    """Every logical checkpoint under `root` and the number of files seen. Each directory is listed once.
+    Symlinked directories are not followed; symlinked files only when the target stays inside the root."""
+    root = os.fspath(root)
+    real_root = os.path.realpath(root)
+    out: list[Candidate] = []
+    files_seen = 0
+    stack = [root]
+    while stack:
+        d = stack.pop()
+        try:
+            with os.scandir(d) as it:
+                entries = sorted(it, key=_by_name)
+        except OSError as e:
+            errors.append((d, f"cannot read directory: {e.strerror or e}"))
+            continue
+        files = [e for e in entries if e.is_file(follow_symlinks=False)]
+        layout = dir_layout({e.name for e in files})
+        if layout is not None:  # a DCP or HF checkpoint-N directory: one checkpoint, its files are parts
+            out.append(Candidate(d, layout, tuple(e.path for e in files), stats=_stat_all(files)))
+            files_seen += len(files)
+            continue
+        consumed: set[str] = set()
+        for e in files:
+            if e.name.endswith(".index.json"):
+                shards = shard_names(Path(e.path), limits)
+                if shards is None:
+                    continue
+                # Path() joins as before: a shard name like "./x" must give the same part path every scan
+                present = tuple(str(Path(d, s)) for s in shards if os.path.isfile(os.path.join(d, s)))
+                missing = tuple(s for s in shards if not os.path.isfile(os.path.join(d, s)))
+                consumed.add(e.name)
+                consumed.update(shards)
+                out.append(Candidate(e.path, "sharded", (e.path, *present), missing))
+        for e in entries:
+            name = e.name
+            if name in consumed:
+                continue
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    why = debris_reason(name, size=None, mtime=None, now=0.0, settle_seconds=0)
+                    if why is not None:  # tmp-checkpoint-*/, *.orbax-checkpoint-tmp-*/
+                        out.append(Candidate(e.path, "file", (), debris=why))
+                    else:
+                        stack.append(e.path)
+                    continue
+                files_seen += 1
+                if e.is_symlink():
+                    target = os.path.realpath(e.path)
+                    if not os.path.exists(target):
+                        if looks_like_checkpoint_name(name):
+                            why = debris_reason(
+                                name,
+                                size=None,
+                                mtime=None,
+                                now=0.0,
+                                is_symlink=True,
+                                target_exists=False,
+                                link_target=os.readlink(e.path),
+                            )
+                            out.append(Candidate(e.path, "file", (), debris=why))
+                        continue
+                    if not _inside(target, real_root) or not os.path.isfile(target):
+                        continue  # never follow a link out of the root
+                elif not e.is_file(follow_symlinks=False):
+                    continue
+                if why := unfinished_save(name):
+                    out.append(Candidate(e.path, "file", (e.path,), (), why, _stat_one(e)))
+                # a checkpoint suffix is enough (a broken .pt is an error row); others need checkpoint magic
+                elif name.lower().endswith(CHECKPOINT_SUFFIXES) or (
+                    looks_like_checkpoint_name(name) and not name.startswith(".") and _sniff(e.path)
+                ):
+                    out.append(Candidate(e.path, "file", (e.path,), (), None, _stat_one(e)))
+            except OSError as err:
+                errors.append((e.path, f"cannot stat: {err.strerror or err}"))
+    return out, files_seen
+
+
+def _sniff(p: str) -> bool:
+    """Content check for files whose names say nothing (e.g. `model` with no suffix). A text file can look
+    like a protocol-0 pickle, so only binary pickles (PROTO opcode) count."""
+    try:
+        kind = detect_file(Path(p))
+        if kind == "pickle":
+            with open(p, "rb") as f:
+                return f.read(1) == b"\x80"
+        return kind in ("safetensors", "zip", "hdf5")
+    except (FormatError, OSError):
+        return False
