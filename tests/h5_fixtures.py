@@ -244,9 +244,10 @@ def write_generic(path: Path, userblock: int = 0) -> dict[str, np.ndarray]:
 _FLAKY_WORKER = """
 import importlib.util, os, signal, sys, time
 spec = importlib.util.spec_from_file_location("hdf5_worker", {worker!r})
-w = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(w)
-real_meta = w._meta
+sys.modules["hdf5_worker"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(sys.modules["hdf5_worker"])
+from hdf5_worker import serve
+real_meta = serve.read_meta
 
 def flaky_meta(item, req):
     if "boom" in item["path"]:
@@ -257,8 +258,8 @@ def flaky_meta(item, req):
         raise RuntimeError("unforeseen")
     return real_meta(item, req)
 
-w._meta = flaky_meta
-sys.exit(w.main())
+serve.read_meta = flaky_meta
+sys.exit(serve.main())
 """
 
 
@@ -269,5 +270,5 @@ def use_flaky_worker(tmp_path: Path, monkeypatch: Any) -> None:
     from ckptlab.formats import hdf5_client
 
     script = tmp_path / "flaky_worker.py"
-    script.write_text(_FLAKY_WORKER.format(worker=str(hdf5_client._WORKER)))
+    script.write_text(_FLAKY_WORKER.format(worker=str(hdf5_client._WORKER / "__init__.py")))
     monkeypatch.setattr(hdf5_client, "_worker_argv", lambda: [sys.executable, str(script)])

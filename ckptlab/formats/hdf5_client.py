@@ -33,7 +33,7 @@ from typing import Any
 from ..errors import FormatError, LimitError
 from .limits import Limits
 
-_WORKER = Path(__file__).with_name("hdf5_worker.py")
+_WORKER = Path(__file__).with_name("hdf5_worker")  # the worker's package directory
 _MiB = 1024 * 1024
 _IDLE_EXIT_S = 120.0  # a worker with no request for this long exits by itself
 # the pool hands out no worker idle for longer than this, well before it can exit between our check and
@@ -56,21 +56,26 @@ class WorkerTimeout(Exception):
     pass
 
 
-# Runs the worker file by path, not `-m ckptlab...`, so the child imports neither the ckptlab package nor
-# its readers. Dropping sys.path[0] (the current directory under -c) before any further import means no
-# stray json.py or numpy/ in the directory being scanned can shadow a real module. (-P does this too,
-# but only from Python 3.11.)
+# Loads the worker package by path, as a top-level package named `hdf5_worker`, not `-m ckptlab...`, so the
+# child imports neither the ckptlab package nor its readers (the worker's modules import only each other).
+# Dropping sys.path[0] (the current directory under -c) before any further import means no stray json.py or
+# numpy/ in the directory being scanned can shadow a real module. (-P does this too, but only from Python
+# 3.11.)
 _BOOTSTRAP = (
     "import sys\n"
     "if sys.path and sys.path[0] == '':\n"
     "    del sys.path[0]\n"
-    "import runpy\n"
-    "runpy.run_path(sys.argv.pop(1), run_name='__main__')\n"
+    "import importlib.util\n"
+    "spec = importlib.util.spec_from_file_location('hdf5_worker', sys.argv.pop(1))\n"
+    "sys.modules['hdf5_worker'] = importlib.util.module_from_spec(spec)\n"
+    "spec.loader.exec_module(sys.modules['hdf5_worker'])\n"
+    "from hdf5_worker.serve import main\n"
+    "sys.exit(main())\n"
 )
 
 
 def _worker_argv() -> list[str]:
-    return [sys.executable, "-c", _BOOTSTRAP, str(_WORKER)]
+    return [sys.executable, "-c", _BOOTSTRAP, str(_WORKER / "__init__.py")]
 
 
 def _worker_env() -> dict[str, str]:
