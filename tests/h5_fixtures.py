@@ -267,8 +267,8 @@ def use_flaky_worker(tmp_path: Path, monkeypatch: Any) -> None:
     """Make the h5py client start the flaky stand-in above instead of the real worker."""
     import sys
 
-    from ckptlab.formats import hdf5_client
+    from ckptlab.formats.hdf5_client import launch, pool
 
     script = tmp_path / "flaky_worker.py"
-    script.write_text(_FLAKY_WORKER.format(worker=str(hdf5_client._WORKER / "__init__.py")))
-    monkeypatch.setattr(hdf5_client, "_worker_argv", lambda: [sys.executable, str(script)])
+    script.write_text(_FLAKY_WORKER.format(worker=str(launch.WORKER_PACKAGE / "__init__.py")))
+    monkeypatch.setattr(pool, "worker_argv", lambda: [sys.executable, str(script)])

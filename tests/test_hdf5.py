@@ -33,9 +33,9 @@ from h5_fixtures import (
 )
 
 from ckptlab.errors import FormatError, LimitError
-from ckptlab.formats import hdf5_client
 from ckptlab.formats import hdf5_reader as hr
 from ckptlab.formats import keras_reader as kr
+from ckptlab.formats.hdf5_client import pool
 from ckptlab.formats.limits import DEFAULT_LIMITS, Limits
 from ckptlab.model import CheckpointMeta, Entry, Hdf5Location, RawLocation
 
@@ -504,7 +504,7 @@ def test_object_cap(files: dict[str, Path]) -> None:
 def flaky_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     use_flaky_worker(tmp_path, monkeypatch)
     yield
-    hdf5_client.shutdown()  # pooled flaky workers must not outlive the test
+    pool.shutdown()  # pooled flaky workers must not outlive the test
 
 
 def test_worker_crash_fails_only_that_file(

@@ -24,8 +24,9 @@ from h5_fixtures import (
 )
 
 from ckptlab.errors import FormatError
-from ckptlab.formats import hdf5_client
 from ckptlab.formats import hdf5_reader as hr
+from ckptlab.formats.hdf5_client import batch, pool, runner
+from ckptlab.formats.hdf5_client.child import Child
 from ckptlab.formats.limits import DEFAULT_LIMITS, Limits
 from ckptlab.model import CheckpointMeta, Hdf5Location
 
@@ -34,9 +35,9 @@ CORRUPT = b"\x89HDF\r\n\x1a\n" + b"\x07" * 600  # a superblock libhdf5 rejects a
 
 @pytest.fixture(autouse=True)
 def fresh_pool() -> Iterator[None]:
-    hdf5_client.shutdown()
+    pool.shutdown()
     yield
-    hdf5_client.shutdown()
+    pool.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def _doc(result: CheckpointMeta | FormatError) -> object:
 
 
 def _idle_pids() -> list[int]:
-    return [c.proc.pid for c in hdf5_client._POOL.idle]
+    return [c.proc.pid for c in pool.POOL.idle]
 
 
 def _gone(pid: int, timeout: float = 10.0) -> bool:
@@ -134,7 +135,7 @@ def test_unforeseen_error_retires_the_worker_and_the_batch_goes_on(
 
 
 def test_worker_is_replaced_after_many_files(many: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hdf5_client, "_MAX_ITEMS_PER_WORKER", 5)
+    monkeypatch.setattr(pool, "_MAX_ITEMS_PER_WORKER", 5)
     hr.read_hdf5_many(many[:3], DEFAULT_LIMITS)
     [pid] = _idle_pids()
     assert all(isinstance(r, CheckpointMeta) for r in hr.read_hdf5_many(many[3:6], DEFAULT_LIMITS))
@@ -149,15 +150,15 @@ def test_a_worker_killed_while_idle_is_replaced(many: list[Path], monkeypatch: p
     assert _gone(pid)
     # as if it died just after the pool checked it: its first answer never comes, and that says nothing
     # about the file, which is read again by a fresh worker
-    monkeypatch.setattr(hdf5_client.Child, "alive", lambda self: self.proc.poll() is None or self.served > 0)
+    monkeypatch.setattr(Child, "alive", lambda self: self.proc.poll() is None or self.served > 0)
     takes: list[bool] = []
-    take = hdf5_client._POOL.take
+    take = pool.POOL.take
 
-    def spy(memory_bytes: int, fresh: bool = False) -> hdf5_client.Child:
+    def spy(memory_bytes: int, fresh: bool = False) -> Child:
         takes.append(fresh)
         return take(memory_bytes, fresh)
 
-    monkeypatch.setattr(hdf5_client._POOL, "take", spy)
+    monkeypatch.setattr(pool.POOL, "take", spy)
     results = hr.read_hdf5_many(many[:2], DEFAULT_LIMITS)
     assert all(isinstance(r, CheckpointMeta) for r in results)
     assert takes == [False, True]  # the dead worker first, then one retry in a fresh one
@@ -165,8 +166,8 @@ def test_a_worker_killed_while_idle_is_replaced(many: list[Path], monkeypatch: p
 
 
 def test_idle_worker_exits_by_itself(many: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hdf5_client, "_IDLE_EXIT_S", 0.3)
-    monkeypatch.setattr(hdf5_client, "_REUSE_S", 0.1)
+    monkeypatch.setattr(runner, "_IDLE_EXIT_S", 0.3)
+    monkeypatch.setattr(pool, "_REUSE_S", 0.1)
     hr.read_hdf5_many(many[:1], DEFAULT_LIMITS)
     [pid] = _idle_pids()
     assert _gone(pid)
@@ -214,8 +215,8 @@ def test_how_many_workers_share_a_batch(
 ) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
-    monkeypatch.setattr(hdf5_client._POOL, "count_idle", lambda memory_bytes: warm)
-    assert hdf5_client._want_workers(n_items, DEFAULT_LIMITS, workers) == expected
+    monkeypatch.setattr(pool.POOL, "count_idle", lambda memory_bytes: warm)
+    assert batch._want_workers(n_items, DEFAULT_LIMITS, workers) == expected
 
 
 def test_crash_in_a_shared_batch_fails_only_that_file(
@@ -233,7 +234,7 @@ def test_crash_in_a_shared_batch_fails_only_that_file(
 def test_worker_that_cannot_start_fails_each_file_in_a_shared_batch(
     many: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(hdf5_client, "_worker_argv", lambda: [sys.executable, "-c", "raise SystemExit(4)"])
+    monkeypatch.setattr(pool, "worker_argv", lambda: [sys.executable, "-c", "raise SystemExit(4)"])
     results = hr.read_hdf5_many(many[:6], DEFAULT_LIMITS, workers=2)
     assert [str(r) for r in results] == [f"{p}: HDF5 parser failed (exit 4: no output)" for p in many[:6]]
 

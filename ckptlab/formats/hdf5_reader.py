@@ -21,8 +21,9 @@ from ..dtypes import DTYPE_BITS, nbytes_for, numpy_dtype_name
 from ..errors import FormatError
 from ..model import CheckpointMeta, Entry, Hdf5Location, RawLocation, Safety, TensorMeta
 from . import HDF5_SIGNATURE
-from . import hdf5_client as client
 from . import keras_reader as kr
+from .hdf5_client.batch import run_meta
+from .hdf5_client.runner import run_dataset
 from .limits import Limits
 
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -74,7 +75,7 @@ def read_hdf5_many(
         member = archive.weights_member if archive else None
         items.append({"path": str(path), "member": member, "size": size})
         jobs.append((i, path, size, archive))
-    for k, answer in client.run_meta(items, limits, workers):
+    for k, answer in run_meta(items, limits, workers):
         i, path, size, archive = jobs[k]
         if isinstance(answer, FormatError):
             results[i] = answer
@@ -103,7 +104,7 @@ def read_hdf5_dataset(loc: Hdf5Location, limits: Limits) -> tuple[bytes, str, tu
         "dataset": loc.dataset,
         "memory_bytes": limits.hdf5_memory_bytes,
     }
-    header, data = client.run_dataset(request, limits)
+    header, data = run_dataset(request, limits)
     dtype = _canonical_dtype(header["dtype"], header.get("attr_dtype"))
     if dtype is None:
         raise FormatError(loc.file, f"dataset {loc.dataset} has unsupported dtype {header['dtype']}")
