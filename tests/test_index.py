@@ -20,8 +20,9 @@ from conftest import small_state_dict, training_checkpoint, write_hf_checkpoint,
 from ckptlab.cli import main
 from ckptlab.formats import read_meta
 from ckptlab.index.entries import meta_document
+from ckptlab.index.migrations import MIGRATIONS
 from ckptlab.index.scan import _in_order, scan
-from ckptlab.index.store import MIGRATIONS, Store
+from ckptlab.index.store import Store
 from ckptlab.layouts import order_key
 from ckptlab.model import CheckpointMeta, Entry, IndexEntry, Safety, TensorMeta, new_entry
 
@@ -547,7 +548,7 @@ def test_tensor_lists_are_shared_and_dropped_when_unused(tree: Path, tmp_path: P
 def test_migration_moves_tensor_rows_into_shared_lists(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ckptlab.index.store as store_module
+    import ckptlab.index.migrations as migrations_module
 
     db = tmp_path / "old.sqlite"
     rows = [
@@ -557,7 +558,7 @@ def test_migration_moves_tensor_rows_into_shared_lists(
         (2, "b", 2, "[]", "int64", 1, 8),
         (3, "a", 0, "[4]", "bfloat16", 4, 8),
     ]
-    monkeypatch.setattr(store_module, "MIGRATIONS", MIGRATIONS[:1])  # an index written before 0002
+    monkeypatch.setattr(migrations_module, "MIGRATIONS", MIGRATIONS[:1])  # an index written before 0002
     with Store(db) as old:
         old.db.execute("INSERT INTO roots (id, path) VALUES (1, '/r')")
         old.db.execute("INSERT INTO runs (id, path, root_id, name) VALUES (1, '/r', 1, 'r')")

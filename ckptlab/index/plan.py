@@ -12,7 +12,7 @@ from ..layouts import debris_reason
 from ..model import IndexEntry
 from .discover import Candidate
 from .entries import entry_of
-from .store import StoredRows
+from .rows import StoredRows
 
 Files = tuple[tuple[str, int, int], ...]  # (path, size, mtime_ns) of every part
 

@@ -1,199 +1,27 @@
-"""The SQLite index: the only module that writes SQL.
+"""The SQLite index: `Store`, a handle on one database, with every write and query the rest of ckptlab uses.
 
-Schema changes are an ordered registry of migrations, each applied together with its bookkeeping row in one
-transaction (sqlite-utils' habit). WAL mode and a busy timeout let the app and the CLI share one database.
-One table per thing, so "which checkpoints hold tensor X" or "bytes per run" are plain queries.
+The store's modules are the only ones that write SQL: this one, `migrations` (the schema, as an ordered
+registry of migrations), `tensor_lists` (tensor lists shared between checkpoints) and `rows` (stored rows
+back into entries). WAL mode and a busy timeout let the app and the CLI share one database.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 from ..errors import CkptlabError
-from ..model import IndexEntry, TensorMeta, new_entry
-
-Migration = Callable[[sqlite3.Connection], None]
-MIGRATIONS: list[tuple[str, Migration]] = []
-
-
-def migration(name: str) -> Callable[[Migration], Migration]:
-    def register(fn: Migration) -> Migration:
-        MIGRATIONS.append((name, fn))
-        return fn
-
-    return register
-
-
-def _run_script(db: sqlite3.Connection, script: str) -> None:
-    # not executescript(): it COMMITs first, which would split a migration from its bookkeeping row
-    for statement in script.split(";"):
-        if statement.strip():
-            db.execute(statement)
-
-
-@migration("0001_initial")
-def _initial(db: sqlite3.Connection) -> None:
-    _run_script(
-        db,
-        """
-        CREATE TABLE roots (
-            id INTEGER PRIMARY KEY,
-            path TEXT NOT NULL UNIQUE,
-            last_scan_at REAL
-        );
-        CREATE TABLE runs (
-            id INTEGER PRIMARY KEY,
-            path TEXT NOT NULL UNIQUE,
-            root_id INTEGER NOT NULL REFERENCES roots(id) ON DELETE CASCADE,
-            name TEXT NOT NULL
-        );
-        CREATE TABLE checkpoints (
-            id INTEGER PRIMARY KEY,
-            path TEXT NOT NULL UNIQUE,
-            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-            layout TEXT NOT NULL,
-            format TEXT,
-            framework TEXT,
-            step INTEGER,
-            epoch REAL,
-            size_bytes INTEGER NOT NULL DEFAULT 0,
-            n_tensors INTEGER,
-            n_params INTEGER,
-            has_optimizer INTEGER,
-            has_scheduler INTEGER,
-            has_rng_state INTEGER,
-            safe INTEGER,
-            unsafe_globals TEXT NOT NULL DEFAULT '[]',
-            status TEXT NOT NULL CHECK (status IN ('ok', 'unreadable', 'incomplete', 'debris')),
-            reason TEXT,
-            mtime REAL,
-            fingerprint TEXT NOT NULL,
-            meta_json TEXT,
-            indexed_at REAL NOT NULL
-        );
-        CREATE INDEX checkpoints_run ON checkpoints(run_id, step);
-        CREATE TABLE files (
-            path TEXT PRIMARY KEY,
-            checkpoint_id INTEGER NOT NULL REFERENCES checkpoints(id) ON DELETE CASCADE,
-            size INTEGER NOT NULL,
-            mtime_ns INTEGER NOT NULL
-        );
-        CREATE INDEX files_checkpoint ON files(checkpoint_id);
-        CREATE TABLE tensors (
-            checkpoint_id INTEGER NOT NULL REFERENCES checkpoints(id) ON DELETE CASCADE,
-            name TEXT NOT NULL,
-            position INTEGER NOT NULL,
-            shape TEXT NOT NULL,
-            dtype TEXT NOT NULL,
-            numel INTEGER NOT NULL,
-            nbytes INTEGER NOT NULL,
-            PRIMARY KEY (checkpoint_id, name)
-        ) WITHOUT ROWID;
-        CREATE INDEX tensors_name ON tensors(name);
-        CREATE TABLE metrics (
-            checkpoint_id INTEGER NOT NULL REFERENCES checkpoints(id) ON DELETE CASCADE,
-            name TEXT NOT NULL,
-            value REAL,
-            PRIMARY KEY (checkpoint_id, name)
-        ) WITHOUT ROWID;
-        CREATE TABLE errors (
-            id INTEGER PRIMARY KEY,
-            root_id INTEGER NOT NULL REFERENCES roots(id) ON DELETE CASCADE,
-            path TEXT NOT NULL,
-            error TEXT NOT NULL,
-            seen_at REAL NOT NULL
-        );
-        """,
-    )
-
-
-@migration("0002_shared_tensor_lists")
-def _shared_tensor_lists(db: sqlite3.Connection) -> None:
-    """Checkpoints of one model hold the same tensor list (names, shapes, dtypes): store each distinct list
-    once and point checkpoints at it, instead of one row per tensor per checkpoint. A scan of 1,850 small
-    checkpoints wrote 10,700 tensor rows (most of its write time) for 15 distinct lists; a run of LLM
-    checkpoints repeats thousands of rows per checkpoint. `tensors` stays as a view with the same columns,
-    so queries on it (the README's among them) read as before."""
-    _run_script(
-        db,
-        """
-        CREATE TABLE tensor_lists (
-            id INTEGER PRIMARY KEY,
-            digest TEXT NOT NULL UNIQUE
-        );
-        CREATE TABLE tensor_list_items (
-            list_id INTEGER NOT NULL REFERENCES tensor_lists(id) ON DELETE CASCADE,
-            name TEXT NOT NULL,
-            position INTEGER NOT NULL,
-            shape TEXT NOT NULL,
-            dtype TEXT NOT NULL,
-            numel INTEGER NOT NULL,
-            nbytes INTEGER NOT NULL,
-            PRIMARY KEY (list_id, name)
-        ) WITHOUT ROWID;
-        CREATE INDEX tensor_list_items_name ON tensor_list_items(name);
-        ALTER TABLE checkpoints ADD COLUMN tensor_list_id INTEGER REFERENCES tensor_lists(id);
-        CREATE INDEX checkpoints_tensor_list ON checkpoints(tensor_list_id)
-        """,
-    )
-    rows: dict[int, list[tuple[Any, ...]]] = {}
-    for cid, *item in db.execute(
-        "SELECT checkpoint_id, name, position, shape, dtype, numel, nbytes FROM tensors "
-        "ORDER BY checkpoint_id, position"
-    ):
-        rows.setdefault(cid, []).append(tuple(item))
-    ids: dict[str, int] = {}
-    for cid, items in rows.items():
-        db.execute("UPDATE checkpoints SET tensor_list_id = ? WHERE id = ?", (_list_id(db, items, ids), cid))
-    _run_script(
-        db,
-        """
-        DROP TABLE tensors;
-        CREATE VIEW tensors AS
-            SELECT c.id AS checkpoint_id, i.name, i.position, i.shape, i.dtype, i.numel, i.nbytes
-            FROM checkpoints c JOIN tensor_list_items i ON i.list_id = c.tensor_list_id
-        """,
-    )
-
-
-def _list_id(db: sqlite3.Connection, items: list[tuple[Any, ...]], known: dict[str, int]) -> int:
-    """The id of the tensor list holding `items` ((name, position, shape JSON, dtype, numel, nbytes), one
-    per name), added if the index has none. `known`: digest -> id, filled as lists are found."""
-    digest = hashlib.sha1(json.dumps(items).encode(), usedforsecurity=False).hexdigest()
-    lid = known.get(digest)
-    if lid is None:
-        row = db.execute("SELECT id FROM tensor_lists WHERE digest = ?", (digest,)).fetchone()
-        if row is not None:
-            lid = row[0]
-        else:
-            lid = db.execute("INSERT INTO tensor_lists (digest) VALUES (?)", (digest,)).lastrowid
-            db.executemany(
-                "INSERT INTO tensor_list_items (list_id, name, position, shape, dtype, numel, nbytes) "
-                "VALUES (?,?,?,?,?,?,?)",
-                [(lid, *item) for item in items],
-            )
-        assert lid is not None
-        known[digest] = lid
-    return lid
-
-
-def _drop_unused_tensor_lists(db: sqlite3.Connection) -> None:
-    # NOT EXISTS: one probe of checkpoints_tensor_list per list, not a pass over every checkpoint
-    db.execute(
-        "DELETE FROM tensor_lists WHERE NOT EXISTS "
-        "(SELECT 1 FROM checkpoints c WHERE c.tensor_list_id = tensor_lists.id)"
-    )
+from ..model import IndexEntry, TensorMeta
+from . import migrations
+from .rows import ENTRY_COLUMNS, JOINS, StoredRows, row_entry
+from .tensor_lists import drop_unused_tensor_lists, tensor_lists
 
 
 def default_db_path() -> Path:
@@ -270,23 +98,7 @@ class Store:
 
     def migrate(self) -> list[str]:
         """Apply pending migrations in order; returns the names applied now."""
-        self.db.execute(
-            "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
-        )
-        # one read first: opening an up-to-date index takes no write lock (a scan in another process may
-        # hold it for a while), and each pending migration is checked again under the lock below
-        done = {r[0] for r in self.db.execute("SELECT name FROM _migrations")}
-        applied_now = []
-        for name, fn in MIGRATIONS:
-            if name in done:
-                continue
-            with self.transaction() as db:
-                if db.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone():
-                    continue
-                fn(db)
-                db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, time.time()))
-                applied_now.append(name)
-        return applied_now
+        return migrations.apply_pending(self.db, self.transaction)
 
     def applied_migrations(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT name FROM _migrations ORDER BY name")]
@@ -350,7 +162,7 @@ class Store:
                     "AND id NOT IN (SELECT DISTINCT run_id FROM checkpoints)",
                     (root_id,),
                 )
-                _drop_unused_tensor_lists(db)
+                drop_unused_tensor_lists(db)
             db.execute("DELETE FROM errors WHERE root_id = ?", (root_id,))
             db.executemany(
                 "INSERT INTO errors (root_id, path, error, seen_at) VALUES (?, ?, ?, ?)",
@@ -374,7 +186,7 @@ class Store:
         runs = {run: self._run_id(db, root_id, run) for run in dict.fromkeys(e.run for e in entries)}
         old = [(e.path,) for e in entries if known is None or e.path in known]
         db.executemany("DELETE FROM checkpoints WHERE path = ?", old)  # cascades to files and metrics
-        lists = _tensor_lists(db, entries, tensors)
+        lists = tensor_lists(db, entries, tensors)
         # ids are given here, not by SQLite, so the child rows can go in one executemany each; the write
         # lock is held (BEGIN IMMEDIATE), so nobody else can take the same ids
         first = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM checkpoints").fetchone()[0]
@@ -407,7 +219,7 @@ class Store:
     def forget_root(self, root: str) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM roots WHERE path = ?", (root,))
-            _drop_unused_tensor_lists(db)
+            drop_unused_tensor_lists(db)
 
     # ------------------------------------------------------------- reads
 
@@ -447,25 +259,25 @@ class Store:
         files: dict[int, list[tuple[str, int, int]]] = {}
         if rows:
             for cid, p, size, mtime in self._cursor().execute(
-                f"SELECT f.checkpoint_id, f.path, f.size, f.mtime_ns {_JOINS} "
+                f"SELECT f.checkpoint_id, f.path, f.size, f.mtime_ns {JOINS} "
                 f"JOIN files f ON f.checkpoint_id = c.id{_where(where)}",
                 args,
             ):
                 files.setdefault(cid, []).append((p, size, mtime))
-        return [_entry(r, metrics.get(r[0], {}), tuple(sorted(files.get(r[0], ())))) for r in rows]
+        return [row_entry(r, metrics.get(r[0], {}), tuple(sorted(files.get(r[0], ())))) for r in rows]
 
     def _select(
         self, where: str, args: list[Any], with_meta: bool, order: str | None
     ) -> tuple[list[tuple[Any, ...]], dict[int, dict[str, float]]]:
-        """Rows of `_ENTRY_COLUMNS` + meta_json matching `where`, and their metrics by checkpoint id."""
+        """Rows of `ENTRY_COLUMNS` + meta_json matching `where`, and their metrics by checkpoint id."""
         cur = self._cursor()
         meta = "c.meta_json" if with_meta else "NULL"
-        sql = f"SELECT {_ENTRY_COLUMNS}, {meta} {_JOINS}{_where(where)}"
+        sql = f"SELECT {ENTRY_COLUMNS}, {meta} {JOINS}{_where(where)}"
         rows = cur.execute(sql + (f" ORDER BY {order}" if order else ""), args).fetchall()
         metrics: dict[int, dict[str, float]] = {}
         if rows:  # the metrics of the same rows, by the same condition: one query, no IN lists of ids
             for cid, name, value in cur.execute(
-                f"SELECT m.checkpoint_id, m.name, m.value {_JOINS} "
+                f"SELECT m.checkpoint_id, m.name, m.value {JOINS} "
                 f"JOIN metrics m ON m.checkpoint_id = c.id{_where(where)}",
                 args,
             ):
@@ -510,45 +322,6 @@ class Store:
         return [TensorMeta(r[0], tuple(json.loads(r[1])), r[2], r[3]) for r in rows]
 
 
-_TENSOR_KEY = itemgetter(0, 1, 2, 3)  # TensorMeta's name, shape, dtype, nbytes: what the index keeps
-
-
-def _tensor_lists(
-    db: sqlite3.Connection, entries: list[IndexEntry], tensors: Mapping[str, Sequence[TensorMeta]]
-) -> dict[str, int]:
-    """path -> the id of its tensor list, for the entries that have tensors. Lists are told apart in memory
-    by their content first, so the digest and the lookup happen once per distinct list, not per checkpoint."""
-    out: dict[str, int] = {}
-    by_content: dict[tuple[Any, ...], int] = {}
-    by_digest: dict[str, int] = {}
-    shapes: dict[tuple[int, ...], str] = {}  # each distinct shape's JSON
-    for e in entries:
-        ts = tensors.get(e.path)
-        if not ts:
-            continue
-        key = tuple(map(_TENSOR_KEY, ts))
-        lid = by_content.get(key)
-        if lid is None:
-            items, seen = [], set()
-            for i, (name, shape, dtype, nbytes) in enumerate(key):
-                if name in seen:  # a name's first occurrence, as the tensors table's primary key kept it
-                    continue
-                seen.add(name)
-                text = shapes.get(shape)
-                if text is None:
-                    text = shapes[shape] = json.dumps(list(shape))
-                items.append((name, i, text, dtype, math.prod(shape), nbytes))
-            lid = by_content[key] = _list_id(db, items, by_digest)
-        out[e.path] = lid
-    return out
-
-
-_JOINS = "FROM checkpoints c JOIN runs r ON r.id = c.run_id JOIN roots o ON o.id = r.root_id"
-_ENTRY_COLUMNS = (
-    "c.id, c.path, r.path, o.path, c.layout, c.format, c.framework, c.step, c.epoch, c.size_bytes, "
-    "c.n_tensors, c.n_params, c.has_optimizer, c.has_scheduler, c.has_rng_state, c.safe, c.unsafe_globals, "
-    "c.status, c.reason, c.mtime, c.fingerprint"
-)
 # the inspect documents: one encoder object for every row; default=str as before (metadata values are
 # JSON-safe already, this guards against a reader that returns something else); no cycle check, since a
 # document is a tree built for the row (a cycle would have recursed forever while making it JSON-safe)
@@ -559,76 +332,9 @@ def _where(condition: str) -> str:
     return f" WHERE {condition}" if condition else ""
 
 
-class StoredRows:
-    """One root's stored checkpoints, as an incremental scan needs them: `get(path)` gives the stored
-    (fingerprint, status) to decide whether a checkpoint is reused, `entry(path, files)` the IndexEntry of
-    one that is. `files` are the parts as the scan has just seen them: a reused checkpoint's fingerprint
-    matches, so they are the stored ones, and the files table is not read."""
-
-    def __init__(
-        self, rows: list[tuple[Any, ...]], metrics: dict[int, dict[str, float]], version: tuple[int, int]
-    ) -> None:
-        self._rows = {r[1]: r for r in rows}
-        self._metrics = metrics
-        self.version = version
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    def paths(self) -> Iterable[str]:
-        return self._rows.keys()
-
-    def get(self, path: str) -> tuple[str, str] | None:
-        r = self._rows.get(path)
-        return None if r is None else (r[20], r[17])
-
-    def entry(self, path: str, files: Iterable[tuple[str, int, int]]) -> IndexEntry:
-        r = self._rows[path]
-        files = tuple(files)
-        return _entry(r, self._metrics.get(r[0], {}), tuple(sorted(files)) if len(files) > 1 else files)
-
-
 def _b(v: bool | None) -> int | None:
     return None if v is None else int(v)
 
 
 def _json_list(items: Sequence[str]) -> str:
     return json.dumps(list(items)) if items else "[]"  # nearly every checkpoint has no unsafe globals
-
-
-def _entry(
-    r: tuple[Any, ...], metrics: dict[str, float], files: tuple[tuple[str, int, int], ...]
-) -> IndexEntry:
-    """An entry from a row of `_ENTRY_COLUMNS` followed by `meta_json`."""
-    epoch = r[8]
-    if isinstance(epoch, float) and epoch.is_integer():
-        epoch = int(epoch)
-    unsafe = r[16]
-    # flags inline, not through a helper: four per row, thousands of rows
-    return new_entry(
-        {
-            "path": r[1],
-            "run": r[2],
-            "root": r[3],
-            "layout": r[4],
-            "format": r[5],
-            "framework": r[6],
-            "step": r[7],
-            "epoch": epoch,
-            "size_bytes": r[9],
-            "n_tensors": r[10],
-            "n_params": r[11],
-            "metrics": metrics,
-            "has_optimizer": None if r[12] is None else r[12] != 0,
-            "has_scheduler": None if r[13] is None else r[13] != 0,
-            "has_rng_state": None if r[14] is None else r[14] != 0,
-            "safe": None if r[15] is None else r[15] != 0,
-            "unsafe_globals": tuple(json.loads(unsafe)) if unsafe != "[]" else (),
-            "status": r[17],
-            "reason": r[18],
-            "mtime": r[19],
-            "fingerprint": r[20],
-            "files": files,
-            "meta": json.loads(r[21]) if r[21] else None,
-        }
-    )
