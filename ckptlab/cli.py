@@ -16,6 +16,7 @@ from typing import Any
 
 from . import __version__
 from .errors import CkptlabError
+from .layouts import stage
 from .model import CheckpointMeta, human_bytes, human_count
 
 Handler = Callable[[argparse.Namespace], int]
@@ -91,11 +92,16 @@ def render_inspect(meta: CheckpointMeta, limit: int | None = 40) -> str:
         lines.append(f"  other     {len(meta.other_tensors)} non-model tensors, {human_bytes(other_bytes)}")
     if meta.dtypes:
         lines.append("  dtypes    " + ", ".join(f"{k} {human_count(v)}" for k, v in meta.dtypes.items()))
-    step = "-" if meta.step is None else meta.step
-    epoch = "-" if meta.epoch is None else meta.epoch
+    at = stage(meta.path, meta.step, meta.epoch, meta.metrics)  # as the index shows it: content, then name
+
+    def named(field: str) -> str:
+        return " (from the name)" if field in at.from_name else ""
+
+    step = "-" if at.step is None else f"{at.step}{named('step')}"
+    epoch = "-" if at.epoch is None else f"{at.epoch}{named('epoch')}"
     lines.append(f"  step      {step}   epoch {epoch}")
-    if meta.metrics:
-        lines.append("  metrics   " + ", ".join(f"{k}={v:.6g}" for k, v in meta.metrics.items()))
+    if at.metrics:
+        lines.append("  metrics   " + ", ".join(f"{k}={v:.6g}{named(k)}" for k, v in at.metrics.items()))
     flags = {"optimizer": meta.has_optimizer, "scheduler": meta.has_scheduler, "rng": meta.has_rng_state}
     lines.append("  state     " + "  ".join(f"{k} {'yes' if v else 'no'}" for k, v in flags.items()))
     if meta.safety.safe:

@@ -388,6 +388,43 @@ _DEBRIS_NAMES = (
 _ANY_DEBRIS_NAME = re.compile("|".join(f"(?:{pattern.pattern})" for pattern, _ in _DEBRIS_NAMES))
 
 
+@dataclass(frozen=True)
+class Stage:
+    """A checkpoint's training stage as ckptlab shows it: what its content says first, then its name.
+    `from_name` lists the fields (`step`, `epoch`, metric names) that only the name gave."""
+
+    step: int | None
+    epoch: int | float | None
+    metrics: Mapping[str, float]
+    from_name: frozenset[str] = frozenset()
+
+
+def stage(
+    path: str | os.PathLike[str], step: int | None, epoch: int | float | None, metrics: Mapping[str, float]
+) -> Stage:
+    """Content (`step`, `epoch`, `metrics` read from the checkpoint) first, then `parse_name` of the path's
+    basename: the rule the index applies, so the Inspect page and the index table agree.
+
+    >>> s = stage("run/weights.03-1.11.h5", None, None, {})
+    >>> s.epoch, dict(s.metrics), sorted(s.from_name)
+    (3, {'val_loss': 1.11}, ['epoch', 'val_loss'])
+    >>> stage("checkpoint-300", 299, None, {"loss": 0.5}).step  # a step saved in the file beats the name's
+    299
+    """
+    name = parse_name(os.path.basename(os.fspath(path).rstrip("/\\")))
+    found: set[str] = set()
+    if step is None and name.step is not None:
+        step = name.step
+        found.add("step")
+    if epoch is None and name.epoch is not None:
+        epoch = name.epoch
+        found.add("epoch")
+    merged = dict(name.metrics)
+    found.update(k for k in merged if k not in metrics)
+    merged.update(metrics)
+    return Stage(step, epoch, merged, frozenset(found))
+
+
 def unfinished_save(name: str) -> str | None:
     """Why a file is a save that never finished — a checkpoint name plus a temporary suffix
     (`model.pth.tmp`, `x.ckpt.partial`) — or None.

@@ -6,9 +6,11 @@ one of the indexed checkpoints, or type any path.
 
 from __future__ import annotations
 
+import os
+
 import streamlit as st
 
-from ckptlab import plots, ui
+from ckptlab import layouts, plots, ui
 from ckptlab.errors import CkptlabError
 from ckptlab.model import human_bytes, human_count
 
@@ -41,8 +43,20 @@ cards[2].metric("Parameters", meta.n_params_str, help=f"{meta.n_params:,} elemen
 cards[3].metric(
     "Tensors", f"{meta.n_tensors:,}", help=f"{human_bytes(meta.tensor_bytes)} of data", border=True
 )
-cards[4].metric("Step", "—" if meta.step is None else f"{meta.step:,}", border=True)
-cards[5].metric("Epoch", "—" if meta.epoch is None else f"{meta.epoch:g}", border=True)
+at = layouts.stage(meta.path, meta.step, meta.epoch, meta.metrics)  # the index's rule: content, then name
+from_name = f"from the name {os.path.basename(meta.path.rstrip('/'))!r}; the checkpoint does not say"
+cards[4].metric(
+    "Step",
+    "—" if at.step is None else f"{at.step:,}",
+    help=from_name if "step" in at.from_name else None,
+    border=True,
+)
+cards[5].metric(
+    "Epoch",
+    "—" if at.epoch is None else f"{at.epoch:g}",
+    help=from_name if "epoch" in at.from_name else None,
+    border=True,
+)
 
 ui.safety_badge(meta.safety)
 
@@ -62,8 +76,9 @@ with st.container(horizontal=True):
         st.badge("no optimizer, scheduler or RNG state", color="gray")
     if meta.other_tensors:
         st.badge(f"{len(meta.other_tensors):,} non-model tensors", color="blue")
-    for k, v in meta.metrics.items():
-        st.badge(f"{k} = {v:.4g}", color="violet")
+    for k, v in at.metrics.items():
+        named = " (from the name)" if k in at.from_name else ""
+        st.badge(f"{k} = {v:.4g}{named}", color="violet")
 for w in meta.warnings:
     st.warning(ui.md_escape(w), icon=":material/warning:")
 

@@ -421,6 +421,19 @@ def test_inspect_safetensors_from_query_param(files: dict[str, Path]) -> None:
     assert at.selectbox(key="_ckptlab_pick").value == str(files["safetensors"])
 
 
+def test_inspect_fills_step_epoch_and_metrics_from_the_name(env: Path) -> None:
+    """What the checkpoint does not hold comes from its name, as in the index table, and says so."""
+    path = write_safetensors(env / "epoch=4-step=500-val_loss=0.25.safetensors")
+    at = inspect(path)
+    assert not at.exception
+    shown = {m.label: m for m in at.metric}
+    assert (shown["Step"].value, shown["Epoch"].value) == ("500", "4")
+    assert "from the name" in shown["Step"].proto.help and "from the name" in shown["Epoch"].proto.help
+    assert not shown["Format"].proto.help
+    badges = [m.proto.body for m in at.markdown if "val_loss" in m.proto.body]
+    assert any("val_loss = 0.25 (from the name)" in b for b in badges)
+
+
 def test_inspect_filters(files: dict[str, Path]) -> None:
     at = inspect(files["safetensors"])
     at.text_input(key="tensor_filter").input("HEAD weight").run()

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from ui_fixtures import write_safetensors
 
 from ckptlab.cli import build_parser, main
 
@@ -79,6 +80,20 @@ def test_inspect_text(lightning_ckpt: Path, capsys: pytest.CaptureFixture[str]) 
     assert "best_model_score=0.125" in text
     assert "safety    safe" in text
     assert "model.0.weight" in text
+
+
+def test_inspect_text_fills_step_and_metrics_from_the_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the checkpoint does not hold comes from its name, as in the index, and is marked as such."""
+    path = write_safetensors(tmp_path / "epoch=4-step=500-val_loss=0.25.safetensors")
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "step      500 (from the name)   epoch 4 (from the name)" in out
+    assert "val_loss=0.25 (from the name)" in out
+    assert main(["inspect", str(path), "--json"]) == 0  # the JSON document keeps to the content
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["step"], doc["epoch"], doc["metrics"]) == (None, None, {})
 
 
 def test_unsafe_file_exits_zero_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,6 +22,7 @@ from ckptlab.layouts import (
     run_dir,
     run_dir_of_parent,
     sort_checkpoints,
+    stage,
 )
 from ckptlab.runlogs import parse_lightning_metrics_csv, parse_trainer_state
 
@@ -208,6 +209,25 @@ def test_sort_checkpoints_with_key() -> None:
     ordered = sort_checkpoints(rows, key=lambda r: (r[1], r[2], r[0]))
     assert [r[0] for r in ordered] == ["d", "c", "b", "a"]
     assert order_key(None, None, "x") > order_key(10**9, None, "x") > order_key(10**9, 5, "x")
+
+
+# -------------------------------------------------------------------------------------------------- stage
+
+
+def test_stage_content_first_then_name() -> None:
+    # the name fills only what the content leaves out, and says which fields it gave
+    s = stage("/runs/a/epoch=2-step=300-val_loss=0.12.ckpt", None, None, {"loss": 0.5})
+    assert (s.step, s.epoch) == (300, 2)
+    assert dict(s.metrics) == {"val_loss": 0.12, "loss": 0.5}
+    assert s.from_name == {"step", "epoch", "val_loss"}
+    s = stage("/runs/a/epoch=2-step=300-val_loss=0.12.ckpt", 301, 3, {"val_loss": 0.2})
+    assert (s.step, s.epoch, dict(s.metrics), s.from_name) == (301, 3, {"val_loss": 0.2}, frozenset())
+    # a directory checkpoint's name, with or without the trailing slash
+    assert stage("/runs/hf/checkpoint-64/", None, 1.5, {}).step == 64
+    assert stage("/runs/hf/checkpoint-64", None, None, {}).from_name == {"step"}
+    # a name that says nothing
+    s = stage("/runs/model.safetensors", None, None, {})
+    assert (s.step, s.epoch, dict(s.metrics), s.from_name) == (None, None, {}, frozenset())
 
 
 # ------------------------------------------------------------------------------------------------- debris

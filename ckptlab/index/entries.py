@@ -7,7 +7,7 @@ import math
 import os
 from typing import TYPE_CHECKING, Any
 
-from ..layouts import parse_name, run_dir_of_parent
+from ..layouts import parse_name, run_dir_of_parent, stage
 from ..model import CheckpointMeta, IndexEntry, jsonable, new_entry
 
 if TYPE_CHECKING:
@@ -17,13 +17,13 @@ if TYPE_CHECKING:
 def entry_of(
     f: Found, root: str, status: str = "ok", reason: str | None = None, meta: CheckpointMeta | None = None
 ) -> IndexEntry:
-    """The index row of `f`: from its name alone, or from `meta` (content first, then the name: a step
-    saved in the file beats one parsed from its name)."""
+    """The index row of `f`: from its name alone, or from `meta` (content first, then the name, as
+    `layouts.stage` puts it: a step saved in the file beats one parsed from its name)."""
     c = f.c
-    name = parse_name(os.path.basename(c.path))
     run = run_dir_of_parent(os.path.dirname(c.path))
     size = sum(p[1] for p in f.files)
     if meta is None:
+        name = parse_name(os.path.basename(c.path))
         return new_entry(
             {
                 "path": c.path,
@@ -52,6 +52,7 @@ def entry_of(
             }
         )
     doc, n_params = meta_document(meta)
+    at = stage(c.path, meta.step, meta.epoch, meta.metrics)
     return new_entry(
         {
             "path": c.path,
@@ -63,12 +64,12 @@ def entry_of(
             "files": f.files,
             "format": meta.format,
             "framework": meta.framework,
-            "step": meta.step if meta.step is not None else name.step,
-            "epoch": meta.epoch if meta.epoch is not None else name.epoch,
+            "step": at.step,
+            "epoch": at.epoch,
             "size_bytes": size,
             "n_tensors": len(meta.tensors),
             "n_params": n_params,
-            "metrics": {**name.metrics, **meta.metrics},
+            "metrics": dict(at.metrics),
             "has_optimizer": meta.has_optimizer,
             "has_scheduler": meta.has_scheduler,
             "has_rng_state": meta.has_rng_state,
