@@ -248,3 +248,31 @@ def test_chunked_dataset_reads_reuse_the_worker(tmp_path: Path) -> None:
         data, dtype, shape = hr.read_hdf5_dataset(Hdf5Location(str(path), "/w"), DEFAULT_LIMITS)
         assert (data, dtype, shape) == (np.arange(12, dtype="<f4").tobytes(), "float32", (3, 4))
     assert len(_idle_pids()) == 1
+
+
+def test_worker_imports_nothing_from_ckptlab() -> None:
+    """The worker parses untrusted HDF5 in isolation: loaded the way the pool starts it, with every one of
+    its modules imported, it has not imported the ckptlab package (nor torch)."""
+    import subprocess
+
+    from ckptlab.formats.hdf5_client import launch
+
+    argv = launch.worker_argv()
+    modules = sorted(p.stem for p in launch.WORKER_PACKAGE.glob("*.py") if p.stem != "__init__")
+    assert {"serve", "walk", "dataset"} <= set(modules)
+    script = argv[2].replace(
+        "from hdf5_worker.serve import main\nsys.exit(main())\n",
+        "".join(f"import hdf5_worker.{m}\n" for m in modules if m != "__main__")
+        + "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ckptlab', 'torch')))\n",
+    )
+    assert script != argv[2]
+    out = subprocess.run(
+        [argv[0], "-c", script, *argv[3:]],
+        env=launch.worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=launch.WORKER_PACKAGE.parent,  # even run from inside the package tree
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
