@@ -1,7 +1,5 @@
-"""Checkpoint naming and run layout: what a name says (step, epoch, metrics), what is debris, which run.
-
-Pure functions over names, paths and already-parsed documents: nothing here touches the file system or
-reads the clock (callers pass `size`, `mtime` and `now` in), and nothing imports torch.
+"""What a checkpoint's name says: step, epoch, metrics, last/version flags (`parse_name`); and the
+scanner's cheap pre-filter of names that are surely not (part of) a checkpoint (`looks_like_checkpoint_name`).
 
 Names parsed (`parse_name`), by the toolchain that writes them:
 
@@ -12,24 +10,16 @@ Names parsed (`parse_name`), by the toolchain that writes them:
     DeepSpeed / Megatron / DCP  global_step500/, iter_0001000/, step_500/
     Orbax / TF                  1000/ (a bare step directory), ckpt-1000 (CheckpointManager), model.ckpt-1000
     plain scripts               checkpoint_epoch_4.pth, epoch_3_step_1200.pt, model_epoch=3.pt, ep3.pt
-
-How a run's checkpoints are ordered (the scanner uses `order_key`): by step, then epoch, then
-the name compared numerically (`natural_key`), unknown steps and epochs last; never as plain strings
-(`checkpoint-99` < `checkpoint-100`).
 """
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
 
-from .runlogs import whole_number
+from ..runlogs import whole_number
 
 __all__ = [
     "CHECKPOINT_EQUALS_CHAR",
@@ -43,14 +33,9 @@ __all__ = [
     "SKIP_SUFFIXES",
     "TEMPLATES",
     "NameInfo",
-    "debris_reason",
     "looks_like_checkpoint_name",
-    "natural_key",
-    "order_key",
     "parse_name",
-    "run_dir",
-    "run_dir_of_parent",
-    "sort_checkpoints",
+    "split_extension",
 ]
 
 # Lightning's ModelCheckpoint class attributes, under the same names.
@@ -104,8 +89,6 @@ TEMPLATES = (
     "last",
     "best",
 )
-
-_T = TypeVar("_T")
 
 # ------------------------------------------------------------------------------------------------ names
 
@@ -165,7 +148,7 @@ class NameInfo:
     template: str | None = None
 
 
-def _split_extension(name: str) -> tuple[str, str]:
+def split_extension(name: str) -> tuple[str, str]:
     """(stem, lower-cased extension) for extensions `parse_name` knows; (name, '') otherwise."""
     low = name.lower()
     if low.endswith(_STRIP):  # one C-level test first: most names have no known extension or end in one
@@ -232,7 +215,7 @@ def parse_name(name: str) -> NameInfo:
       the step/epoch other templates left open (`step_100-val_loss=0.5` -> step 100, template lightning).
     """
     name = name.rstrip("/")
-    stem, ext = _split_extension(name)
+    stem, ext = split_extension(name)
     step: int | None = None
     epoch: int | None = None
     metrics: dict[str, float] = {}
@@ -313,242 +296,6 @@ def _is_last(stem: str) -> bool:
         low.startswith(CHECKPOINT_NAME_LAST + CHECKPOINT_JOIN_CHAR)
         or _last_token(low) == CHECKPOINT_NAME_LAST
     )
-
-
-# ---------------------------------------------------------------------------------------------- sorting
-
-
-_DIGIT_RUNS = re.compile(r"(\d+)", re.ASCII)
-
-
-def natural_key(s: str) -> tuple[tuple[tuple[int, int | str], ...], str]:
-    """A sort key that compares digit runs as numbers and text case-insensitively; a total order.
-
-    >>> sorted(["checkpoint-100", "checkpoint-99", "Checkpoint-5"], key=natural_key)
-    ['Checkpoint-5', 'checkpoint-99', 'checkpoint-100']
-    >>> sorted(["epoch=10", "epoch=9", "epoch=09"], key=natural_key)
-    ['epoch=09', 'epoch=9', 'epoch=10']
-
-    Numbers sort before text at the same position, ties (`09` vs `9`, case) fall back to the string
-    itself, so any two strings compare. Decimals compare digit run by digit run (`0.12` > `0.9`).
-    """
-    parts = _DIGIT_RUNS.split(s)
-    key = tuple((0, int(p)) if i % 2 else (1, p.casefold()) for i, p in enumerate(parts) if p)
-    return key, s
-
-
-def order_key(step: int | None, epoch: int | None, name: str) -> tuple[Any, ...]:
-    """How a run's checkpoints are ordered: by step, then epoch, then `natural_key(name)`; None last.
-
-    >>> sorted([(None, None, "last.ckpt"), (300, 2, "b"), (99, 0, "a")], key=lambda t: order_key(*t))
-    [(99, 0, 'a'), (300, 2, 'b'), (None, None, 'last.ckpt')]
-    """
-    return (step is None, step or 0, epoch is None, epoch or 0, natural_key(name))
-
-
-def sort_checkpoints(
-    items: Iterable[_T], key: Callable[[_T], tuple[int | None, int | None, str]] | None = None
-) -> list[_T]:
-    """`items` in checkpoint order (see `order_key`). `key` gives each item's (step, epoch, name); without
-    it the items are names or paths and step/epoch come from `parse_name` of the basename.
-
-    Pass `key` when the step/epoch read from the file's content is known: it beats the name's.
-
-    >>> sort_checkpoints(["checkpoint-1000", "checkpoint-200", "checkpoint-30"])
-    ['checkpoint-30', 'checkpoint-200', 'checkpoint-1000']
-    >>> sort_checkpoints(["last.ckpt", "epoch=10-step=110.ckpt", "epoch=9-step=100.ckpt"])
-    ['epoch=9-step=100.ckpt', 'epoch=10-step=110.ckpt', 'last.ckpt']
-    """
-
-    def by_name(item: _T) -> tuple[int | None, int | None, str]:
-        text = os.fspath(item)  # type: ignore[call-overload]
-        info = parse_name(os.path.basename(text.rstrip("/\\")))
-        return info.step, info.epoch, text
-
-    get = key or by_name
-    return sorted(items, key=lambda item: order_key(*get(item)))
-
-
-# ----------------------------------------------------------------------------------------------- debris
-
-# (pattern searched in the lower-cased name, reason), tried in order. Only names real tools write.
-_DEBRIS_NAMES = (
-    (re.compile(r"^tmp-checkpoint-"), "in-progress save (tmp-checkpoint-*)"),  # HF Trainer's staging dir
-    (re.compile(re.escape(ORBAX_TMP_DIR_SUFFIX)), "in-progress save (*.orbax-checkpoint-tmp-*)"),
-    (re.compile(r"^\.lr_find_.*\.ckpt$"), "leftover Lightning tuner checkpoint (.lr_find_*.ckpt)"),
-    (
-        re.compile(r"^\.scale_batch_size_.*\.ckpt$"),
-        "leftover Lightning tuner checkpoint (.scale_batch_size_*.ckpt)",
-    ),
-    (re.compile(r"\.tmp$"), "temporary file (*.tmp)"),  # e.g. DCP's .metadata.tmp, renamed when done
-    (re.compile(r"\.incomplete$"), "incomplete download (*.incomplete)"),  # huggingface_hub cache blobs
-    (re.compile(r"\.(?:part|partial|crdownload)$"), "partial download (*.part)"),
-)
-# all of them in one pattern: a scan asks about every file and nearly every answer is no
-_ANY_DEBRIS_NAME = re.compile("|".join(f"(?:{pattern.pattern})" for pattern, _ in _DEBRIS_NAMES))
-
-
-@dataclass(frozen=True)
-class Stage:
-    """A checkpoint's training stage as ckptlab shows it: what its content says first, then its name.
-    `from_name` lists the fields (`step`, `epoch`, metric names) that only the name gave."""
-
-    step: int | None
-    epoch: int | float | None
-    metrics: Mapping[str, float]
-    from_name: frozenset[str] = frozenset()
-
-
-def stage(
-    path: str | os.PathLike[str], step: int | None, epoch: int | float | None, metrics: Mapping[str, float]
-) -> Stage:
-    """Content (`step`, `epoch`, `metrics` read from the checkpoint) first, then `parse_name` of the path's
-    basename: the rule the index applies, so the Inspect page and the index table agree.
-
-    >>> s = stage("run/weights.03-1.11.h5", None, None, {})
-    >>> s.epoch, dict(s.metrics), sorted(s.from_name)
-    (3, {'val_loss': 1.11}, ['epoch', 'val_loss'])
-    >>> stage("checkpoint-300", 299, None, {"loss": 0.5}).step  # a step saved in the file beats the name's
-    299
-    """
-    name = parse_name(os.path.basename(os.fspath(path).rstrip("/\\")))
-    found: set[str] = set()
-    if step is None and name.step is not None:
-        step = name.step
-        found.add("step")
-    if epoch is None and name.epoch is not None:
-        epoch = name.epoch
-        found.add("epoch")
-    merged = dict(name.metrics)
-    found.update(k for k in merged if k not in metrics)
-    merged.update(metrics)
-    return Stage(step, epoch, merged, frozenset(found))
-
-
-def unfinished_save(name: str) -> str | None:
-    """Why a file is a save that never finished — a checkpoint name plus a temporary suffix
-    (`model.pth.tmp`, `x.ckpt.partial`) — or None.
-
-    >>> unfinished_save("model_best.pth.tmp")
-    'temporary file (*.tmp)'
-    >>> unfinished_save("notes.tmp") is None
-    True
-    """
-    stem, dot, _ = name.lower().rpartition(".")
-    if not (dot and stem.endswith(CHECKPOINT_SUFFIXES)):  # the cheap test first: the scanner asks per file
-        return None
-    return debris_reason(name, size=None, mtime=None, now=0.0, settle_seconds=0)
-
-
-# Files that are empty on purpose.
-_EMPTY_MARKERS = ("orbax.checkpoint", "commit_success.txt")
-
-
-def debris_reason(
-    name: str,
-    *,
-    size: int | None,
-    mtime: float | None,
-    now: float,
-    is_symlink: bool = False,
-    target_exists: bool = True,
-    settle_seconds: float = 5.0,
-    link_target: str | None = None,
-) -> str | None:
-    """Why a file or directory is debris (not, or not yet, a usable checkpoint), or None.
-
-    Checks, first hit wins: a dangling symlink; a temporary / in-progress name; a zero-byte file (`size`
-    is None for directories); modified less than `settle_seconds` ago (`now` and `mtime` in the same
-    clock, e.g. `time.time()` and `st_mtime`; a `settle_seconds` of 0 turns this off). A future `mtime`
-    within `settle_seconds` counts as recent (clock skew on a network file system); further out, not.
-
-    >>> debris_reason("tmp-checkpoint-300", size=None, mtime=0.0, now=100.0)
-    'in-progress save (tmp-checkpoint-*)'
-    >>> debris_reason("model.safetensors", size=0, mtime=0.0, now=100.0)
-    'zero-byte file'
-    >>> debris_reason("model.safetensors", size=10, mtime=98.0, now=100.0)
-    'modified 2.0 s ago (may still be being written)'
-    >>> debris_reason("last.ckpt", size=None, mtime=None, now=0.0, is_symlink=True, target_exists=False,
-    ...               link_target="epoch=2-step=300.ckpt")
-    'dangling symlink -> epoch=2-step=300.ckpt'
-    >>> debris_reason("epoch=2-step=300.ckpt", size=10, mtime=0.0, now=100.0) is None
-    True
-    """
-    if is_symlink and not target_exists:
-        return f"dangling symlink -> {link_target}" if link_target else "dangling symlink"
-    low = name.rstrip("/").lower()
-    if _ANY_DEBRIS_NAME.search(low):
-        for pattern, reason in _DEBRIS_NAMES:
-            if pattern.search(low):
-                return reason
-    if size == 0 and low not in _EMPTY_MARKERS:
-        return "zero-byte file"
-    if mtime is not None and settle_seconds > 0:
-        age = now - mtime
-        if 0 <= age < settle_seconds:
-            return f"modified {age:.1f} s ago (may still be being written)"
-        if -settle_seconds < age < 0:
-            return f"modified {-age:.1f} s in the future (clock skew? may still be being written)"
-    return None
-
-
-# -------------------------------------------------------------------------------------------------- runs
-
-_CONTAINER_DIR = "checkpoints"  # Lightning's ModelCheckpoint dirpath: <run>/checkpoints/
-_CLIMB_TEMPLATES = ("hf", "global_step", "step", "iter", "epoch")
-_CLIMB_LEVELS = 3
-
-
-def _is_step_dir(name: str) -> bool:
-    return _split_extension(name)[1] == "" and parse_name(name).template in _CLIMB_TEMPLATES
-
-
-def run_dir(checkpoint_path: str | os.PathLike[str]) -> Path:
-    """The run a checkpoint belongs to: the directory holding its series. Path logic only, no I/O.
-
-    >>> [run_dir(p).as_posix() for p in (
-    ...     "lightning_logs/version_0/checkpoints/epoch=0-step=10.ckpt",  # Lightning: above checkpoints/
-    ...     "out/checkpoint-300",                                         # HF: the output dir
-    ...     "runs/x/step_100",                                            # DCP step directory
-    ...     "ds/global_step500",                                          # DeepSpeed tag directory
-    ...     "out/checkpoint-500/global_step500",                          # DeepSpeed inside HF
-    ...     "mega/iter_0001000/mp_rank_00/model_optim_rng.pt",            # a file inside a step dir
-    ...     "plain/checkpoint_epoch_4.pth")]                              # otherwise: the parent
-    ['lightning_logs/version_0', 'out', 'runs/x', 'ds', 'out', 'mega', 'plain']
-
-    Rules, in order: (1) a path inside a step directory (`checkpoint-N`, `global_stepN`, `step_N`, `epoch_N`,
-    `iter_N`; up to 3 levels up, the outermost wins) stands for that directory - bare-number names (Orbax)
-    are not climbed out of, `/data/2024/model.pt` is not step 2024; (2) the run is the parent, except that
-    a parent named `checkpoints` is a container and the run is the one above it (Lightning's layout; the
-    same for an HF `output_dir="checkpoints"`), also when folders with a `=` in their name lie between
-    (Lightning makes those from a `/` in a metric name; elsewhere, e.g. Hydra's `lr=0.1` run folders, a
-    `=` folder is the run).
-    """
-    return Path(run_dir_of_parent(str(Path(checkpoint_path).parent)))
-
-
-@lru_cache(maxsize=16384)
-def run_dir_of_parent(parent: str) -> str:
-    """`run_dir` of any checkpoint directly inside the directory `parent`, as a string: the answer depends
-    on the parent alone, so a scanner asks once per directory (memoised) instead of once per checkpoint.
-
-    >>> run_dir_of_parent("lightning_logs/version_0/checkpoints"), run_dir_of_parent("out/checkpoint-500")
-    ('lightning_logs/version_0', 'out')
-    """
-    p = Path(parent)
-    start = None  # None: the checkpoint itself, whose parent is `p`
-    for ancestor in [p, *p.parents][:_CLIMB_LEVELS]:
-        if _is_step_dir(ancestor.name):
-            start = ancestor
-    base = p if start is None else start.parent
-    above = base
-    for _ in range(_CLIMB_LEVELS):
-        if CHECKPOINT_EQUALS_CHAR not in above.name:
-            break
-        above = above.parent
-    if above.name == _CONTAINER_DIR:
-        return str(above.parent)
-    return str(base)
 
 
 # ------------------------------------------------------------------------------------------ pre-filter

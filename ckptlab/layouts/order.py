@@ -1,0 +1,108 @@
+"""Where a checkpoint stands in its run: the stage it is at (`stage`: what its content says first, then
+its name) and how a run's checkpoints are ordered.
+
+How a run's checkpoints are ordered (the scanner uses `order_key`): by step, then epoch, then
+the name compared numerically (`natural_key`), unknown steps and epochs last; never as plain strings
+(`checkpoint-99` < `checkpoint-100`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from .names import parse_name
+
+__all__ = ["Stage", "natural_key", "order_key", "sort_checkpoints", "stage"]
+
+_T = TypeVar("_T")
+
+_DIGIT_RUNS = re.compile(r"(\d+)", re.ASCII)
+
+
+def natural_key(s: str) -> tuple[tuple[tuple[int, int | str], ...], str]:
+    """A sort key that compares digit runs as numbers and text case-insensitively; a total order.
+
+    >>> sorted(["checkpoint-100", "checkpoint-99", "Checkpoint-5"], key=natural_key)
+    ['Checkpoint-5', 'checkpoint-99', 'checkpoint-100']
+    >>> sorted(["epoch=10", "epoch=9", "epoch=09"], key=natural_key)
+    ['epoch=09', 'epoch=9', 'epoch=10']
+
+    Numbers sort before text at the same position, ties (`09` vs `9`, case) fall back to the string
+    itself, so any two strings compare. Decimals compare digit run by digit run (`0.12` > `0.9`).
+    """
+    parts = _DIGIT_RUNS.split(s)
+    key = tuple((0, int(p)) if i % 2 else (1, p.casefold()) for i, p in enumerate(parts) if p)
+    return key, s
+
+
+def order_key(step: int | None, epoch: int | None, name: str) -> tuple[Any, ...]:
+    """How a run's checkpoints are ordered: by step, then epoch, then `natural_key(name)`; None last.
+
+    >>> sorted([(None, None, "last.ckpt"), (300, 2, "b"), (99, 0, "a")], key=lambda t: order_key(*t))
+    [(99, 0, 'a'), (300, 2, 'b'), (None, None, 'last.ckpt')]
+    """
+    return (step is None, step or 0, epoch is None, epoch or 0, natural_key(name))
+
+
+def sort_checkpoints(
+    items: Iterable[_T], key: Callable[[_T], tuple[int | None, int | None, str]] | None = None
+) -> list[_T]:
+    """`items` in checkpoint order (see `order_key`). `key` gives each item's (step, epoch, name); without
+    it the items are names or paths and step/epoch come from `parse_name` of the basename.
+
+    Pass `key` when the step/epoch read from the file's content is known: it beats the name's.
+
+    >>> sort_checkpoints(["checkpoint-1000", "checkpoint-200", "checkpoint-30"])
+    ['checkpoint-30', 'checkpoint-200', 'checkpoint-1000']
+    >>> sort_checkpoints(["last.ckpt", "epoch=10-step=110.ckpt", "epoch=9-step=100.ckpt"])
+    ['epoch=9-step=100.ckpt', 'epoch=10-step=110.ckpt', 'last.ckpt']
+    """
+
+    def by_name(item: _T) -> tuple[int | None, int | None, str]:
+        text = os.fspath(item)  # type: ignore[call-overload]
+        info = parse_name(os.path.basename(text.rstrip("/\\")))
+        return info.step, info.epoch, text
+
+    get = key or by_name
+    return sorted(items, key=lambda item: order_key(*get(item)))
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A checkpoint's training stage as ckptlab shows it: what its content says first, then its name.
+    `from_name` lists the fields (`step`, `epoch`, metric names) that only the name gave."""
+
+    step: int | None
+    epoch: int | float | None
+    metrics: Mapping[str, float]
+    from_name: frozenset[str] = frozenset()
+
+
+def stage(
+    path: str | os.PathLike[str], step: int | None, epoch: int | float | None, metrics: Mapping[str, float]
+) -> Stage:
+    """Content (`step`, `epoch`, `metrics` read from the checkpoint) first, then `parse_name` of the path's
+    basename: the rule the index applies, so the Inspect page and the index table agree.
+
+    >>> s = stage("run/weights.03-1.11.h5", None, None, {})
+    >>> s.epoch, dict(s.metrics), sorted(s.from_name)
+    (3, {'val_loss': 1.11}, ['epoch', 'val_loss'])
+    >>> stage("checkpoint-300", 299, None, {"loss": 0.5}).step  # a step saved in the file beats the name's
+    299
+    """
+    name = parse_name(os.path.basename(os.fspath(path).rstrip("/\\")))
+    found: set[str] = set()
+    if step is None and name.step is not None:
+        step = name.step
+        found.add("step")
+    if epoch is None and name.epoch is not None:
+        epoch = name.epoch
+        found.add("epoch")
+    merged = dict(name.metrics)
+    found.update(k for k in merged if k not in metrics)
+    merged.update(metrics)
+    return Stage(step, epoch, merged, frozenset(found))
