@@ -3,7 +3,8 @@
 Pure functions over names, paths and already-parsed documents: nothing here touches the file system or
 reads the clock (callers pass `size`, `mtime` and `now` in), and nothing imports torch.
 
-One module per job; their public names are re-exported here (`from ckptlab.layouts import parse_name`):
+One module per job; their public names are re-exported here, and `__all__` below is the one list of them
+(`from ckptlab.layouts import parse_name`):
 
     names    what a checkpoint's name says (`parse_name`, `NameInfo`, `TEMPLATES`) and the scanner's cheap
              pre-filter (`looks_like_checkpoint_name`, `CHECKPOINT_SUFFIXES`)

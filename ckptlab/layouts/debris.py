@@ -8,8 +8,6 @@ import re
 
 from .names import CHECKPOINT_SUFFIXES, ORBAX_TMP_DIR_SUFFIX
 
-__all__ = ["debris_reason", "unfinished_save"]
-
 # (pattern searched in the lower-cased name, reason), tried in order. Only names real tools write.
 _DEBRIS_NAMES = (
     (re.compile(r"^tmp-checkpoint-"), "in-progress save (tmp-checkpoint-*)"),  # HF Trainer's staging dir

@@ -21,23 +21,6 @@ from types import MappingProxyType
 
 from ..runlogs import whole_number
 
-__all__ = [
-    "CHECKPOINT_EQUALS_CHAR",
-    "CHECKPOINT_JOIN_CHAR",
-    "CHECKPOINT_NAME_LAST",
-    "CHECKPOINT_SUFFIXES",
-    "FILE_EXTENSION",
-    "HF_CHECKPOINT_PREFIX",
-    "MULTIFILE_PART_NAMES",
-    "ORBAX_TMP_DIR_SUFFIX",
-    "SKIP_SUFFIXES",
-    "TEMPLATES",
-    "NameInfo",
-    "looks_like_checkpoint_name",
-    "parse_name",
-    "split_extension",
-]
-
 # Lightning's ModelCheckpoint class attributes, under the same names.
 CHECKPOINT_JOIN_CHAR = "-"
 CHECKPOINT_EQUALS_CHAR = "="

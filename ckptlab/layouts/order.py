@@ -16,8 +16,6 @@ from typing import Any, TypeVar
 
 from .names import parse_name
 
-__all__ = ["Stage", "natural_key", "order_key", "sort_checkpoints", "stage"]
-
 _T = TypeVar("_T")
 
 _DIGIT_RUNS = re.compile(r"(\d+)", re.ASCII)

@@ -8,8 +8,6 @@ from pathlib import Path
 
 from .names import CHECKPOINT_EQUALS_CHAR, parse_name, split_extension
 
-__all__ = ["run_dir", "run_dir_of_parent"]
-
 _CONTAINER_DIR = "checkpoints"  # Lightning's ModelCheckpoint dirpath: <run>/checkpoints/
 _CLIMB_TEMPLATES = ("hf", "global_step", "step", "iter", "epoch")
 _CLIMB_LEVELS = 3
