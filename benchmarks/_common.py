@@ -493,6 +493,7 @@ class Row:
     ckptlab_value: str | None = None  # overrides the ckptlab median cell (e.g. a boolean check)
     note: str = ""
     key: str = ""  # short id for notes under the table, e.g. '2-meta'
+    inverse: bool = False  # `ratio` is ckptlab / baseline (lower is better), and so is `cpu_ratio`
 
     @classmethod
     def ratio_row(
@@ -529,10 +530,13 @@ class Row:
 
     @property
     def cpu_ratio(self) -> float | None:
-        """The same ratio on process CPU time: less distorted when other processes compete for the CPU."""
+        """The same ratio on process CPU time: less distorted when other processes compete for the CPU.
+        Baseline / ckptlab, or ckptlab / baseline for an `inverse` row, like `ratio`."""
         b, o = self.baseline_m, self.ckptlab_m
         if not (b and o and b.cpu_times and o.cpu_times) or self.ratio is None:
             return None
+        if self.inverse:
+            return median(o.cpu_times) / max(median(b.cpu_times), 1e-9)
         return median(b.cpu_times) / max(median(o.cpu_times), 1e-9)
 
     def to_json(self) -> dict[str, Any]:
