@@ -24,7 +24,6 @@ import datetime as _dt
 import json
 import os
 import platform
-import selectors
 import shutil
 import statistics
 import subprocess
@@ -318,8 +317,6 @@ def run_worker(
     warmup: str = "",
     extra: str = "None",
     inner: int = 1,
-    env: Mapping[str, str] | None = None,
-    timeout: float = 600,
 ) -> dict[str, Any]:
     """Run `setup`, `warmup` (untimed), then time `stmt` `inner` times in one fresh interpreter.
 
@@ -334,15 +331,8 @@ def run_worker(
         inner=int(inner),
         mark=_MARK,
     )
-    full_env = dict(os.environ)
-    full_env.update(env or {})
     proc = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=timeout,
-        cwd=REPO_ROOT,
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=REPO_ROOT
     )
     for line in proc.stdout.splitlines():
         if line.startswith(_MARK):
@@ -362,10 +352,9 @@ class Spec:
     warmup: str = ""
     warm_files: Sequence[os.PathLike[str] | str] = ()
     extra: str = "None"
-    env: Mapping[str, str] | None = None
 
 
-def measure_interleaved(specs: Sequence[Spec], repeats: int = 5, progress: bool = True) -> list[Measurement]:
+def measure_interleaved(specs: Sequence[Spec], repeats: int = 5) -> list[Measurement]:
     """`repeats` rounds; each round runs every spec once, each in a fresh process, in an order rotated from
     round to round. Interleaving means a burst of load from other processes hits both sides of a
     comparison alike instead of biasing whichever side happened to run during it."""
@@ -376,7 +365,7 @@ def measure_interleaved(specs: Sequence[Spec], repeats: int = 5, progress: bool 
             spec, m = specs[j], ms[j]
             if spec.warm_files:
                 warm_page_cache(*spec.warm_files)
-            r = run_worker(spec.stmt, setup=spec.setup, warmup=spec.warmup, extra=spec.extra, env=spec.env)
+            r = run_worker(spec.stmt, setup=spec.setup, warmup=spec.warmup, extra=spec.extra)
             m.times.extend(r["times"])
             m.cpu_times.extend(r["cpu_times"])
             m.rss_deltas.append(r["rss_delta"])
@@ -384,15 +373,14 @@ def measure_interleaved(specs: Sequence[Spec], repeats: int = 5, progress: bool 
             m.rss_method = r["rss_method"]
             m.modules = r["modules"]
             m.extra = r["extra"]
-            if progress:
-                log(f"  {spec.label}: repeat {i + 1}/{repeats} {fmt_seconds(r['times'][0])}")
+            log(f"  {spec.label}: repeat {i + 1}/{repeats} {fmt_seconds(r['times'][0])}")
     return ms
 
 
-def measure(spec: Spec, repeats: int = 5, progress: bool = True) -> Measurement:
+def measure(spec: Spec, repeats: int = 5) -> Measurement:
     """`repeats` fresh processes, each running `spec.setup` and `spec.warmup` untimed, then timing
     `spec.stmt` once; `spec.warm_files` are read into the page cache before each repeat."""
-    return measure_interleaved([spec], repeats, progress)[0]
+    return measure_interleaved([spec], repeats)[0]
 
 
 @dataclass
@@ -401,46 +389,17 @@ class CommandRun:
     returncode: int
     stdout: str
     stderr: str
-    max_rss: int  # bytes, wait4's ru_maxrss: includes the PARENT's peak at spawn time (see module_peak_rss)
 
 
 def run_command(cmd: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = 120) -> CommandRun:
-    """Run a command: wall clock from spawn to exit (the child is reaped with os.wait4 to get its rusage)."""
-    full_env = dict(os.environ)
-    full_env.update(env or {})
+    """Run a command: wall clock from spawn to exit (on timeout: child killed, TimeoutExpired raised)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env, cwd=REPO_ROOT
+    proc = subprocess.run(
+        list(cmd), capture_output=True, timeout=timeout, env={**os.environ, **(env or {})}, cwd=REPO_ROOT
     )
-    deadline = t0 + timeout
-    out_chunks: list[bytes] = []
-    err_chunks: list[bytes] = []
-    sel = selectors.DefaultSelector()
-    assert proc.stdout is not None and proc.stderr is not None
-    sel.register(proc.stdout, selectors.EVENT_READ, out_chunks)
-    sel.register(proc.stderr, selectors.EVENT_READ, err_chunks)
-    while sel.get_map():
-        left = deadline - time.perf_counter()
-        if left <= 0:
-            proc.kill()
-            raise subprocess.TimeoutExpired(list(cmd), timeout)
-        for key, _ in sel.select(timeout=left):
-            chunk = os.read(key.fd, 65536)
-            if chunk:
-                key.data.append(chunk)
-            else:
-                sel.unregister(key.fileobj)
-    _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    proc.stdout.close()
-    proc.stderr.close()
     return CommandRun(
-        wall,
-        proc.returncode,
-        b"".join(out_chunks).decode(errors="replace"),
-        b"".join(err_chunks).decode(errors="replace"),
-        usage.ru_maxrss * 1024,
+        wall, proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
     )
 
 
