@@ -175,6 +175,19 @@ def test_idle_worker_exits_by_itself(many: list[Path], monkeypatch: pytest.Monke
     assert pid not in _idle_pids()
 
 
+def test_worker_used_only_for_a_dataset_read_exits_by_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner, "_IDLE_EXIT_S", 0.3)
+    path = tmp_path / "chunked.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("w", data=np.arange(12, dtype="<f4"), chunks=(4,), compression="gzip")
+    data, _, _ = hr.read_hdf5_dataset(Hdf5Location(str(path), "/w"), DEFAULT_LIMITS)
+    assert data == np.arange(12, dtype="<f4").tobytes()
+    [pid] = _idle_pids()  # its only request was the dataset read
+    assert _gone(pid)
+
+
 def test_workers_are_not_shared_across_memory_limits(many: list[Path]) -> None:
     hr.read_hdf5_many(many[:1], DEFAULT_LIMITS)
     [pid] = _idle_pids()

@@ -97,14 +97,7 @@ def read_hdf5_dataset(loc: Hdf5Location, limits: Limits) -> tuple[bytes, str, tu
     For chunked/compressed datasets and datasets inside a `.keras` zip. Datasets with external raw
     storage or virtual layout are refused: reading them would read other files named by the file.
     """
-    request = {
-        "op": "dataset",
-        "path": loc.file,
-        "member": loc.member,
-        "dataset": loc.dataset,
-        "memory_bytes": limits.hdf5_memory_bytes,
-    }
-    header, data = run_dataset(request, limits)
+    header, data = run_dataset(loc.file, loc.member, loc.dataset, limits)
     dtype = _canonical_dtype(header["dtype"], header.get("attr_dtype"))
     if dtype is None:
         raise FormatError(loc.file, f"dataset {loc.dataset} has unsupported dtype {header['dtype']}")

@@ -18,13 +18,33 @@ _LINGER_S = 0.005  # wait before reading the next answers of a batch (see Child.
 _LINGER_MIN_LEFT = 8  # ...while more than this many are still to come
 
 
-def run_dataset(request: dict[str, Any], limits: Limits) -> tuple[dict[str, Any], bytes]:
+def _request(op: str, limits: Limits, **fields: Any) -> dict[str, Any]:
+    """A request of either op, with the fields every request carries: the memory cap a fresh worker sets
+    from its first request, and the idle time after which the worker exits if no request follows."""
+    return {
+        "op": op,
+        **fields,
+        "memory_bytes": limits.hdf5_memory_bytes,
+        "idle_exit_s": _IDLE_EXIT_S,
+    }
+
+
+def _meta_request(items: list[dict[str, Any]], limits: Limits) -> dict[str, Any]:
+    return _request(
+        "meta",
+        limits,
+        items=items,
+        max_objects=limits.max_hdf5_objects,
+        max_attr_bytes=limits.max_keras_member_bytes,
+    )
+
+
+def run_dataset(path: str, member: str | None, dataset: str, limits: Limits) -> tuple[dict[str, Any], bytes]:
     """(header, raw bytes) of one dataset, read by a pooled worker."""
-    path = request["path"]
     child = POOL.take(limits.hdf5_memory_bytes)
     healthy = False
     try:
-        child.send(request)
+        child.send(_request("dataset", limits, path=path, member=member, dataset=dataset))
         deadline = time.monotonic() + limits.hdf5_timeout_s
         try:
             header = next_answer(child, path, deadline, limits.max_keras_member_bytes, limits)
@@ -36,7 +56,7 @@ def run_dataset(request: dict[str, Any], limits: Limits) -> tuple[dict[str, Any]
         nbytes = int(header["nbytes"])
         if nbytes > limits.hdf5_memory_bytes:  # the unread bytes leave this child out of step: it ends
             cap = limits.hdf5_memory_bytes
-            raise LimitError(path, f"dataset {request['dataset']} has {nbytes} bytes (limit {cap})")
+            raise LimitError(path, f"dataset {dataset} has {nbytes} bytes (limit {cap})")
         try:
             data = child.read_exact(nbytes, deadline)
         except WorkerTimeout:
@@ -48,17 +68,6 @@ def run_dataset(request: dict[str, Any], limits: Limits) -> tuple[dict[str, Any]
     finally:
         release(child, healthy)
     return header, data
-
-
-def _meta_request(items: list[dict[str, Any]], limits: Limits) -> dict[str, Any]:
-    return {
-        "op": "meta",
-        "items": items,
-        "max_objects": limits.max_hdf5_objects,
-        "max_attr_bytes": limits.max_keras_member_bytes,
-        "memory_bytes": limits.hdf5_memory_bytes,
-        "idle_exit_s": _IDLE_EXIT_S,
-    }
 
 
 class Runner:

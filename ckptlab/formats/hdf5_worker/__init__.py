@@ -44,7 +44,8 @@ An answer with `"bye": true` is the worker's last: the file raised an error this
 the worker exits rather than parse more files in a state nobody checked; the parent sends the rest to a
 new one.
 
-    {"op": "dataset", "path": "/a.h5", "member": null, "dataset": "/x", "memory_bytes": ...}
+    {"op": "dataset", "path": "/a.h5", "member": null, "dataset": "/x", "memory_bytes": 2147483648,
+     "idle_exit_s": 120}
 
 answers one JSON header line `{"ok": true, "dtype": "<f4", "shape": [2, 3], "nbytes": 24, "attr_dtype": null}`
 followed by exactly `nbytes` raw C-order little-endian bytes.
