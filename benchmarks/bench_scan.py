@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -350,6 +351,35 @@ def ensure_data(kind: str, top: Path, n: int, est_bytes: int) -> dict[str, Any]:
     (top / "manifest.json").write_text(json.dumps(doc, indent=1) + "\n")
     log(f"  generated in {doc['generate_s']} s")
     return doc
+
+
+@dataclass
+class SmallRun:
+    """The generated run directory (`top/run/`) and its warm-up twin (`top/warmup/`), from the manifest."""
+
+    run_dir: Path
+    warm_dir: Path
+    files: list[tuple[str, str]]  # (how the full-load baseline loads it, path) for every file in run/
+    warm_files: list[tuple[str, str]]  # the same for warmup/
+    counts: dict[str, int]  # checkpoints per kind
+    total_bytes: int  # of the files in run/
+
+    @classmethod
+    def from_manifest(cls, top: Path, doc: dict[str, Any]) -> SmallRun:
+        files = [(k, p) for k, p in doc["files"]]
+        warm = [(k, p) for k, p in doc["warmup_files"]]
+        total = sum(os.path.getsize(p) for _, p in files)
+        return cls(top / "run", top / "warmup", files, warm, doc["counts"], total)
+
+    @property
+    def expected(self) -> int:
+        """Checkpoints the scan must find (an HF directory is one)."""
+        return sum(self.counts.values())
+
+    @property
+    def st_files(self) -> list[str]:
+        """The standalone safetensors files (not an HF directory's model.safetensors)."""
+        return [p for k, p in self.files if k == "safetensors" and not p.endswith("/model.safetensors")]
 
 
 # ---------------------------------------------------------------- measurements
@@ -666,13 +696,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- data
     top = data_dir(f"scan{n_files}")
-    small = ensure_data("small", top, n_files, n_files * 200 * 1024)
-    run_dir, warm_dir = top / "run", top / "warmup"
-    files = [tuple(x) for x in small["files"]]
-    counts = small["counts"]
-    expected = sum(counts.values())
-    st_files = [p for k, p in files if k == "safetensors" and not p.endswith("/model.safetensors")]
-    total_small = sum(os.path.getsize(p) for _, p in files)
+    small = SmallRun.from_manifest(top, ensure_data("small", top, n_files, n_files * 200 * 1024))
     big = None
     if big_case:
         big_top = data_dir("big")
@@ -682,9 +706,8 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="ckptlab-bench-scan-"))
     try:
         rows, notes, extra_json = _measure(
-            args, info, run_dir, warm_dir, files, st_files, counts, expected, total_small, big, tmp, repeats,
-            meta_repeats,
-        )  # fmt: skip
+            small, big, tmp, args.workers, repeats, meta_repeats, info["cores"]
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -715,7 +738,7 @@ def main(argv: list[str] | None = None) -> int:
                 "mode": mode,
                 "repeats": repeats,
                 "machine": info,
-                "data": {"counts": counts, "files": len(files), "bytes": total_small},
+                "data": {"counts": small.counts, "files": len(small.files), "bytes": small.total_bytes},
                 **extra_json,
                 "rows": [r.to_json() for r in rows],
                 "table": results_table(rows),
@@ -727,30 +750,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _measure(
-    args: argparse.Namespace,
-    info: dict[str, Any],
-    run_dir: Path,
-    warm_dir: Path,
-    files: list[tuple[str, str]],
-    st_files: list[str],
-    counts: dict[str, int],
-    expected: int,
-    total_small: int,
+    small: SmallRun,
     big: dict[str, Any] | None,
     tmp: Path,
+    workers: int,
     repeats: int,
     meta_repeats: int,
+    cores: int,
 ) -> tuple[list[Row], list[str], dict[str, Any]]:
     rows: list[Row] = []
     notes: list[str] = []
     out: dict[str, Any] = {}
+    run_dir, warm_dir, files, counts = small.run_dir, small.warm_dir, small.files, small.counts
+    expected, st_files = small.expected, small.st_files
     n_files = len(files)
     all_paths = [p for _, p in files]
-    warm_files = json.loads((run_dir.parent / "manifest.json").read_text())["warmup_files"]
     files_json = _files_json(tmp, "files.json", files)
-    warm_json = _files_json(tmp, "warm.json", warm_files)
+    warm_json = _files_json(tmp, "warm.json", small.warm_files)
     st_json = _files_json(tmp, "st.json", st_files)
-    workers = args.workers
 
     # 1a/1b. cold scan vs full loads, warm re-scan vs cold scan. The warm side re-scans a database that one
     # cold scan (untimed, below) filled; a warm re-scan changes nothing in it, so every repeat sees the same.
@@ -773,7 +790,7 @@ def _measure(
         f"{counts['zip']} zip, {counts['safetensors']} safetensors, {counts['legacy']} legacy, "
         f"{counts['h5']} Keras .h5, {counts['hf']} HF dirs"
     )
-    case = f"1a. cold scan, {n_files} files / {expected} ckpts ({fmt_bytes(total_small)}; {mix})"
+    case = f"1a. cold scan, {n_files} files / {expected} ckpts ({fmt_bytes(small.total_bytes)}; {mix})"
     rows.append(Row.ratio_row(case, "loop of full loads of the same files", m_load, m_cold, 5, key="1a"))
     case = "1b. warm re-scan, nothing changed"
     rows.append(Row.ratio_row(case, "cold scan (1a)", m_cold, m_warm, 20, key="1b"))
@@ -837,7 +854,7 @@ def _measure(
     # informational: the scan's own stats and where the cold-scan time is relative to per-file work
     notes.append(
         f"Cold scan {fmt_seconds(m_cold.median)} = {fmt_seconds(m_cold.median / n_files)} per file "
-        f"(workers={workers} threads on {info['cores']} cores); warm re-scan "
+        f"(workers={workers} threads on {cores} cores); warm re-scan "
         f"{fmt_seconds(m_warm.median)} = {fmt_seconds(m_warm.median / n_files)} per file; full loads "
         f"{fmt_seconds(m_load.median / n_files)} per file (one thread; torch, safetensors, h5py imported and "
         "warmed up before the timer)."
@@ -852,7 +869,7 @@ def _measure(
     # informational: per checkpoint kind, where the time goes on both sides
     log("per-kind breakdown (informational)...")
     groups = group_by_kind(files, run_dir)
-    warm_groups = group_by_kind([tuple(x) for x in warm_files], warm_dir)
+    warm_groups = group_by_kind(small.warm_files, warm_dir)
     out["per_kind"] = per_kind(groups, warm_groups, tmp, inner=3)
 
     # 2. the multi-GB directory: bytes read by the scanning process
