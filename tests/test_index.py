@@ -21,9 +21,9 @@ from ckptlab.cli import main
 from ckptlab.formats import read_meta
 from ckptlab.index.entries import meta_document
 from ckptlab.index.migrations import MIGRATIONS
-from ckptlab.index.scan import _in_order, scan
+from ckptlab.index.scan import scan
 from ckptlab.index.store import Store
-from ckptlab.layouts import order_key
+from ckptlab.layouts import in_run_order, order_key
 from ckptlab.model import CheckpointMeta, Entry, IndexEntry, Safety, TensorMeta, new_entry
 
 torch = pytest.importorskip("torch")
@@ -519,8 +519,30 @@ def test_scan_order_is_order_key_order() -> None:
             *order_key(e.step, None if e.epoch is None else int(e.epoch), Path(e.path).name),
         ),
     )
-    assert _in_order(entries) == expected
-    assert [id(e) for e in _in_order(entries)] == [id(e) for e in expected]  # stable, as one sort would be
+    assert in_run_order(entries) == expected
+    assert [id(e) for e in in_run_order(entries)] == [id(e) for e in expected]  # stable, as one sort would be
+
+
+def test_scan_and_ls_order_names_that_tie_numerically(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No step, no epoch: the names decide, compared numerically (v9 before v10), in the scan's result
+    and in what the index lists afterwards (`ckptlab ls`, the app), never as strings."""
+    root = tmp_path / "runs"
+    root.mkdir()
+    for v in (10, 9, 100):
+        torch.save(small_state_dict(), root / f"model_v{v}.pt")
+    _age(root)
+    db = tmp_path / "index.sqlite"
+    assert main(["scan", str(root), "--db", str(db), "--json"]) == 0
+    scanned = [Path(c["path"]).name for c in json.loads(capsys.readouterr().out)["checkpoints"]]
+    assert scanned == ["model_v9.pt", "model_v10.pt", "model_v100.pt"]
+    monkeypatch.setenv("CKPTLAB_DB", str(db))
+    assert main(["ls", "--json"]) == 0
+    listed = [Path(c["path"]).name for c in json.loads(capsys.readouterr().out)["checkpoints"]]
+    assert listed == scanned
+    with Store(db) as store:
+        assert [Path(e.path).name for e in store.entries(with_meta=False)] == scanned
 
 
 def test_tensor_lists_are_shared_and_dropped_when_unused(tree: Path, tmp_path: Path) -> None:

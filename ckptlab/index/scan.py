@@ -19,14 +19,12 @@ import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from operator import itemgetter
 from pathlib import Path
-from typing import Any
 
 from ..errors import IncompleteError
 from ..formats import gc_paused
 from ..formats.limits import DEFAULT_LIMITS, Limits
-from ..layouts import natural_key
+from ..layouts import in_run_order
 from ..model import CheckpointMeta, IndexEntry, TensorMeta
 from .discover import discover
 from .entries import entry_of
@@ -104,34 +102,9 @@ def scan(
             # every unreadable checkpoint is an error of this scan, whether read now or reused unchanged
             errors.extend((e.path, e.reason or "unreadable") for e in entries if e.status == "unreadable")
             store.save_scan(root, plan.changed, tensors, [e.path for e in entries], errors, now, stored)
-            result.entries.extend(_in_order(entries))
+            result.entries.extend(in_run_order(entries))
         result.errors.extend(errors)
         result.parsed += len(plan.to_read)
         result.reused += len(plan.reused)
     result.seconds = time.perf_counter() - t0
     return result
-
-
-def _in_order(entries: list[IndexEntry]) -> list[IndexEntry]:
-    """`entries` by run, then `layouts.order_key(step, epoch, basename)`. The name's `natural_key` (the
-    costly part) is computed only inside groups that tie on (run, step, epoch): rarely more than a few."""
-
-    def head(e: IndexEntry) -> tuple[Any, ...]:
-        epoch = int(e.epoch) if e.epoch is not None else None
-        return (e.run, e.step is None, e.step or 0, epoch is None, epoch or 0)
-
-    keyed = sorted(((head(e), e) for e in entries), key=itemgetter(0))
-    out: list[IndexEntry] = []
-    i, n = 0, len(keyed)
-    while i < n:
-        j = i + 1
-        while j < n and keyed[j][0] == keyed[i][0]:
-            j += 1
-        if j - i == 1:
-            out.append(keyed[i][1])
-        else:  # a stable sort of the tie, as one sort over the whole key would give
-            out.extend(
-                sorted((e for _, e in keyed[i:j]), key=lambda e: natural_key(os.path.basename(e.path)))
-            )
-        i = j
-    return out

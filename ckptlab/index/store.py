@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CkptlabError
+from ..layouts import in_run_order
 from ..model import IndexEntry, TensorMeta
 from . import migrations
 from .rows import ENTRY_COLUMNS, JOINS, StoredRows, row_entry
@@ -229,8 +230,9 @@ class Store:
     def entries(
         self, run: str | None = None, root: str | None = None, with_meta: bool = True
     ) -> list[IndexEntry]:
-        """Indexed checkpoints, by run then step/epoch (numerically, never as strings). `with_meta=False`
-        skips decoding each row's stored inspect document (the table and the scan do not need it)."""
+        """Indexed checkpoints in `layouts.in_run_order`, as the scan lists them: by run, then step/epoch,
+        then the name (numerically, never as strings). `with_meta=False` skips decoding each row's stored
+        inspect document (the table and the scan do not need it)."""
         where, args = [], []
         if run is not None:
             where.append("(r.path = ? OR r.name = ?)")
@@ -238,8 +240,8 @@ class Store:
         if root is not None:
             where.append("o.path = ?")
             args.append(root)
-        order = "r.path, c.step IS NULL, c.step, c.epoch IS NULL, c.epoch, c.path"
-        return self._select_entries(" AND ".join(where), args, with_meta, order)
+        # by path first, so entries that tie in `in_run_order` come in the same order every time
+        return in_run_order(self._select_entries(" AND ".join(where), args, with_meta, "c.path"))
 
     def stored(self, root: str) -> StoredRows:
         """Every checkpoint indexed under `root`, as an incremental scan compares against and reuses them."""

@@ -9,7 +9,8 @@ One module per job; their public names are re-exported here, and `__all__` below
     names    what a checkpoint's name says (`parse_name`, `NameInfo`, `TEMPLATES`) and the scanner's cheap
              pre-filter (`looks_like_checkpoint_name`, `CHECKPOINT_SUFFIXES`)
     order    the stage a checkpoint is at, content first, then the name (`stage`, `Stage`); how a run's
-             checkpoints are ordered (`order_key`, `natural_key`, `sort_checkpoints`)
+             checkpoints are ordered (`order_key`, `natural_key`, `sort_checkpoints`,
+             `in_run_order`)
     debris   what is not, or not yet, a usable checkpoint (`debris_reason`, `unfinished_save`)
     runs     which run a checkpoint belongs to (`run_dir`, `run_dir_of_parent`)
 """
@@ -32,7 +33,7 @@ from .names import (
     looks_like_checkpoint_name,
     parse_name,
 )
-from .order import Stage, natural_key, order_key, sort_checkpoints, stage
+from .order import Stage, in_run_order, natural_key, order_key, sort_checkpoints, stage
 from .runs import run_dir, run_dir_of_parent
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "NameInfo",
     "Stage",
     "debris_reason",
+    "in_run_order",
     "looks_like_checkpoint_name",
     "natural_key",
     "order_key",

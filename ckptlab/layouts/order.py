@@ -1,9 +1,9 @@
 """Where a checkpoint stands in its run: the stage it is at (`stage`: what its content says first, then
 its name) and how a run's checkpoints are ordered.
 
-How a run's checkpoints are ordered (the scanner uses `order_key`): by step, then epoch, then
-the name compared numerically (`natural_key`), unknown steps and epochs last; never as plain strings
-(`checkpoint-99` < `checkpoint-100`).
+How a run's checkpoints are ordered (`order_key`; the scan and the index's listings use `in_run_order`):
+by step, then epoch, then the name compared numerically (`natural_key`), unknown steps and epochs last;
+never as plain strings (`checkpoint-99` < `checkpoint-100`).
 """
 
 from __future__ import annotations
@@ -12,11 +12,28 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from operator import itemgetter
+from typing import Any, Protocol, TypeVar
 
 from .names import parse_name
 
 _T = TypeVar("_T")
+
+
+class RunMember(Protocol):
+    """What `in_run_order` reads of an entry (an `IndexEntry` has these)."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def run(self) -> str: ...
+    @property
+    def step(self) -> int | None: ...
+    @property
+    def epoch(self) -> int | float | None: ...
+
+
+_M = TypeVar("_M", bound=RunMember)
 
 _DIGIT_RUNS = re.compile(r"(\d+)", re.ASCII)
 
@@ -67,6 +84,40 @@ def sort_checkpoints(
 
     get = key or by_name
     return sorted(items, key=lambda item: order_key(*get(item)))
+
+
+def in_run_order(entries: Iterable[_M]) -> list[_M]:
+    """`entries` by run, then `order_key(step, int(epoch), basename)`: the one order of an index's listings
+    (the scan's result, `ckptlab ls`, the app). Stable: entries that tie keep their order.
+
+    >>> from types import SimpleNamespace as E
+    >>> es = [E(path=f"/r/model_v{v}", run="/r", step=None, epoch=None) for v in (10, 9)]
+    >>> [e.path for e in in_run_order(es)]
+    ['/r/model_v9', '/r/model_v10']
+
+    The name's `natural_key` (the costly part) is computed only inside groups that tie on (run, step,
+    epoch): rarely more than a few, since it runs over every entry of a scan.
+    """
+
+    def head(e: _M) -> tuple[Any, ...]:
+        epoch = int(e.epoch) if e.epoch is not None else None
+        return (e.run, e.step is None, e.step or 0, epoch is None, epoch or 0)
+
+    keyed = sorted(((head(e), e) for e in entries), key=itemgetter(0))
+    out: list[_M] = []
+    i, n = 0, len(keyed)
+    while i < n:
+        j = i + 1
+        while j < n and keyed[j][0] == keyed[i][0]:
+            j += 1
+        if j - i == 1:
+            out.append(keyed[i][1])
+        else:  # a stable sort of the tie, as one sort over the whole key would give
+            out.extend(
+                sorted((e for _, e in keyed[i:j]), key=lambda e: natural_key(os.path.basename(e.path)))
+            )
+        i = j
+    return out
 
 
 @dataclass(frozen=True)
