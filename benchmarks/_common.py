@@ -19,6 +19,7 @@ Only the standard library is imported here, so a benchmark's parent process stay
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as _dt
 import json
@@ -41,7 +42,7 @@ KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
 
-_MARK = "@@BENCH@@"
+MARK = "@@BENCH@@"  # a child process's report: this, then JSON, on one line of its output (see `marked`)
 
 # The worker program `measure` runs in a fresh interpreter. {setup}, {warmup}, {stmt} and {extra} are the
 # caller's code; `_result` is the value of the timed statement's last assignment if it makes one.
@@ -268,6 +269,32 @@ def write_json(path: os.PathLike[str] | str, doc: Any) -> None:
     Path(path).write_text(json.dumps(doc, indent=2, default=str) + "\n")
 
 
+def cached_manifest(path: Path, want: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The JSON document at `path` (a data directory's manifest) when it exists and has `want`'s value for
+    every key of `want` (generator version, size, torch version...), else None: the data must be made anew."""
+    if not path.exists():
+        return None
+    doc = json.loads(path.read_text())
+    return doc if {k: doc.get(k) for k in want} == want else None
+
+
+def marked(output: str, mark: str = MARK) -> Any:
+    """The JSON after `mark` on the first line of `output` that starts with it; None if no line does."""
+    for line in output.splitlines():
+        if line.startswith(mark):
+            return json.loads(line[len(mark) :])
+    return None
+
+
+def run_marked(argv: Sequence[str], what: str, timeout: float | None = None) -> Any:
+    """Run `argv` and return the JSON it printed after `MARK`; exit with its stderr if it failed."""
+    r = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
+    doc = marked(r.stdout)
+    if r.returncode != 0 or doc is None:
+        raise SystemExit(f"{what} failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
+    return doc
+
+
 # ---------------------------------------------------------------- measuring
 
 
@@ -329,14 +356,14 @@ def run_worker(
         stmt=_indent(stmt, 4),
         extra=extra,
         inner=int(inner),
-        mark=_MARK,
+        mark=MARK,
     )
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=REPO_ROOT
     )
-    for line in proc.stdout.splitlines():
-        if line.startswith(_MARK):
-            return json.loads(line[len(_MARK) :])
+    report = marked(proc.stdout)
+    if report is not None:
+        return report
     raise RuntimeError(
         f"benchmark worker failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}\n--- statement ---\n{stmt}"
     )
@@ -428,11 +455,8 @@ def module_peak_rss(module: str, args: Sequence[str], env: Mapping[str, str] | N
     `ru_maxrss` from wait4 is not usable for this: Linux carries the parent's high-water mark across
     fork/vfork + exec, so a small CLI spawned by a big benchmark process would report the parent's peak.
     """
-    r = run_command([sys.executable, "-c", _HWM_WRAPPER.format(mark=_MARK), module, *args], env=env)
-    for line in r.stderr.splitlines():
-        if line.startswith(_MARK + "HWM "):
-            return int(line.split()[1])
-    return None
+    r = run_command([sys.executable, "-c", _HWM_WRAPPER.format(mark=MARK), module, *args], env=env)
+    return marked(r.stderr, MARK + "HWM ")
 
 
 # ---------------------------------------------------------------- results
@@ -529,6 +553,51 @@ TABLE_HEADERS = (
 
 def results_table(rows: Sequence[Row]) -> str:
     return markdown_table(TABLE_HEADERS, (r.cells() for r in rows))
+
+
+def parse_args(ap: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Add the options every benchmark has (`--json FILE`, `--data-dir DIR`) to `ap` and parse `argv`;
+    `--data-dir` is exported as CKPTLAB_BENCH_DATA, which `data_dir` (and so any child process) reads."""
+    ap.add_argument("--json", metavar="FILE", help="also write the results to FILE as JSON")
+    ap.add_argument("--data-dir", type=Path, help="where to generate the files (default benchmarks/_data)")
+    args = ap.parse_args(argv)
+    if args.data_dir:
+        os.environ["CKPTLAB_BENCH_DATA"] = str(args.data_dir)
+    return args
+
+
+def report(
+    name: str,
+    mode: str,
+    info: Mapping[str, Any],
+    rows: Sequence[Row],
+    notes: Sequence[str],
+    *,
+    repeats: int,
+    json_path: str | None,
+    json_extra: Mapping[str, Any],
+    result_note: str = "",
+    appendix: str = "",
+) -> int:
+    """Print the standard report (heading, machine line, table, `notes` and the load average as bullets,
+    the verdict, then `appendix`) and, with `json_path`, write it with `json_extra` as JSON.
+    Returns the exit status: 1 when a row failed its target, else 0."""
+    print(f"## ckptlab {name} benchmark ({mode})\n")
+    print(machine_line(info) + "\n")
+    print(results_table(rows))
+    print()
+    for n in [*notes, load_note(info)]:
+        print(f"- {n}")
+    failed = [r for r in rows if r.passed is False]
+    verdict = "all targets PASS" if not failed else f"{len(failed)} of {len(rows)} rows FAIL their target"
+    print(f"- Result: {verdict}.{result_note}")
+    if appendix:
+        print(appendix)
+    if json_path:
+        doc = {"benchmark": name, "mode": mode, "repeats": repeats, "machine": info, **json_extra}
+        write_json(json_path, doc | {"rows": [r.to_json() for r in rows], "table": results_table(rows)})
+        log(f"wrote {json_path}")
+    return 1 if failed else 0
 
 
 def log(msg: str) -> None:

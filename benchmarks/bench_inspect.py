@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 from dataclasses import asdict, dataclass
@@ -42,19 +41,20 @@ from _common import (
     MiB,
     Row,
     Spec,
+    cached_manifest,
     check_disk_space,
     data_dir,
     fmt_bytes,
     fmt_ratio,
     fmt_seconds,
-    load_note,
     log,
     machine_info,
-    machine_line,
     measure_interleaved,
     median,
     module_peak_rss,
-    results_table,
+    package_version,
+    parse_args,
+    report,
     run_command,
     run_worker,
     warm_page_cache,
@@ -179,28 +179,18 @@ def ensure_files(cfg: ModelConfig, d: Path, stem: str) -> Files:
     manifest = d / f"{stem}.manifest.json"
     suffixes = (".safetensors", "_sd.pt", "_sd_legacy.pt", "_train.pt", "_train_legacy.pt")
     paths = [d / f"{stem}{suffix}" for suffix in suffixes]
-    want = {"generator": GENERATOR_VERSION, "config": asdict(cfg), "torch": _torch_version()}
-    info = None
-    if manifest.exists() and all(p.exists() for p in paths):
-        doc = json.loads(manifest.read_text())
-        if {k: doc.get(k) for k in want} == want:
-            info = doc
+    want = {"generator": GENERATOR_VERSION, "config": asdict(cfg), "torch": package_version("torch")}
+    info = cached_manifest(manifest, want) if all(p.exists() for p in paths) else None
     if info is None:
         est = 5 * 4 * cfg.n_params()  # five files, float32 upper bound
         check_disk_space(d, est)
         log(f"generating {stem} files in {d} (about {fmt_bytes(est)}, disk checked)...")
         info = want | write_files(cfg, d, stem)
-        manifest.write_text(json.dumps(info, indent=2) + "\n")
+        write_json(manifest, info)
     else:
         log(f"reusing {stem} files in {d}")
     info["sizes"] = {p.name: p.stat().st_size for p in paths}
     return Files(*paths, info=info)
-
-
-def _torch_version() -> str | None:
-    from _common import package_version
-
-    return package_version("torch")
 
 
 # ---------------------------------------------------------------- measurements
@@ -321,11 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="~20 MB files and fewer repeats (smoke run)")
     ap.add_argument("--repeats", type=int, help="repeats per measurement (default 7, or 3 with --quick)")
-    ap.add_argument("--json", metavar="FILE", help="also write the results to FILE as JSON")
-    ap.add_argument("--data-dir", type=Path, help="where to generate the files (default benchmarks/_data)")
-    args = ap.parse_args(argv)
-    if args.data_dir:
-        os.environ["CKPTLAB_BENCH_DATA"] = str(args.data_dir)
+    args = parse_args(ap, argv)
     cfg, stem = (QUICK, "quick") if args.quick else (FULL, "full")
     repeats = args.repeats or (3 if args.quick else 7)
     cli_repeats = max(repeats, 5)
@@ -413,56 +399,37 @@ def main(argv: list[str] | None = None) -> int:
     )
     startup = python_startup(cli_repeats)
 
-    # report
-    print(f"## ckptlab inspect benchmark ({'quick' if args.quick else 'full'})\n")
-    print(machine_line(info) + "\n")
-    print(results_table(rows))
-    print()
-    print(
-        f"- Medians of {repeats} repeats per side ({cli_repeats} for the CLI), each repeat in a fresh Python "
-        "process; torch / ckptlab imported and warmed up on a tiny file of the same format before the timer "
-        "(import time not counted). Ratio = baseline median / ckptlab median."
-    )
-    print(
-        "- Page cache: dropping it needs root, so each file is read once before every repeat and BOTH sides "
-        "are measured warm (cold, the full loads would also pay for reading every byte; ckptlab reads "
-        "headers)."
-    )
-    print(
-        "- Peak RSS: `+X` is what the timed call added over the warmed interpreter (VmHWM reset after the "
-        "warm-up), `peak` the process's absolute high-water mark; CLI rows: the whole CLI process's VmHWM."
-    )
-    print(
-        "- ckptlab in-process steady state (median of repeated calls on the same file in one process): "
-        + ", ".join(f"{k} {fmt_seconds(v)}" for k, v in steady.items())
-        + "."
-    )
     cpu = [f"{r.key} {fmt_ratio(r.cpu_ratio)}" for r in rows if r.cpu_ratio is not None]
-    print("- The same ratios on process CPU time instead of wall time: " + ", ".join(cpu) + ".")
-    print(f"- CLI: `{' '.join(ckptlab_command())}`; bare `python -c pass` startup is {fmt_seconds(startup)}.")
-    print(f"- {load_note(info)}")
-    failed = [r for r in rows if r.passed is False]
-    verdict = "all targets PASS" if not failed else f"{len(failed)} of {len(rows)} rows FAIL their target"
-    print(f"- Result: {verdict}.")
-
-    if args.json:
-        write_json(
-            args.json,
-            {
-                "benchmark": "inspect",
-                "mode": "quick" if args.quick else "full",
-                "repeats": repeats,
-                "machine": info,
-                "files": big.info,
-                "torch_imported": checks,
-                "ckptlab_steady_state_s": steady,
-                "python_startup_s": startup,
-                "rows": [r.to_json() for r in rows],
-                "table": results_table(rows),
-            },
-        )
-        log(f"wrote {args.json}")
-    return 1 if failed else 0
+    notes = [
+        f"Medians of {repeats} repeats per side ({cli_repeats} for the CLI), each repeat in a fresh Python "
+        "process; torch / ckptlab imported and warmed up on a tiny file of the same format before the timer "
+        "(import time not counted). Ratio = baseline median / ckptlab median.",
+        "Page cache: dropping it needs root, so each file is read once before every repeat and BOTH sides "
+        "are measured warm (cold, the full loads would also pay for reading every byte; ckptlab reads "
+        "headers).",
+        "Peak RSS: `+X` is what the timed call added over the warmed interpreter (VmHWM reset after the "
+        "warm-up), `peak` the process's absolute high-water mark; CLI rows: the whole CLI process's VmHWM.",
+        "ckptlab in-process steady state (median of repeated calls on the same file in one process): "
+        + ", ".join(f"{k} {fmt_seconds(v)}" for k, v in steady.items())
+        + ".",
+        "The same ratios on process CPU time instead of wall time: " + ", ".join(cpu) + ".",
+        f"CLI: `{' '.join(ckptlab_command())}`; bare `python -c pass` startup is {fmt_seconds(startup)}.",
+    ]
+    return report(
+        "inspect",
+        "quick" if args.quick else "full",
+        info,
+        rows,
+        notes,
+        repeats=repeats,
+        json_path=args.json,
+        json_extra={
+            "files": big.info,
+            "torch_imported": checks,
+            "ckptlab_steady_state_s": steady,
+            "python_startup_s": startup,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -36,7 +36,6 @@ import itertools
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,32 +47,34 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
+    MARK,
     GiB,
     Measurement,
     MiB,
     Row,
     Spec,
+    cached_manifest,
     check_disk_space,
     data_dir,
     fmt_bytes,
     fmt_ratio,
     fmt_seconds,
-    load_note,
     log,
     machine_info,
-    machine_line,
     markdown_table,
     measure_interleaved,
     median,
     package_version,
-    results_table,
+    parse_args,
+    report,
+    run_marked,
+    run_worker,
     write_json,
 )
 
 GENERATOR_VERSION = 1
 MB = 1000 * 1000
 AGE_S = 86400  # generated files get mtimes one day back: far outside the scanner's 5 s settle window
-_MARK = "@@SCAN@@"
 
 # share of the files per kind; HF checkpoint dirs count their 4 files each
 MIX = {"zip": 0.40, "safetensors": 0.30, "legacy": 0.10, "h5": 0.10, "hf": 0.10}
@@ -296,7 +297,7 @@ def generate_big(root: Path) -> dict[str, Any]:
 
 def _generate_main(kind: str, top: str, n: int) -> None:
     doc = generate_small(Path(top), n) if kind == "small" else generate_big(Path(top) / "ckpts")
-    print(_MARK + json.dumps(doc))
+    print(MARK + json.dumps(doc))
 
 
 # ---------------------------------------------------------------- cached data (parent side)
@@ -308,11 +309,8 @@ def _want(kind: str, n: int) -> dict[str, Any]:
 
 def _complete(top: Path, want: dict[str, Any]) -> dict[str, Any] | None:
     """The manifest when it matches `want` and every file it lists is there with its size."""
-    mf = top / "manifest.json"
-    if not mf.exists():
-        return None
-    doc = json.loads(mf.read_text())
-    if {k: doc.get(k) for k in want} != want:
+    doc = cached_manifest(top / "manifest.json", want)
+    if doc is None:
         return None
     sizes = doc.get("file_sizes", {})
     for path, size in sizes.items():
@@ -334,21 +332,15 @@ def ensure_data(kind: str, top: Path, n: int, est_bytes: int) -> dict[str, Any]:
     (top / "manifest.json").unlink(missing_ok=True)
     log(f"generating {top} (about {fmt_bytes(est_bytes)} on disk, free space checked)...")
     t0 = time.perf_counter()
-    r = subprocess.run(
-        [sys.executable, __file__, "--_generate", kind, str(top), str(n)],
-        capture_output=True,
-        text=True,
+    doc = want | run_marked(
+        [sys.executable, __file__, "--_generate", kind, str(top), str(n)], "data generation"
     )
-    line = next((x for x in r.stdout.splitlines() if x.startswith(_MARK)), None)
-    if r.returncode != 0 or line is None:
-        raise SystemExit(f"data generation failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
-    doc = want | json.loads(line[len(_MARK) :])
     doc["generate_s"] = round(time.perf_counter() - t0, 1)
     listed = [p for _, p in doc.get("files", [])] + [p for _, p in doc.get("warmup_files", [])]
     if kind == "big":
         listed = [str(top / "ckpts" / name) for name in doc["sizes"]]
     doc["file_sizes"] = {p: os.path.getsize(p) for p in listed}
-    (top / "manifest.json").write_text(json.dumps(doc, indent=1) + "\n")
+    write_json(top / "manifest.json", doc)
     log(f"  generated in {doc['generate_s']} s")
     return doc
 
@@ -490,10 +482,10 @@ def floor_spec(label: str, files_json: Path) -> Spec:
 
 
 # a fresh interpreter that does one cold scan (no warm-up) and reports its memory and I/O counters
-_PROBE = """
+_PROBE = (
+    f"_MARK = {MARK!r}\n"
+    + """
 import json, resource, sys, time
-
-_MARK = "@@SCAN@@"
 
 def _io():
     with open("/proc/self/io") as f:
@@ -531,17 +523,14 @@ doc = {
 }
 print(_MARK + json.dumps(doc))
 """
+)
 
 
 def probe_scan(root: Path, db: Path, preimport: bool = False, workers: int = 8) -> dict[str, Any]:
     """One cold scan of `root` into a new database `db` in a fresh interpreter: stats, memory, I/O."""
     db.unlink(missing_ok=True)
     argv = [sys.executable, "-c", _PROBE, str(root), str(db), "preimport" if preimport else "-", str(workers)]
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=600)
-    line = next((x for x in r.stdout.splitlines() if x.startswith(_MARK)), None)
-    if r.returncode != 0 or line is None:
-        raise SystemExit(f"scan probe failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
-    return json.loads(line[len(_MARK) :])
+    return run_marked(argv, "scan probe", timeout=600)
 
 
 KIND_LABELS = {
@@ -584,8 +573,6 @@ def per_kind(
     """Informational: per checkpoint kind, ckptlab's metadata read vs full loads, each side in one fresh
     process (imports and a warm-up on the warm-up checkpoint of that kind untimed), median of `inner`
     in-process loops. HDF5 files are read as the scanner reads them: one batch through one h5py worker."""
-    from _common import run_worker
-
     out = []
     for kind, ckpts in groups.items():
         if not ckpts:
@@ -601,14 +588,14 @@ def per_kind(
                 "from ckptlab.formats.limits import DEFAULT_LIMITS\n"
                 "def _read(ps):\n    return read_hdf5_many([Path(p) for p in ps], DEFAULT_LIMITS)\n"
             )
-            stmt, warmup = "_result = _read(_items)", "_read(_warm)"
         else:
             setup = "import json, ckptlab\ndef _read(ps):\n    return [ckptlab.read_meta(p) for p in ps]\n"
-            stmt, warmup = "_result = _read(_items)", "_read(_warm)"
         setup += (
             f"_items = json.load(open({str(ours_json)!r}))\n_warm = json.load(open({str(ours_warm)!r}))\n"
         )
-        ours = run_worker(stmt, setup=setup, warmup=warmup, inner=inner, extra="len(_result)")
+        ours = run_worker(
+            "_result = _read(_items)", setup=setup, warmup="_read(_warm)", inner=inner, extra="len(_result)"
+        )
         load = "def _loads(cs):\n    for c in cs:\n        for k, p in c:\n            _load(k, p)\n"
         bsetup = (
             _LOAD_SETUP
@@ -677,16 +664,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, help="repeats per timed side (default 5, or 3 with --quick)")
     ap.add_argument("--workers", type=int, default=8, help="scan thread-pool size (default 8, the API's)")
     ap.add_argument("--no-big", action="store_true", help="skip the multi-GB directory case")
-    ap.add_argument("--json", metavar="FILE", help="also write the results to FILE as JSON")
-    ap.add_argument("--data-dir", type=Path, help="where to generate the files (default benchmarks/_data)")
     ap.add_argument("--_generate", nargs=3, help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv)
     if args._generate:
         kind, top, n = args._generate
         _generate_main(kind, top, int(n))
         return 0
-    if args.data_dir:
-        os.environ["CKPTLAB_BENCH_DATA"] = str(args.data_dir)
     n_files = args.files or (200 if args.quick else 2000)
     repeats = args.repeats or (3 if args.quick else 5)
     meta_repeats = max(repeats, 7)
@@ -711,42 +694,29 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    # ---- report
-    mode = "quick" if args.quick else "full"
-    print(f"## ckptlab scan benchmark ({mode})\n")
-    print(machine_line(info) + "\n")
-    print(results_table(rows))
-    print()
-    for n in notes:
-        print(f"- {n}")
-    print(f"- {load_note(info)}")
-    failed = [r for r in rows if r.passed is False]
-    verdict = "all targets PASS" if not failed else f"{len(failed)} of {len(rows)} rows FAIL their target"
-    print(f"- Result: {verdict}. Total benchmark time {time.perf_counter() - t_start:.0f} s.")
+    appendix = ""
     if extra_json.get("per_kind"):
-        print(
+        appendix = (
             "\nPer checkpoint kind (informational; in-process loops over all checkpoints of the kind, "
             "median of 3, one fresh process per side; ckptlab = `read_meta`, HDF5 = one `read_hdf5_many` "
-            "batch as the scanner does):\n"
+            "batch as the scanner does):\n\n" + per_kind_table(extra_json["per_kind"])
         )
-        print(per_kind_table(extra_json["per_kind"]))
-    if args.json:
-        write_json(
-            args.json,
-            {
-                "benchmark": "scan",
-                "mode": mode,
-                "repeats": repeats,
-                "machine": info,
-                "data": {"counts": small.counts, "files": len(small.files), "bytes": small.total_bytes},
-                **extra_json,
-                "rows": [r.to_json() for r in rows],
-                "table": results_table(rows),
-                "notes": notes,
-            },
-        )
-        log(f"wrote {args.json}")
-    return 1 if failed else 0
+    return report(
+        "scan",
+        "quick" if args.quick else "full",
+        info,
+        rows,
+        notes,
+        repeats=repeats,
+        json_path=args.json,
+        json_extra={
+            "data": {"counts": small.counts, "files": len(small.files), "bytes": small.total_bytes},
+            **extra_json,
+            "notes": notes,
+        },
+        result_note=f" Total benchmark time {time.perf_counter() - t_start:.0f} s.",
+        appendix=appendix,
+    )
 
 
 def _measure(
