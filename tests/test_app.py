@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -483,6 +485,38 @@ def test_inspect_torch_file_and_stats(files: dict[str, Path]) -> None:
     # a later rerun (another widget) keeps the result on screen
     at.toggle(key="stats_log").set_value(True).run()
     assert metrics(at)["max"] == "14"
+
+
+# Run in a fresh interpreter: other tests in this process have imported torch already.
+_NO_TORCH_SCRIPT = """
+import json, sys
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file(sys.argv[1], default_timeout=90)
+at.query_params["path"] = sys.argv[2]
+at.run()
+devices = at.selectbox(key="stats_device").options
+print(json.dumps({"exception": len(at.exception), "torch": "torch" in sys.modules, "devices": devices}))
+"""
+
+
+def test_inspect_metadata_never_imports_torch(env: Path) -> None:
+    """Rendering every tab of a safetensors file, Tensor stats included, leaves torch unimported until
+    "Compute stats" is pressed; the device box offers auto/cpu/cuda meanwhile."""
+    path = write_safetensors(env / "model.safetensors")
+    proc = subprocess.run(
+        [sys.executable, "-c", _NO_TORCH_SCRIPT, str(PROJECT / INSPECT), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=PROJECT,
+        env=os.environ.copy(),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1]) == {
+        "exception": 0,
+        "torch": False,
+        "devices": ["auto", "cpu", "cuda"],
+    }
 
 
 def test_inspect_training_state_tied_weights_and_odd_dtypes(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 
 import streamlit as st
 
@@ -69,14 +70,24 @@ def safety_badge(safety: Safety) -> None:
 
 
 def device_selector(key: str = "device") -> str:
-    """A device selectbox (`auto`, `cpu`, `cuda:N`...); 'cpu' when torch is unavailable."""
-    try:
-        from ..loading import available_devices
+    """A device selectbox: `auto`, `cpu`, `cuda` until torch is imported, then `auto`, `cpu` and, with CUDA,
+    `cuda`, `cuda:0`...; 'cpu' when torch is unavailable.
 
-        options = available_devices()
-    except (CkptlabError, ImportError) as e:
-        st.caption(md_escape(error_line(e)))
-        return "cpu"
+    Rendering never imports torch (a page that only shows metadata must not pay for it): the CUDA devices
+    are listed once something else (computing stats) has imported torch, and `cuda` stays among them so a
+    choice made before does not vanish. `loading.resolve_device` checks the choice when values are loaded."""
+    if "torch" not in sys.modules:
+        options = ["auto", "cpu", "cuda"]
+    else:
+        try:
+            from ..loading import available_devices
+
+            options = available_devices()
+        except (CkptlabError, ImportError) as e:
+            st.caption(md_escape(error_line(e)))
+            return "cpu"
+        if len(options) > 2:
+            options.insert(2, "cuda")
     return st.selectbox(
         "Device",
         options,
