@@ -474,6 +474,48 @@ def test_hdf5_found_by_content_whatever_its_name(tmp_path: Path) -> None:
     }
 
 
+def test_a_suffixless_file_is_opened_once_to_find_its_kind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Discovery looks at a name with no checkpoint suffix once (one open); the reading pool uses the kind
+    it found instead of probing the file again. Only binary pickles count, not text that looks like one."""
+    from h5_fixtures import write_generic
+
+    from ckptlab.index import discover as discover_mod
+    from ckptlab.index import reading
+
+    root = tmp_path / "r"
+    root.mkdir()
+    torch.save(small_state_dict(), root / "model_legacy", _use_new_zipfile_serialization=False)
+    torch.save(small_state_dict(), root / "model_zip")
+    write_generic(root / "noext")
+    write_generic(root / "model.h5")
+    (root / "model_text").write_text("(dp0\nS'a'\np1\nI1\ns.")  # a protocol-0 pickle, or just text
+    _age(root)
+    opened: list[str] = []
+    real_open = os.open
+
+    def counting_open(path, *args, **kw):  # type: ignore[no-untyped-def]
+        opened.append(os.fspath(path))
+        return real_open(path, *args, **kw)
+
+    monkeypatch.setattr(os, "open", counting_open)
+    candidates, _ = discover_mod.discover(str(root), [])
+    monkeypatch.setattr(os, "open", real_open)
+    kinds = {Path(c.path).name: c.kind for c in candidates}
+    assert kinds == {"model_legacy": "pickle", "model_zip": "zip", "noext": "hdf5", "model.h5": None}
+    assert sorted(Path(p).name for p in opened) == ["model_legacy", "model_text", "model_zip", "noext"]
+
+    probed: list[str] = []
+    real_is_hdf5 = reading._is_hdf5
+    monkeypatch.setattr(reading, "_is_hdf5", lambda p: probed.append(Path(p).name) or real_is_hdf5(p))
+    with Store(tmp_path / "index.sqlite") as store:
+        got = {Path(e.path).name: (e.status, e.format) for e in scan([root], store).entries}
+    assert probed == ["model.h5"]
+    assert got["noext"] == ("ok", "hdf5") and got["model.h5"] == ("ok", "hdf5")
+    assert got["model_zip"] == ("ok", "torch-zip") and got["model_legacy"][0] == "ok"
+
+
 def test_opening_an_up_to_date_index_takes_no_write_lock(tmp_path: Path) -> None:
     db = tmp_path / "index.sqlite"
     Store(db).close()

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..errors import FormatError
-from ..formats import detect_file
+from ..formats import sniff
 from ..formats.limits import DEFAULT_LIMITS, Limits
 from ..formats.multifile import dir_layout, shard_names
 from ..layouts import CHECKPOINT_SUFFIXES, debris_reason, looks_like_checkpoint_name, unfinished_save
@@ -27,6 +27,9 @@ class Candidate(NamedTuple):
     # the parts' stat results when discovery had them at hand (DirEntry.stat() is cheaper than os.stat of
     # the path), or the error that stat raised, reported when the candidate is fingerprinted; None: not yet
     stats: tuple[os.stat_result, ...] | OSError | None = None
+    # what the file's content was found to be when discovery had to look (a name with no checkpoint suffix),
+    # so the reading pool need not look again; None: not looked at
+    kind: str | None = None
 
 
 def _stat_all(entries: Sequence[os.DirEntry[str]]) -> tuple[os.stat_result, ...] | OSError:
@@ -121,23 +124,25 @@ def discover(
                 if why := unfinished_save(name):
                     out.append(Candidate(e.path, "file", (e.path,), (), why, _stat_one(e)))
                 # a checkpoint suffix is enough (a broken .pt is an error row); others need checkpoint magic
-                elif name.lower().endswith(CHECKPOINT_SUFFIXES) or (
-                    looks_like_checkpoint_name(name) and not name.startswith(".") and _sniff(e.path)
-                ):
+                elif name.lower().endswith(CHECKPOINT_SUFFIXES):
                     out.append(Candidate(e.path, "file", (e.path,), (), None, _stat_one(e)))
+                elif (
+                    looks_like_checkpoint_name(name) and not name.startswith(".") and (kind := _sniff(e.path))
+                ):
+                    out.append(Candidate(e.path, "file", (e.path,), (), None, _stat_one(e), kind))
             except OSError as err:
                 errors.append((e.path, f"cannot stat: {err.strerror or err}"))
     return out, files_seen
 
 
-def _sniff(p: str) -> bool:
-    """Content check for files whose names say nothing (e.g. `model` with no suffix). A text file can look
-    like a protocol-0 pickle, so only binary pickles (PROTO opcode) count."""
+def _sniff(p: str) -> str | None:
+    """Content check for files whose names say nothing (e.g. `model` with no suffix): the file's kind when
+    it is a checkpoint's, else None. One open: the first bytes `sniff` read decide. A text file can look like
+    a protocol-0 pickle, so only binary pickles (PROTO opcode) count."""
     try:
-        kind = detect_file(Path(p))
-        if kind == "pickle":
-            with open(p, "rb") as f:
-                return f.read(1) == b"\x80"
-        return kind in ("safetensors", "zip", "hdf5")
+        kind, _, head = sniff(Path(p))
     except (FormatError, OSError):
-        return False
+        return None
+    if kind in ("safetensors", "zip", "hdf5") or (kind == "pickle" and head[:1] == b"\x80"):
+        return kind
+    return None

@@ -67,7 +67,9 @@ def read_all(
     for f in todo:
         c = f.c
         probe = c.layout == "file" and not c.path.lower().endswith(_NOT_HDF5_SUFFIXES)
-        (hdf5 if probe and _is_hdf5(c.path) else other).append(f)
+        # discovery has looked at a file with no checkpoint suffix already: its kind is known
+        is_hdf5 = probe and (c.kind == "hdf5" if c.kind is not None else _is_hdf5(c.path))
+        (hdf5 if is_hdf5 else other).append(f)
 
     def report() -> None:
         if progress:
