@@ -107,7 +107,7 @@ def render_inspect(meta: CheckpointMeta, limit: int | None = 40) -> str:
     if meta.safety.safe:
         lines.append("  safety    safe (only allowlisted globals)")
     else:
-        lines.append(f"  safety    UNSAFE: {', '.join(meta.safety.unsafe_globals)}")
+        lines.append(f"  safety    UNSAFE: {', '.join(meta.safety.reasons)}")
         lines.extend(f"            - {f}" for f in meta.safety.findings)
     for w in meta.warnings:
         lines.append(f"  warning   {w}")

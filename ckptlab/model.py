@@ -177,6 +177,15 @@ class Safety:
     def safe(self) -> bool:
         return not self.unsafe_globals and not self.unverified
 
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """Why the verdict is not safe: the unsafe globals, then each part that could not be checked.
+
+        >>> Safety(("posix.system",), unverified=("optimizer.pt",)).reasons
+        ('posix.system', 'optimizer.pt (not checked)')
+        """
+        return (*self.unsafe_globals, *(f"{p} (not checked)" for p in self.unverified))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "safe": self.safe,

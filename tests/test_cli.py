@@ -104,6 +104,18 @@ def test_unsafe_file_exits_zero_and_says_so(tmp_path: Path, capsys: pytest.Captu
     assert "UNSAFE: torch.nn.modules.linear.Linear" in capsys.readouterr().out
 
 
+def test_unverified_part_is_named_in_the_verdict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An HF checkpoint whose optimizer.pt cannot be read at all: never called safe, and the verdict says
+    which part was not checked (not an empty `UNSAFE: `)."""
+    d = tmp_path / "checkpoint-10"
+    d.mkdir()
+    write_safetensors(d / "model.safetensors")
+    (d / "trainer_state.json").write_text(json.dumps({"global_step": 10}))
+    (d / "optimizer.pt").write_bytes(b"\x00 not a checkpoint at all")
+    assert main(["inspect", str(d)]) == 0
+    assert "  safety    UNSAFE: optimizer.pt (not checked)\n" in capsys.readouterr().out
+
+
 def test_errors_are_one_line_exit_1(tmp_path: Path) -> None:
     bad = tmp_path / "trunc.safetensors"
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")

@@ -56,14 +56,15 @@ def page_style() -> None:
 
 
 def safety_badge(safety: Safety) -> None:
-    """Green when nothing outside the allowlist was seen; red listing the unsafe globals and findings."""
+    """Green when nothing outside the allowlist was seen; red listing the unsafe globals, the parts that
+    could not be checked, and the findings."""
     if safety.safe:
         st.success(
             "**Safe** — nothing outside the allowlist (checked statically; nothing was imported or run)",
             icon=":material/verified_user:",
         )
         return
-    names = ", ".join(f"`{g}`" for g in safety.unsafe_globals)
+    names = ", ".join(f"`{g}`" for g in safety.reasons)
     lines = [f"**Unsafe:** {names} — never load this file with `torch.load(weights_only=False)`"]
     lines += [f"- {md_escape(f)}" for f in safety.findings]
     st.error("\n".join(lines), icon=":material/gpp_bad:")
