@@ -23,12 +23,13 @@ _PICKLE_START = set(b"c(]})NILFSVGXUTJKMhq") | {0x80}
 
 
 def _hdf5_at(fd: int, size: int) -> bool:
-    # HDF5 allows a user block before the superblock: the signature may sit at 0, 512, 1024, 2048...
-    off = 0
+    # HDF5 allows a user block before the superblock: the signature may sit at 0 (checked by the caller on
+    # the head), 512, 1024, 2048...
+    off = 512
     while off + 8 <= size and off <= 1 << 20:
         if os.pread(fd, 8, off) == HDF5_SIGNATURE:
             return True
-        off = 512 if off == 0 else off * 2
+        off *= 2
     return False
 
 
@@ -87,7 +88,7 @@ def _sniff_fd(fd: int, p: str, size: int) -> Sniffed:
     if len(head) >= 9 and head[8:9] == b"{":
         return "safetensors", size, head
     # an HDF5 user block puts the signature at 512, 1024, ...: probed only when nothing matched
-    if head[:1] not in _PICKLE_START and _hdf5_at(fd, size):
+    if head[0] not in _PICKLE_START and _hdf5_at(fd, size):
         return "hdf5", size, head
     if head.lstrip()[:1] == b"{":
         return "index-json", size, head
