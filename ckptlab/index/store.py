@@ -227,9 +227,7 @@ class Store:
     def roots(self) -> list[tuple[str, float | None]]:
         return [(r[0], r[1]) for r in self.db.execute("SELECT path, last_scan_at FROM roots ORDER BY path")]
 
-    def entries(
-        self, run: str | None = None, root: str | None = None, with_meta: bool = True
-    ) -> list[IndexEntry]:
+    def entries(self, run: str | None = None, with_meta: bool = True) -> list[IndexEntry]:
         """Indexed checkpoints in `layouts.in_run_order`, as the scan lists them: by run, then step/epoch,
         then the name (numerically, never as strings). `with_meta=False` skips decoding each row's stored
         inspect document (the table and the scan do not need it)."""
@@ -237,9 +235,6 @@ class Store:
         if run is not None:
             where.append("(r.path = ? OR r.name = ?)")
             args += [run, run]
-        if root is not None:
-            where.append("o.path = ?")
-            args.append(root)
         # by path first, so entries that tie in `in_run_order` come in the same order every time
         return in_run_order(self._select_entries(" AND ".join(where), args, with_meta, "c.path"))
 
@@ -292,10 +287,9 @@ class Store:
         cur.row_factory = None
         return cur
 
-    def errors(self, root: str | None = None) -> list[tuple[str, str]]:
-        sql = "SELECT e.path, e.error FROM errors e JOIN roots o ON o.id = e.root_id"
+    def errors(self) -> list[tuple[str, str]]:
         rows = self.db.execute(
-            sql + (" WHERE o.path = ?" if root else "") + " ORDER BY e.path", (root,) if root else ()
+            "SELECT e.path, e.error FROM errors e JOIN roots o ON o.id = e.root_id ORDER BY e.path"
         )
         return [(r[0], r[1]) for r in rows]
 
