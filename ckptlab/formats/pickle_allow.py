@@ -28,8 +28,6 @@ SAFE_GLOBALS: frozenset[str] = frozenset(
         "builtins.float",
         "builtins.str",
         "builtins.bool",
-        "__builtin__.set",
-        "__builtin__.complex",
         "_codecs.encode",
         "torch._utils._rebuild_tensor",
         "torch._utils._rebuild_tensor_v2",

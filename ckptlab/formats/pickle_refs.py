@@ -397,7 +397,6 @@ _HANDLERS: dict[str, Callable[[tuple[Any, ...]], Any]] = {
     "builtins.dict": _dict_like,
     "builtins.set": _set_like,
     "builtins.frozenset": lambda a: frozenset(_set_like(a)),
-    "__builtin__.set": _set_like,
     "_codecs.encode": _codecs_encode,
     "lightning.fabric.utilities.data.AttributeDict": _dict_like,
     "lightning_fabric.utilities.data.AttributeDict": _dict_like,

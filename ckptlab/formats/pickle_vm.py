@@ -365,19 +365,12 @@ def _any_persistent_id(pid: Any) -> Any:
         return pid
 
 
-def scan_globals(
-    data: bytes | IO[bytes], limits: Limits = DEFAULT_LIMITS, length: int | None = None
-) -> list[str]:
-    """Unsafe globals referenced anywhere in one or more consecutive pickles (no execution). `data` is bytes
-    or a stream of `length` bytes read incrementally (so a huge declared string never gets allocated)."""
+def scan_globals(stream: IO[bytes], limits: Limits, length: int) -> list[str]:
+    """Unsafe globals referenced anywhere in one or more consecutive pickles (no execution): `stream` holds
+    `length` bytes, read incrementally (so a huge declared string never gets allocated)."""
     found: list[str] = []
-    if isinstance(data, (bytes, bytearray)):
-        stream: IO[bytes] = io.BytesIO(data)
-        length = len(data)
-    else:
-        stream = data
     start = stream.tell()
-    while stream.tell() - start < (length or 0):
+    while stream.tell() - start < length:
         u = RestrictedUnpickler(stream, persistent_load=_any_persistent_id, limits=limits, lenient=True)
         malformed = False
         try:
