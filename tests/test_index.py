@@ -305,15 +305,15 @@ def test_cli_scan_missing_root(tmp_path: Path, capsys: pytest.CaptureFixture[str
 # ------------------------------------------------------------------- the scan's fast paths keep the results
 
 
-@pytest.mark.parametrize(
-    "module,at_least", [("ckptlab.index.entries", 3), ("ckptlab.index.scan", 0), ("ckptlab.model", 1)]
-)
+# ckptlab.index.scan is not here: its examples are all +SKIP (they need a tree of checkpoints), so nothing
+# would run; every case here must run at least one example
+@pytest.mark.parametrize("module,at_least", [("ckptlab.index.entries", 3), ("ckptlab.model", 1)])
 def test_doctests(module: str, at_least: int) -> None:
     import doctest
     import importlib
 
     result = doctest.testmod(importlib.import_module(module))
-    assert result.attempted >= at_least and result.failed == 0
+    assert result.attempted >= at_least > 0 and result.failed == 0
 
 
 def test_stored_documents_are_the_inspect_documents(tree: Path, tmp_path: Path) -> None:
