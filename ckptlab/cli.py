@@ -155,6 +155,7 @@ def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 def cmd_scan(args: argparse.Namespace) -> int:
     from .index.scan import scan
+    from .index.views import missing_roots
 
     def progress(phase: str, done: int, total: int) -> None:
         if sys.stderr.isatty():
@@ -174,13 +175,12 @@ def cmd_scan(args: argparse.Namespace) -> int:
             f"\n{len(result.entries)} checkpoints ({result.parsed} read, {result.reused} unchanged), "
             f"{result.files_seen} files seen, {len(result.errors)} errors, {result.seconds:.2f} s"
         )
-    missing_roots = [p for p, e in result.errors if p in result.roots]
-    return 1 if missing_roots else 0
+    return 1 if missing_roots(result) else 0
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
     with _store(args) as store:
-        entries = store.entries(run=args.run)
+        entries = store.entries(run=args.run, with_meta=False)  # the table needs no inspect documents
         errors = store.errors()
     if args.json:
         _emit_json(
@@ -196,20 +196,24 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+_SAFETY_WORDS = {"safe": "safe", "unsafe": "UNSAFE", "unchecked": "-"}  # views.safety_class -> table
+
+
 def render_entries(entries: Sequence[Any]) -> str:
     """A table of index rows: run, checkpoint, step, epoch, format, size, params, safety, status."""
+    from .index.views import checkpoint_label, safety_class
+
     if not entries:
         return "no checkpoints found"
     rows = []
     for e in entries:
         run = os.path.basename(e.run) or e.run
-        name = os.path.relpath(e.path, e.run) if e.path.startswith(e.run) else e.path
-        safe = "-" if e.safe is None else ("safe" if e.safe else "UNSAFE")
+        safe = _SAFETY_WORDS[safety_class(e)]
         status = e.status if e.status == "ok" else f"{e.status}: {e.reason}"
         rows.append(
             (
                 run,
-                name,
+                checkpoint_label(e),
                 "-" if e.step is None else str(e.step),
                 "-" if e.epoch is None else f"{e.epoch:g}",
                 e.format or "-",

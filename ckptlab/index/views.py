@@ -308,9 +308,14 @@ class ScanReport:
         return scan_line(self.n_checkpoints, self.parsed, self.reused, self.n_errors, self.seconds)
 
 
+def missing_roots(result: ScanResult) -> list[tuple[str, str]]:
+    """(root, error) for each root of a scan that could not be scanned at all (it does not exist...)."""
+    return [(p, e) for p, e in result.errors if p in result.roots]
+
+
 def scan_report(results: Sequence[ScanResult], notes: Sequence[str] = ()) -> ScanReport:
     """Sum `scan()` results; a root that does not exist becomes a note (`PATH: no such file or directory`)."""
-    missing = [f"{p}: {e}" for r in results for p, e in r.errors if p in r.roots]
+    missing = [f"{p}: {e}" for r in results for p, e in missing_roots(r)]
     return ScanReport(
         n_roots=sum(len(r.roots) for r in results),
         n_checkpoints=sum(len(r.entries) for r in results),
