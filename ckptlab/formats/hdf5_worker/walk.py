@@ -27,7 +27,6 @@ class _Walker:
     def __init__(self, max_objects: int, max_attr_bytes: int) -> None:
         self.max_objects = max_objects
         self.attr_budget = max_attr_bytes  # all attributes of the file together
-        self.max_attr_bytes = max_attr_bytes
         self.count = 0
         self.objects: list[list[Any]] = []  # in the compact form the package docstring describes
         self.where = ""  # the object being read, named in errors about corrupt metadata
@@ -66,13 +65,13 @@ class _Walker:
                     size = aid.get_storage_size()
                 except RuntimeError:  # h5py treats a 0-byte answer (empty or vlen data) as an error
                     size = 0
-                if size > self.max_attr_bytes or size > self.attr_budget:
+                if size > self.attr_budget:
                     out[name] = {"__omitted__": size}
                     continue
                 value = attr_value(aid, oid, raw_name)
                 # variable-length strings report only their pointer size above; measure the real text
                 size = max(size, text_len(value))
-                if size > self.max_attr_bytes or size > self.attr_budget:
+                if size > self.attr_budget:
                     out[name] = {"__omitted__": size}
                     continue
                 self.attr_budget -= size
