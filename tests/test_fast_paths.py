@@ -59,7 +59,6 @@ def test_a_tensor_view_past_its_storage_is_refused_on_both_walks(tmp_path: Path)
     path = tmp_path / "big_view.pt"
     t = torch.arange(6.0)
     torch.save({"w": t}, path)
-    data = path.read_bytes()
     # the storage holds 6 floats; claim a 4x3 view of it in data.pkl (both walks must refuse it)
     with zipfile.ZipFile(path) as zf:
         pkl = zf.read("big_view/data.pkl")
@@ -69,7 +68,6 @@ def test_a_tensor_view_past_its_storage_is_refused_on_both_walks(tmp_path: Path)
     with zipfile.ZipFile(path) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
         for info in src.infolist():
             dst.writestr(info, bad if info.filename.endswith("data.pkl") else src.read(info))
-    assert data  # the original file is untouched
     for limits in (DEFAULT_LIMITS, INTERPRETED):
         with pytest.raises(FormatError, match="tensor view reaches element 11 of a 6-element storage"):
             read_meta(out, limits=limits)
