@@ -16,6 +16,7 @@ from types import MappingProxyType
 
 import pytest
 from conftest import small_state_dict, training_checkpoint, write_hf_checkpoint, write_sharded_safetensors
+from ui_fixtures import backdate
 
 from ckptlab.cli import main
 from ckptlab.formats import read_meta
@@ -28,14 +29,6 @@ from ckptlab.model import CheckpointMeta, Entry, IndexEntry, Safety, TensorMeta,
 
 torch = pytest.importorskip("torch")
 OLD = time.time() - 3600  # files older than the settle window
-
-
-def _age(root: Path) -> None:
-    for dirpath, _, files in os.walk(root):
-        for f in files:
-            p = os.path.join(dirpath, f)
-            if not os.path.islink(p):
-                os.utime(p, (OLD, OLD))
 
 
 @pytest.fixture
@@ -83,7 +76,7 @@ def tree(tmp_path: Path) -> Path:
             {"model": training_checkpoint()["model_state_dict"], "step": 40},
             checkpoint_id=str(root / "dcp" / "step_40"),
         )
-    _age(root)
+    backdate(root)
     return root
 
 
@@ -210,7 +203,7 @@ def test_symlinks_do_not_leave_the_root(tmp_path: Path) -> None:
     os.symlink(outside, root / "linked_dir")
     os.symlink(outside / "secret.pt", root / "link.pt")
     torch.save({"w": torch.ones(1)}, root / "own.pt")
-    _age(tmp_path)
+    backdate(tmp_path)
     with Store(tmp_path / "db.sqlite") as store:
         result = scan([root], store)
     assert [Path(e.path).name for e in result.entries] == ["own.pt"]
@@ -440,7 +433,7 @@ def test_two_indexes_sharing_a_shard(tmp_path: Path) -> None:
     root.mkdir()
     idx = write_sharded_safetensors(root)
     (root / "model.safetensors.bak.index.json").write_text(idx.read_text())  # a copy naming the same shards
-    _age(root)
+    backdate(root)
     with Store(tmp_path / "index.sqlite") as store:
         result = scan([root], store)
         assert [(Path(e.path).name, e.status) for e in result.entries] == [
@@ -463,7 +456,7 @@ def test_hdf5_found_by_content_whatever_its_name(tmp_path: Path) -> None:
     write_generic(root / "weights.pt")
     write_generic(root / "noext", userblock=512)
     save_file({"w": torch.ones(2)}, str(root / "really_safetensors.h5"))
-    _age(root)
+    backdate(root)
     with Store(tmp_path / "index.sqlite") as store:
         got = {Path(e.path).name: (e.status, e.format) for e in scan([root], store).entries}
     assert got == {
@@ -491,7 +484,7 @@ def test_a_suffixless_file_is_opened_once_to_find_its_kind(
     write_generic(root / "noext")
     write_generic(root / "model.h5")
     (root / "model_text").write_text("(dp0\nS'a'\np1\nI1\ns.")  # a protocol-0 pickle, or just text
-    _age(root)
+    backdate(root)
     opened: list[str] = []
     real_open = os.open
 
@@ -574,7 +567,7 @@ def test_scan_and_ls_order_names_that_tie_numerically(
     root.mkdir()
     for v in (10, 9, 100):
         torch.save(small_state_dict(), root / f"model_v{v}.pt")
-    _age(root)
+    backdate(root)
     db = tmp_path / "index.sqlite"
     assert main(["scan", str(root), "--db", str(db), "--json"]) == 0
     scanned = [Path(c["path"]).name for c in json.loads(capsys.readouterr().out)["checkpoints"]]

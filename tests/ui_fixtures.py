@@ -83,11 +83,13 @@ def write_incomplete_sharded(folder: Path) -> Path:
 
 def backdate(root: Path, seconds: float = 3600.0) -> None:
     """Set every file's mtime `seconds` back: a scan treats files modified in the last few seconds as saves
-    still being written (debris)."""
+    still being written (debris). Symlinks are left alone (a dangling one has no target to date)."""
     then = time.time() - seconds
     for dirpath, _dirs, files in os.walk(root):
         for f in files:
-            os.utime(Path(dirpath, f), (then, then))
+            p = os.path.join(dirpath, f)
+            if not os.path.islink(p):
+                os.utime(p, (then, then))
 
 
 # (run label, checkpoint, status) of build_ui_root's tree as the index lists it: by run, then step
