@@ -24,16 +24,6 @@ FORMATS = (
 LAYOUTS = ("file", "sharded", "hf-checkpoint", "dcp")
 
 
-def human_bytes(n: int | float) -> str:
-    """1536 -> '1.5 KiB'."""
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"  # pragma: no cover
-
-
 _BINARY_UNITS = (("B", 1), ("KiB", 1024), ("MiB", 1024**2), ("GiB", 1024**3), ("TiB", 1024**4))
 
 
@@ -50,6 +40,17 @@ def size_unit(sizes: Iterable[int | float]) -> tuple[str, int]:
         if top >= n:
             name, div = unit, n
     return name, div
+
+
+def human_bytes(n: int | float) -> str:
+    """1536 -> '1.5 KiB': in the `size_unit` of the size (negative sizes by their magnitude).
+
+    >>> human_bytes(1536), human_bytes(1023), human_bytes(-5 * 1024**3), human_bytes(3 * 1024**5)
+    ('1.5 KiB', '1023 B', '-5.0 GiB', '3072.0 TiB')
+    """
+    n = float(n)
+    unit, div = _BINARY_UNITS[-1] if math.isnan(n) else size_unit([abs(n)])
+    return f"{n:.0f} {unit}" if div == 1 else f"{n / div:.1f} {unit}"
 
 
 def shape_str(shape: tuple[int, ...]) -> str:
