@@ -179,3 +179,20 @@ def test_state_dict_helper_is_what_we_think() -> None:
     sd = small_state_dict()
     assert sd["head.weight"].untyped_storage().data_ptr() == sd["embed.weight"].untyped_storage().data_ptr()
     assert not sd["proj.weight"].is_contiguous()
+
+
+def test_damaged_scalar_storage_header_names_the_file(tmp_path: Path) -> None:
+    """A metric's one-element storage is read for its value: a damaged local header there is an error that
+    names the file (it was raised with an empty path, which read_meta leaves as it is)."""
+    p = tmp_path / "metric.pt"
+    torch.save({"model": {"w": torch.zeros(2, 3)}, "epoch": torch.tensor(7), "note": "x"}, p)
+    z = bytearray(p.read_bytes())
+    with zipfile.ZipFile(p) as zf:
+        storages = [i for i in zf.infolist() if "/data/" in i.filename and i.file_size == 8]
+    assert len(storages) == 1  # the epoch's int64 (the weights' storage is 24 bytes)
+    z[storages[0].header_offset] ^= 0xFF  # the local header's signature
+    p.write_bytes(bytes(z))
+    with pytest.raises(ckptlab.FormatError) as e:
+        read_meta(p)
+    assert e.value.path == str(p)
+    assert str(p) in str(e.value) and "local header" in str(e.value)

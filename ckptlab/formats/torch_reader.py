@@ -164,7 +164,7 @@ def scalar_reader(
             return None
         order = "<" if loc.byteorder == "little" else ">"
         isz = itemsize(t.dtype)
-        f.seek(resolve_data_offset(f, loc.offset, loc.zip_header, "") + loc.storage_offset * isz)
+        f.seek(resolve_data_offset(f, loc.offset, loc.zip_header, loc.file) + loc.storage_offset * isz)
         raw = f.read(isz)
         if len(raw) != isz:
             return None
