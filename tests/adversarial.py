@@ -285,6 +285,17 @@ def rewrite_zip(
     return zip_bytes(members, compress)
 
 
+def patch_central(z: bytes, member: str, offset: int, value: bytes) -> bytes:
+    """Overwrite bytes at `offset` inside the central directory entry of `member`."""
+    i = 0
+    while (i := z.find(b"PK\x01\x02", i)) >= 0:
+        (nl,) = struct.unpack("<H", z[i + 28 : i + 30])
+        if z[i + 46 : i + 46 + nl] == member.encode():
+            return z[: i + offset] + value + z[i + offset + len(value) :]
+        i += 4
+    raise AssertionError(member)
+
+
 def member_name(src: bytes, suffix: str) -> str:
     with zipfile.ZipFile(io.BytesIO(src)) as zf:
         return next(n for n in zf.namelist() if n.endswith(suffix))

@@ -34,6 +34,8 @@ from adversarial import (
     expect_error,
     legacy_bytes,
     ops,
+    patch_central,
+    rewrite_zip,
     run_cli,
     simple_legacy,
     simple_state_pickle,
@@ -351,32 +353,6 @@ def _flip_in_member(z: bytes, member: str, at: int = 5) -> bytes:
     return z[:i] + bytes([z[i] ^ 0x01]) + z[i + 1 :]
 
 
-def _patch_central(z: bytes, member: str, offset: int, value: bytes) -> bytes:
-    """Overwrite bytes at `offset` inside the central directory entry of `member`."""
-    i = 0
-    while (i := z.find(b"PK\x01\x02", i)) >= 0:
-        (nl,) = struct.unpack("<H", z[i + 28 : i + 30])
-        if z[i + 46 : i + 46 + nl] == member.encode():
-            return z[: i + offset] + value + z[i + offset + len(value) :]
-        i += 4
-    raise AssertionError(member)
-
-
-def _members(z: bytes) -> list[tuple[str, bytes]]:
-    with zipfile.ZipFile(io.BytesIO(z)) as zf:
-        return [(n, zf.read(n)) for n in zf.namelist()]
-
-
-def _zip_with_deflated_version(size: int) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for n, d in _members(simple_torch_zip()):
-            if not n.endswith("/version"):
-                zf.writestr(n, d)
-        zf.writestr("archive/version", bytes(size), compress_type=zipfile.ZIP_DEFLATED)
-    return buf.getvalue()
-
-
 TZ = simple_torch_zip()
 SP = simple_state_pickle()
 TORCH_ZIP_CASES: dict[str, tuple[bytes, type[Exception], str | re.Pattern[str], Limits | None]] = {
@@ -490,7 +466,7 @@ TORCH_ZIP_CASES: dict[str, tuple[bytes, type[Exception], str | re.Pattern[str], 
     ),
     # found by fuzzing: zipfile raised NotImplementedError / UnicodeDecodeError / BadZipFile through read_meta
     "central-directory-unsupported-version": (
-        _patch_central(TZ, "archive/byteorder", 6, b"\x40"),  # "version needed to extract" 6.4
+        patch_central(TZ, "archive/byteorder", 6, b"\x40"),  # "version needed to extract" 6.4
         FormatError,
         "damaged zip archive (zip file version 6.4 is not supported)",
         None,
@@ -508,25 +484,25 @@ TORCH_ZIP_CASES: dict[str, tuple[bytes, type[Exception], str | re.Pattern[str], 
         None,
     ),
     "byteorder-marked-encrypted": (
-        _patch_central(TZ, "archive/byteorder", 8, b"\x01\x00"),
+        patch_central(TZ, "archive/byteorder", 8, b"\x01\x00"),
         FormatError,
         re.compile(r"zip member archive/byteorder is damaged or unsupported \(.*encrypted.*\)"),
         None,
     ),
     "byteorder-unknown-method": (
-        _patch_central(TZ, "archive/byteorder", 10, b"\x63\x00"),
+        patch_central(TZ, "archive/byteorder", 10, b"\x63\x00"),
         FormatError,
         "zip member archive/byteorder is damaged or unsupported (That compression method is not supported)",
         None,
     ),
     "version-member-zip-bomb": (
-        _zip_with_deflated_version(16 * 1024 * 1024),
+        rewrite_zip(TZ, {"archive/version": bytes(16 * 1024 * 1024)}, compress=["archive/version"]),
         LimitError,
         "zip member archive/version declares 16777216 bytes, over the cap of 1048576",
         Limits(max_pickle_bytes=1024 * 1024),
     ),
     "member-with-empty-name": (
-        zip_bytes([*_members(TZ), ("", b"x")]),
+        simple_torch_zip(extra=[("", b"x")]),
         FormatError,
         "damaged zip archive (a member has an empty name)",
         None,

@@ -28,6 +28,7 @@ from adversarial import (
     assert_one_line_error,
     inject,
     member_name,
+    patch_central,
     payload_objects,
     payload_ops,
     rewrite_zip,
@@ -470,17 +471,10 @@ def test_control_torch_loads_the_hidden_copy(tmp_path: Path, case: str) -> None:
 
 
 def _crc_damaged(z: bytes, member: str) -> bytes:
+    """`member` with a zero CRC-32 in its local header and its central directory entry."""
     with zipfile.ZipFile(io.BytesIO(z)) as zf:
-        info = zf.getinfo(member)
-    out = bytearray(z)
-    out[info.header_offset + 14 : info.header_offset + 18] = b"\0\0\0\0"
-    i = 0
-    while (i := bytes(out).find(b"PK\x01\x02", i)) >= 0:
-        nl = int.from_bytes(out[i + 28 : i + 30], "little")
-        if out[i + 46 : i + 46 + nl] == member.encode():
-            out[i + 16 : i + 20] = b"\0\0\0\0"
-        i += 4
-    return bytes(out)
+        h = zf.getinfo(member).header_offset
+    return patch_central(z[: h + 14] + b"\0\0\0\0" + z[h + 18 :], member, 16, b"\0\0\0\0")
 
 
 def _refused_zip(kind: str, marker: Path) -> bytes:
