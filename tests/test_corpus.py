@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from adversarial import armed, time_limit
+from adversarial import armed, assert_one_line_error, time_limit
 
 from ckptlab import read_meta
 from ckptlab.cli import main as cli_main
@@ -277,8 +277,7 @@ def test_cli_over_the_whole_corpus(watched: tuple[Path, Path], capsys: pytest.Ca
             codes[key(path)] = rc
             assert rc in (0, 1), (path, rc)
             if rc == 1:
-                assert out == "" and "Traceback" not in err
-                assert err.count("\n") == 1 and err.startswith(f"error: {path}: "), err
+                assert_one_line_error(out, err, path)
             else:
                 assert err == ""
                 doc = json.loads(out)

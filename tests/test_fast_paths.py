@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from adversarial import assert_one_line_error, run_cli, torch_zip
 
 from ckptlab.errors import FormatError
 from ckptlab.formats import read_meta
@@ -166,15 +167,8 @@ def test_a_huge_declared_bytearray_is_refused_without_allocating() -> None:
 
 def test_cli_reports_a_huge_bytearray_in_one_line(tmp_path: Path) -> None:
     # CPython 3.11 also prints a SystemError from the failed allocation: the CLI keeps stderr to one line
-    import subprocess
-    import sys
-
-    from adversarial import torch_zip
-
     path = tmp_path / "ba.pt"
     path.write_bytes(torch_zip(HUGE_BYTEARRAY, {}))
-    r = subprocess.run(
-        [sys.executable, "-m", "ckptlab", "inspect", str(path)], capture_output=True, text=True, timeout=60
-    )
-    assert r.returncode == 1 and r.stdout == ""
-    assert r.stderr.count("\n") == 1 and r.stderr.startswith(f"error: {path}: data.pkl: malformed pickle")
+    r = run_cli("inspect", str(path), timeout=60)
+    assert r.returncode == 1
+    assert assert_one_line_error(r.stdout, r.stderr, path).startswith("data.pkl: malformed pickle")
