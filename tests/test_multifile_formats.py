@@ -109,6 +109,33 @@ def test_hf_checkpoint_dir(hf_dir: Path) -> None:
     assert meta.safety.safe
 
 
+def test_hf_checkpoint_unreadable_parts_scanned_once(hf_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unreadable optimizer.pt is scanned for globals once (by read_file, whose error carries the result);
+    what it finds, and a part with nothing found, are reported as before."""
+    import ckptlab.formats.globals_scan as gs
+    import ckptlab.formats.multifile as mf
+
+    (hf_dir / "optimizer.pt").write_bytes(b"\x80\x02cos\nsystem\nq\x00.")  # a pickle, not a torch file
+    (hf_dir / "scheduler.pt").write_bytes(b"\x80\x02K\x01.")  # nothing unsafe, not a torch file either
+    scanned: list[str] = []
+    scan = gs.unsafe_globals_in_file
+
+    def counting(path: Path, limits: object) -> list[str]:
+        scanned.append(path.name)
+        return scan(path, limits)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(gs, "unsafe_globals_in_file", counting)
+    monkeypatch.setattr(mf, "unsafe_globals_in_file", counting)
+    meta = read_meta(hf_dir)
+    assert sorted(scanned) == ["optimizer.pt", "scheduler.pt"]
+    assert meta.safety.unsafe_globals == ("os.system",)
+    assert meta.safety.findings == ("optimizer.pt: unreadable part references os.system",)
+    assert meta.safety.unverified == ("scheduler.pt",)
+    kinds = {e.name: e.kind for e in meta.entries}
+    assert kinds["optimizer.pt"] == kinds["scheduler.pt"] == "unreadable"
+    assert not meta.has_optimizer and not meta.has_scheduler
+
+
 def test_dcp_directory(dcp_dir: Path) -> None:
     meta = read_meta(dcp_dir)
     assert meta.format == "torch-dcp" and meta.layout == "dcp"

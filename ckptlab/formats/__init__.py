@@ -181,7 +181,7 @@ def read_file(
 ) -> CheckpointMeta:
     """Metadata of one file, dispatched on its content (`sniffed`: what `sniff` already found). A zip or
     pickle that cannot be read is an error that names the unsafe globals found in it: torch.load may still
-    unpickle what ckptlab refuses."""
+    unpickle what ckptlab refuses; such an error carries what the scan found as `unsafe_globals`."""
     kind, size, head = sniffed or sniff(Path(path))
     try:
         return _dispatch(path, kind, limits, (size, head))
@@ -192,9 +192,12 @@ def read_file(
 
         found = unsafe_globals_in_file(Path(path), limits)
         if not found:
+            e.unsafe_globals = found  # type: ignore[attr-defined]  # scanned: a caller need not scan again
             raise
         note = f"; it references unsafe globals {', '.join(found)}"
-        raise type(e)(e.path or str(path), e.cause + note) from None
+        err = type(e)(e.path or str(path), e.cause + note)
+        err.unsafe_globals = found  # type: ignore[attr-defined]
+        raise err from None
 
 
 def _dispatch(path: str | Path, kind: str, limits: Limits, prefix: tuple[int, bytes]) -> CheckpointMeta:

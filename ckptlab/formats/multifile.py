@@ -180,7 +180,9 @@ def read_hf_checkpoint(path: Path, limits: Limits = DEFAULT_LIMITS) -> Checkpoin
                 # that could not be checked at all keeps the checkpoint from being called safe
                 warnings.append(f"{name}: {e.cause}")
                 entries.append(Entry(name, "unreadable", e.cause))
-                found = unsafe_globals_in_file(fp, limits)
+                found = getattr(e, "unsafe_globals", None)  # read_file's scan of a zip or pickle
+                if found is None:
+                    found = unsafe_globals_in_file(fp, limits)
                 part_unsafe.extend(g for g in found if g not in part_unsafe)
                 part_findings.extend(f"{name}: unreadable part references {g}" for g in found)
                 if not found:
