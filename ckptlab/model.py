@@ -336,7 +336,7 @@ def jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-STATUSES = ("ok", "unreadable", "incomplete", "debris")
+STATUSES = ("ok", "unreadable", "incomplete", "debris")  # IndexEntry.status, in display order
 
 
 @dataclass(frozen=True)
@@ -347,7 +347,7 @@ class IndexEntry:
     run: str
     root: str
     layout: str  # file | sharded | hf-checkpoint | dcp
-    status: str  # ok | unreadable | incomplete | debris
+    status: str  # one of STATUSES
     fingerprint: str  # (relpath, size, mtime_ns) of every part: unchanged -> not read again
     files: tuple[tuple[str, int, int], ...] = ()  # (path, size, mtime_ns)
     format: str | None = None
@@ -366,10 +366,6 @@ class IndexEntry:
     reason: str | None = None  # why the status is not ok
     mtime: float | None = None
     meta: Mapping[str, Any] | None = None  # the inspect document without tensors
-
-    @property
-    def size_str(self) -> str:
-        return human_bytes(self.size_bytes)
 
     def to_json(self) -> dict[str, Any]:
         return {

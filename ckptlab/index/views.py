@@ -12,12 +12,11 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..model import IndexEntry, human_bytes, plural, size_unit
+from ..model import STATUSES, IndexEntry, human_bytes, plural, size_unit
 
 if TYPE_CHECKING:
     from .scan import ScanResult
 
-STATUSES = ("ok", "unreadable", "incomplete", "debris")
 SAFETY_CLASSES = ("safe", "unsafe", "unchecked")
 UNKNOWN_FORMAT = "(none)"  # the format filter's name for rows nothing could be read from
 
