@@ -84,11 +84,6 @@ def _gone(pid: int, timeout: float = 10.0) -> bool:
     return False
 
 
-def _use_flaky_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The real worker, except that it segfaults on a file named boom* and raises on one named oops*."""
-    use_flaky_worker(tmp_path, monkeypatch)
-
-
 def test_one_worker_serves_batches_single_reads_and_dataset_reads(many: list[Path]) -> None:
     first = hr.read_hdf5_many(many[:3], DEFAULT_LIMITS)
     assert all(isinstance(r, CheckpointMeta) for r in first)
@@ -122,7 +117,7 @@ def test_bad_files_keep_the_worker(tmp_path: Path, many: list[Path]) -> None:
 def test_unforeseen_error_retires_the_worker_and_the_batch_goes_on(
     tmp_path: Path, many: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _use_flaky_worker(tmp_path, monkeypatch)
+    use_flaky_worker(tmp_path, monkeypatch)  # segfaults on boom*, raises on oops*
     hr.read_hdf5_many(many[:1], DEFAULT_LIMITS)
     [before] = _idle_pids()
     oops = tmp_path / "oops.h5"
@@ -235,7 +230,7 @@ def test_how_many_workers_share_a_batch(
 def test_crash_in_a_shared_batch_fails_only_that_file(
     tmp_path: Path, many: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _use_flaky_worker(tmp_path, monkeypatch)
+    use_flaky_worker(tmp_path, monkeypatch)  # segfaults on boom*, raises on oops*
     boom = tmp_path / "boom.h5"
     shutil.copyfile(many[2], boom)
     paths = [*many[:25], boom, *many[25:]]
