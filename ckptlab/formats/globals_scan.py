@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import struct
-import zipfile
 import zlib
 from pathlib import Path
 from typing import BinaryIO
@@ -19,7 +18,8 @@ from typing import BinaryIO
 from ..errors import FormatError
 from .limits import Limits
 from .pickle_vm import scan_globals
-from .zipsafe import LOCAL_HEADER, Region, open_zip
+from .zipdir import ZipDirectory
+from .zipsafe import LOCAL_HEADER, Region
 
 _MAX_MEMBERS = 10_000
 
@@ -32,7 +32,7 @@ def unsafe_globals_in_file(path: Path, limits: Limits) -> list[str]:
             size = f.seek(0, 2)
             f.seek(0)
             if f.read(4) == LOCAL_HEADER:
-                return _zip_globals(f, limits)
+                return _zip_globals(f, size, limits)
             return scan_globals(
                 Region(f, 0, min(size, limits.max_pickle_bytes)), limits, min(size, limits.max_pickle_bytes)
             )
@@ -40,41 +40,32 @@ def unsafe_globals_in_file(path: Path, limits: Limits) -> list[str]:
         return []
 
 
-def _zip_globals(f: BinaryIO, limits: Limits) -> list[str]:
+def _zip_globals(f: BinaryIO, size: int, limits: Limits) -> list[str]:
     found: list[str] = []
-    offsets = _member_offsets(f, limits)
+    offsets = _member_offsets(f, size, limits)
     if offsets is None:  # no usable central directory: find local headers, in bounded chunks
-        offsets = _local_headers(f, limits)
+        offsets = _local_headers(f, size, limits)
     for off in offsets[:_MAX_MEMBERS]:
-        member = _member_stream(f, off, limits)
+        member = _member_stream(f, off, size, limits)
         if member is not None:
             stream, length = member
             found.extend(g for g in scan_globals(stream, limits, length) if g not in found)
     return found
 
 
-def _member_offsets(f: BinaryIO, limits: Limits) -> list[int] | None:
-    """Local-header offsets of every member, from the central directory, under the same entry caps."""
+def _member_offsets(f: BinaryIO, size: int, limits: Limits) -> list[int] | None:
+    """Local-header offsets of every member, from the central directory (one pass, under the entry caps and
+    ambiguity rules of the readers), in directory order."""
     try:
-        size = f.seek(0, 2)
-        with open_zip(f, size, "", limits) as zf:
-            return [i.header_offset for i in zf.infolist()]
-    except (
-        FormatError,
-        zipfile.BadZipFile,
-        OSError,
-        ValueError,
-        struct.error,
-        EOFError,
-        NotImplementedError,
-    ):
+        return [m.header_offset for m in ZipDirectory(f, size, "", limits).members.values()]
+    except (FormatError, OSError, ValueError, struct.error, EOFError):
         return None
 
 
-def _local_headers(f: BinaryIO, limits: Limits, chunk: int = 1 << 20) -> list[int]:
+def _local_headers(f: BinaryIO, size: int, limits: Limits, chunk: int = 1 << 20) -> list[int]:
     out: list[int] = []
     pos, tail = 0, b""
-    end = min(f.seek(0, 2), 2 * limits.max_pickle_bytes)
+    end = min(size, 2 * limits.max_pickle_bytes)
     f.seek(0)
     while pos < end and len(out) < _MAX_MEMBERS:
         block = tail + f.read(min(chunk, end - pos))
@@ -90,7 +81,7 @@ def _local_headers(f: BinaryIO, limits: Limits, chunk: int = 1 << 20) -> list[in
     return sorted(set(out))
 
 
-def _member_stream(f: BinaryIO, off: int, limits: Limits) -> tuple[BinaryIO, int] | None:
+def _member_stream(f: BinaryIO, off: int, size: int, limits: Limits) -> tuple[BinaryIO, int] | None:
     """A member's pickle as (stream, length), found at its local header: stored (read in place) or deflated
     (inflated, bounded), CRC and flags ignored. Any name counts (a payload may hide as `data.txt`), so only a
     member that starts like a binary pickle, or is named like one, is scanned."""
@@ -102,7 +93,6 @@ def _member_stream(f: BinaryIO, off: int, limits: Limits) -> tuple[BinaryIO, int
     name = f.read(nlen).decode("utf-8", "replace").lower()
     named = name.endswith((".pkl", ".pickle"))
     start = off + 30 + nlen + elen
-    size = f.seek(0, 2)
     length = min(csize or size - start, limits.max_pickle_bytes, max(0, size - start))
     if method == 0:
         f.seek(start)
