@@ -33,6 +33,9 @@ KERAS2_OPTIMIZER_WEIGHTS = {
 }
 
 
+CORRUPT_HDF5 = b"\x89HDF\r\n\x1a\n" + b"\x07" * 600  # a superblock libhdf5 rejects after parsing some of it
+
+
 def values(shape: tuple[int, ...], dtype: str = "f4", start: float = 0) -> np.ndarray:
     """Deterministic distinct values, so byte comparisons catch offset mistakes."""
     n = int(np.prod(shape)) if shape else 1

@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 import pytest
 from h5_fixtures import (
+    CORRUPT_HDF5,
     KERAS2_MODEL_WEIGHTS,
     KERAS2_OPTIMIZER_WEIGHTS,
     KERAS3_WEIGHTS,
@@ -425,7 +426,7 @@ def test_bad_hdf5_files_give_one_line_errors(tmp_path: Path, files: dict[str, Pa
         "empty.h5": (b"", "empty file (0 bytes)"),
         "truncated.h5": (good[:1000], f"truncated HDF5 file (1000 of {len(good)} bytes)"),
         "garbage.h5": (
-            b"\x89HDF\r\n\x1a\n" + b"\x07" * 600,
+            CORRUPT_HDF5,
             "cannot open HDF5 file (bad superblock version number)",
         ),
         "text.h5": (b"hello world, not hdf5" * 10, "not an HDF5 file (no HDF5 signature)"),
@@ -481,7 +482,7 @@ def test_bad_keras_archives(tmp_path: Path, files: dict[str, Path]) -> None:
         ),
         (files["dot_keras"], Limits(max_zip_entries=2), "zip declares 3 entries, over the cap of 2"),
         (
-            _zip(tmp_path / "d.keras", {"model.weights.h5": b"\x89HDF\r\n\x1a\n" + b"\x07" * 600}),
+            _zip(tmp_path / "d.keras", {"model.weights.h5": CORRUPT_HDF5}),
             DEFAULT_LIMITS,
             "cannot open HDF5 file (bad superblock version number)",
         ),

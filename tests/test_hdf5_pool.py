@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 import pytest
 from h5_fixtures import (
+    CORRUPT_HDF5,
     use_flaky_worker,
     write_dot_keras,
     write_generic,
@@ -29,8 +30,6 @@ from ckptlab.formats.hdf5_client import batch, pool, runner
 from ckptlab.formats.hdf5_client.child import Child
 from ckptlab.formats.limits import DEFAULT_LIMITS, Limits
 from ckptlab.model import CheckpointMeta, Hdf5Location
-
-CORRUPT = b"\x89HDF\r\n\x1a\n" + b"\x07" * 600  # a superblock libhdf5 rejects after parsing some of it
 
 
 @pytest.fixture(autouse=True)
@@ -99,7 +98,7 @@ def test_bad_files_keep_the_worker(tmp_path: Path, many: list[Path]) -> None:
     """libhdf5 rejects a corrupt superblock, a file that is not HDF5 or an object cap cleanly: the worker
     goes on with the next file (a directory of broken files must not cost one process each)."""
     bad = tmp_path / "bad.h5"
-    bad.write_bytes(CORRUPT)
+    bad.write_bytes(CORRUPT_HDF5)
     text = tmp_path / "text.h5"
     text.write_bytes(b"not hdf5 at all" * 20)
     hr.read_hdf5_many(many[:1], DEFAULT_LIMITS)
@@ -192,7 +191,7 @@ def test_workers_are_not_shared_across_memory_limits(many: list[Path]) -> None:
 
 def test_two_workers_give_the_same_results_in_order(tmp_path: Path, many: list[Path]) -> None:
     bad = tmp_path / "bad.h5"
-    bad.write_bytes(CORRUPT)
+    bad.write_bytes(CORRUPT_HDF5)
     paths = [*many[:20], bad, tmp_path / "missing.h5", *many[20:]]
     one = [_doc(r) for r in hr.read_hdf5_many(paths, DEFAULT_LIMITS, workers=1)]
     two = [_doc(r) for r in hr.read_hdf5_many(paths, DEFAULT_LIMITS, workers=2)]
