@@ -242,13 +242,12 @@ def write_generic(path: Path, userblock: int = 0) -> dict[str, np.ndarray]:
     return data
 
 
-# A stand-in for libhdf5 dying on one file of a batch: the real worker, except that its metadata walk
-# segfaults on a file named boom*, hangs on one named slow*, and raises an unforeseen error on oops*.
-_FLAKY_WORKER = """
-import importlib.util, os, signal, sys, time
-spec = importlib.util.spec_from_file_location("hdf5_worker", {worker!r})
-sys.modules["hdf5_worker"] = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(sys.modules["hdf5_worker"])
+# A stand-in for libhdf5 dying on one file of a batch: the real worker, started the way the pool starts it,
+# except that its metadata walk segfaults on a file named boom*, hangs on one named slow*, and raises an
+# unforeseen error on oops*. It replaces the last two lines of the worker's bootstrap (`launch._BOOTSTRAP`).
+_SERVE = "from hdf5_worker.serve import main\nsys.exit(main())\n"
+_FLAKY_SERVE = """\
+import os, signal, time
 from hdf5_worker import serve
 real_meta = serve.read_meta
 
@@ -266,12 +265,11 @@ sys.exit(serve.main())
 """
 
 
-def use_flaky_worker(tmp_path: Path, monkeypatch: Any) -> None:
+def use_flaky_worker(monkeypatch: Any) -> None:
     """Make the h5py client start the flaky stand-in above instead of the real worker."""
-    import sys
-
     from ckptlab.formats.hdf5_client import launch, pool
 
-    script = tmp_path / "flaky_worker.py"
-    script.write_text(_FLAKY_WORKER.format(worker=str(launch.WORKER_PACKAGE / "__init__.py")))
-    monkeypatch.setattr(pool, "worker_argv", lambda: [sys.executable, str(script)])
+    argv = launch.worker_argv()
+    assert argv[2].endswith(_SERVE), "the worker bootstrap changed: update _SERVE"
+    flaky = [argv[0], "-c", argv[2][: -len(_SERVE)] + _FLAKY_SERVE, *argv[3:]]
+    monkeypatch.setattr(pool, "worker_argv", lambda: flaky)

@@ -502,8 +502,8 @@ def test_object_cap(files: dict[str, Path]) -> None:
 
 
 @pytest.fixture
-def flaky_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    use_flaky_worker(tmp_path, monkeypatch)
+def flaky_worker(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    use_flaky_worker(monkeypatch)
     yield
     pool.shutdown()  # pooled flaky workers must not outlive the test
 

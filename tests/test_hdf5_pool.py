@@ -116,7 +116,7 @@ def test_bad_files_keep_the_worker(tmp_path: Path, many: list[Path]) -> None:
 def test_unforeseen_error_retires_the_worker_and_the_batch_goes_on(
     tmp_path: Path, many: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    use_flaky_worker(tmp_path, monkeypatch)  # segfaults on boom*, raises on oops*
+    use_flaky_worker(monkeypatch)  # segfaults on boom*, raises on oops*
     hr.read_hdf5_many(many[:1], DEFAULT_LIMITS)
     [before] = _idle_pids()
     oops = tmp_path / "oops.h5"
@@ -229,7 +229,7 @@ def test_how_many_workers_share_a_batch(
 def test_crash_in_a_shared_batch_fails_only_that_file(
     tmp_path: Path, many: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    use_flaky_worker(tmp_path, monkeypatch)  # segfaults on boom*, raises on oops*
+    use_flaky_worker(monkeypatch)  # segfaults on boom*, raises on oops*
     boom = tmp_path / "boom.h5"
     shutil.copyfile(many[2], boom)
     paths = [*many[:25], boom, *many[25:]]
