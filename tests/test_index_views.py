@@ -216,6 +216,8 @@ def test_picker_options() -> None:
         "/r/k/w.02.h5": "k / w.02.h5 · epoch 2"
     }
     assert list(views.picker_options(ENTRIES)) == [e.path for e in ENTRIES]
+    # the snapshot's labels, when given, are used as they are
+    assert views.picker_options(ENTRIES, views.run_labels(ENTRIES)) == views.picker_options(ENTRIES)
 
 
 def test_scan_report_and_lines() -> None:

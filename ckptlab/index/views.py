@@ -242,10 +242,12 @@ def usage_rows(entries: Iterable[IndexEntry], labels: Mapping[str, str]) -> list
     return [(labels[e.run], e.status, e.size_bytes) for e in entries]
 
 
-def picker_options(entries: Sequence[IndexEntry]) -> dict[str, str]:
+def picker_options(entries: Sequence[IndexEntry], labels: Mapping[str, str] | None = None) -> dict[str, str]:
     """path -> selectbox label for the Inspect page, in index order (run, then step):
-    `lightning-run / checkpoints/last.ckpt · step 192`, with the status when it is not ok."""
-    labels = run_labels(entries)
+    `lightning-run / checkpoints/last.ckpt · step 192`, with the status when it is not ok. `labels` are
+    the entries' `run_labels` when the caller has them already."""
+    if labels is None:
+        labels = run_labels(entries)
     out: dict[str, str] = {}
     for e in entries:
         label = f"{labels[e.run]} / {checkpoint_label(e)}"

@@ -414,7 +414,8 @@ def errors_expander(snap: Snapshot) -> None:
 
 def _picker_options() -> dict[str, str]:
     try:
-        return views.picker_options(snapshot(open_index()).entries)
+        snap = snapshot(open_index())
+        return views.picker_options(snap.entries, snap.labels)
     except CkptlabError as e:  # no index: the path box still works
         log.warning("cannot open the index: %s", e)
         return {}
