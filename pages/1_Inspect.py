@@ -24,7 +24,7 @@ if not path:
     st.stop()
 
 try:
-    meta = ui.load_meta(path)
+    meta, sig = ui.load_meta_with_signature(path)  # sig: the cache key of the figures and stats
 except CkptlabError as e:
     ui.show_error(e)
     st.stop()
@@ -83,7 +83,7 @@ for w in meta.warnings:
     st.warning(ui.md_escape(w), icon=":material/warning:")
 
 # ------------------------------------------------------------------------------------------- tabs
-figures = ui.checkpoint_figures(meta)
+figures = ui.checkpoint_figures(meta, sig)
 t_overview, t_modules, t_tensors, t_entries, t_stats = st.tabs(
     ["Overview", "Modules", "Tensors", "Entries & metadata", "Tensor stats"]
 )
@@ -178,7 +178,7 @@ with t_stats:
         if st.session_state.get("_stats_request") == request:
             try:
                 with st.spinner(f"Loading {name} on {device}…"):
-                    stats, hist = ui.load_stats(meta, name, device, int(bins))
+                    stats, hist = ui.load_stats(meta, name, device, int(bins), sig)
             except Exception as e:  # CkptlabError (device, dtype), or torch itself: one line, no traceback
                 ui.show_error(e)
             else:

@@ -60,6 +60,12 @@ def _read_meta_cached(path: str, sig: tuple[Any, ...]) -> tuple[CheckpointMeta |
 
 def load_meta(path: str | Path) -> CheckpointMeta:
     """`read_meta(path)` cached by (path, size, mtime); raises CkptlabError like `read_meta`."""
+    return load_meta_with_signature(path)[0]
+
+
+def load_meta_with_signature(path: str | Path) -> tuple[CheckpointMeta, tuple[Any, ...]]:
+    """`load_meta(path)` and the `signature` it was read under: a page passes that on to
+    `checkpoint_figures` and `load_stats` rather than stat the checkpoint again for each."""
     p = Path(path).expanduser()
     try:
         sig = signature(p)
@@ -69,7 +75,7 @@ def load_meta(path: str | Path) -> CheckpointMeta:
     meta, err_path, cause = _read_meta_cached(str(p), sig)
     if meta is None:
         raise CkptlabError(err_path, cause)
-    return meta
+    return meta, sig
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -83,12 +89,13 @@ def _stats_cached(
 
 
 def load_stats(
-    meta: CheckpointMeta, name: str, device: str = "auto", bins: int = 64
+    meta: CheckpointMeta, name: str, device: str = "auto", bins: int = 64, sig: tuple[Any, ...] | None = None
 ) -> tuple[TensorStats, Histogram]:
-    """Stats and histogram of one tensor, cached by (checkpoint path + signature, tensor, device, bins).
+    """Stats and histogram of one tensor, cached by (checkpoint path + signature, tensor, device, bins);
+    `sig` is the checkpoint's signature when the caller has it (`load_meta_with_signature`).
 
     Raises CkptlabError (e.g. DeviceError, LoadError) uncached."""
-    return _stats_cached(meta.path, _current_sig(meta.path), name, device, bins, meta)
+    return _stats_cached(meta.path, _current_sig(meta.path) if sig is None else sig, name, device, bins, meta)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
@@ -102,10 +109,11 @@ def _figures_cached(path: str, sig: tuple[Any, ...], _meta: CheckpointMeta) -> d
     }
 
 
-def checkpoint_figures(meta: CheckpointMeta) -> dict[str, go.Figure]:
+def checkpoint_figures(meta: CheckpointMeta, sig: tuple[Any, ...] | None = None) -> dict[str, go.Figure]:
     """The page's metadata figures ('dtype', 'largest', 'treemap'), built once per checkpoint version:
-    a big model's treemap takes a noticeable fraction of a second, and every widget change reruns the page."""
-    return _figures_cached(meta.path, _current_sig(meta.path), meta)
+    a big model's treemap takes a noticeable fraction of a second, and every widget change reruns the page.
+    `sig` as for `load_stats`."""
+    return _figures_cached(meta.path, _current_sig(meta.path) if sig is None else sig, meta)
 
 
 def _current_sig(path: str) -> tuple[Any, ...]:
