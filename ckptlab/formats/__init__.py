@@ -242,10 +242,11 @@ def _readers() -> _Readers:
 def _read_zip(path: str | Path, limits: Limits) -> CheckpointMeta:
     r = _readers()
     with open(path, "rb") as f:
-        zd = r.zip_directory(f, os.fstat(f.fileno()).st_size, str(path), limits)
-        names = zd.namelist()
-        if r.find_prefix(names) is not None:
-            return r.torch_zip(path, limits, opened=(f, zd))
+        size = os.fstat(f.fileno()).st_size
+        zd = r.zip_directory(f, size, str(path), limits)
+        prefix = r.find_prefix(zd.members)
+        if prefix is not None:
+            return r.torch_zip(path, limits, opened=(f, zd, size, prefix))
         if "config.json" in zd or "model.weights.h5" in zd:
             from .hdf5_reader import read_keras
 

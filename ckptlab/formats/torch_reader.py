@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
@@ -40,7 +40,7 @@ class TorchZip:
     byteorder: str
 
 
-def find_prefix(names: list[str]) -> str | None:
+def find_prefix(names: Iterable[str]) -> str | None:
     """Archive folder holding data.pkl: torch names it after the file stem, so it can be anything."""
     for n in names:
         if n == "data.pkl" or (n.endswith("/data.pkl") and n.count("/") == 1):
@@ -49,11 +49,18 @@ def find_prefix(names: list[str]) -> str | None:
 
 
 def open_torch_zip(
-    f: IO[bytes], size: int, path: str, limits: Limits, zd: ZipDirectory | None = None
+    f: IO[bytes],
+    size: int,
+    path: str,
+    limits: Limits,
+    zd: ZipDirectory | None = None,
+    prefix: str | None = None,
 ) -> TorchZip:
+    """`zd`, `prefix`: the directory and data.pkl's folder (find_prefix) a caller already has."""
     zd = zd if zd is not None else ZipDirectory(f, size, path, limits)
-    names = zd.namelist()
-    prefix = find_prefix(names)
+    names = zd.members  # iterated in directory order, without a copy
+    if prefix is None:
+        prefix = find_prefix(names)
     if prefix is None:
         raise FormatError(path, "zip archive without data.pkl: not a PyTorch checkpoint")
     code = prefix + "code/"
@@ -209,22 +216,23 @@ def _meta(
 
 
 def read_torch_zip(
-    path: str | Path, limits: Limits = DEFAULT_LIMITS, opened: tuple[IO[bytes], ZipDirectory] | None = None
+    path: str | Path,
+    limits: Limits = DEFAULT_LIMITS,
+    opened: tuple[IO[bytes], ZipDirectory, int, str] | None = None,
 ) -> CheckpointMeta:
-    """A torch.save / TorchScript archive. `opened`: the file and zip directory a caller already has, so the
-    central directory is read once."""
+    """A torch.save / TorchScript archive. `opened`: the file, zip directory, file size and archive prefix
+    (find_prefix) a caller already has, so none is computed twice."""
     if opened is None:
         with open(path, "rb") as f:
-            return _read_torch_zip(path, limits, f, None)
+            return _read_torch_zip(path, limits, f, None, file_size(f), None)
     return _read_torch_zip(path, limits, *opened)
 
 
 def _read_torch_zip(
-    path: str | Path, limits: Limits, f: IO[bytes], zd: ZipDirectory | None
+    path: str | Path, limits: Limits, f: IO[bytes], zd: ZipDirectory | None, size: int, prefix: str | None
 ) -> CheckpointMeta:
     p = str(path)
-    size = file_size(f)
-    tz = open_torch_zip(f, size, p, limits, zd)
+    tz = open_torch_zip(f, size, p, limits, zd, prefix)
     root, u = walk_data_pkl(f, tz, p, limits)
     locate = zip_locator(f, tz, p, size)
     content = analyse(root, locate, scalar_reader(f, locate))
