@@ -56,7 +56,12 @@ def shard_names(index: Path, limits: Limits = DEFAULT_LIMITS) -> list[str] | Non
         wm = _weight_map(_load_json(index, limits))
     except (FormatError, OSError):
         return None
-    return None if wm is None else list(dict.fromkeys(wm.values()))
+    return None if wm is None else _shards(wm)
+
+
+def _shards(wm: dict[str, str]) -> list[str]:
+    """The shard files a weight map names, each once, in first-listed order."""
+    return list(dict.fromkeys(wm.values()))
 
 
 def read_index(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
@@ -68,19 +73,19 @@ def read_index(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
     wm = _weight_map(doc)
     if wm is None:
         raise FormatError(p, "JSON file without a weight_map: not a sharded checkpoint index")
-    shard_names = list(dict.fromkeys(wm.values()))
-    for name in shard_names:
+    shards = _shards(wm)
+    for name in shards:
         pp = PurePosixPath(name)
         if pp.is_absolute() or ".." in pp.parts or "\\" in name:
             raise FormatError(p, f"shard path {name!r} escapes the checkpoint directory")
         if name.endswith(".json"):  # an index naming itself (or another index) would recurse
             raise FormatError(p, f"shard {name!r} is a JSON file, not a weights file")
-    missing = [n for n in shard_names if not (path.parent / n).is_file()]
+    missing = [n for n in shards if not (path.parent / n).is_file()]
     if missing:
         listed = ", ".join(missing[:3]) + (", …" if len(missing) > 3 else "")
-        n = f"{len(missing)} of {len(shard_names)}"
+        n = f"{len(missing)} of {len(shards)}"
         raise IncompleteError(p, f"{n} shards listed in the index are missing: {listed}")
-    parts = [read_file(path.parent / n, limits) for n in shard_names]
+    parts = [read_file(path.parent / n, limits) for n in shards]
     kinds = {m.format for m in parts}
     if len(kinds) != 1:
         raise FormatError(p, f"shards mix formats: {', '.join(sorted(kinds))}")
@@ -128,14 +133,18 @@ def read_index(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
 def read_directory(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
     """A directory that is one checkpoint: DCP (`.metadata`), HF `checkpoint-N/`, or a sharded set."""
     p = str(path)
-    layout = dir_layout({e.name for e in os.scandir(path) if e.is_file()})
+    with os.scandir(path) as it:  # listed once: the names go down to the readers
+        listing = list(it)
+    layout = dir_layout({e.name for e in listing if e.is_file()})
     if layout == "dcp":
         from .dcp_reader import read_dcp
 
         return read_dcp(path, limits)
+    names = {e.name for e in listing}
     if layout == "hf-checkpoint":
-        return read_hf_checkpoint(path, limits)
-    indexes = sorted(path.glob("*.index.json"))
+        return read_hf_checkpoint(path, limits, names)
+    # as path.glob("*.index.json") matched (files or not; case-insensitively where the OS folds case)
+    indexes = sorted(path / n for n in names if os.path.normcase(n).endswith(".index.json"))
     if len(indexes) == 1:
         return read_index(indexes[0], limits)
     raise FormatError(
@@ -153,11 +162,15 @@ def dir_layout(file_names: set[str]) -> str | None:
     return "hf-checkpoint" if has_weights and file_names & trainer_parts else None
 
 
-def read_hf_checkpoint(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
-    """HF Trainer `checkpoint-N/`: weights, optimizer.pt, scheduler.pt, rng_state*.pth, trainer_state.json."""
+def read_hf_checkpoint(
+    path: Path, limits: Limits = DEFAULT_LIMITS, names: set[str] | None = None
+) -> CheckpointMeta:
+    """HF Trainer `checkpoint-N/`: weights, optimizer.pt, scheduler.pt, rng_state*.pth, trainer_state.json.
+    `names`: every entry of the directory (os.listdir), when the caller has listed it."""
     from . import read_file
 
-    names = set(os.listdir(path))
+    if names is None:
+        names = set(os.listdir(path))
     weights_name = next((n for n in HF_INDEXES + HF_WEIGHTS if n in names), None)
     if weights_name is None:
         raise IncompleteError(str(path), "HF checkpoint directory without model weights")
