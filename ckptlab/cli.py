@@ -170,7 +170,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     else:
         _print_lines(render_entries(result.entries))
         for path, err in result.errors:
-            sys.stderr.write(f"warning: {path}: {err}\n")
+            sys.stderr.write(f"warning: {printable(f'{path}: {err}')}\n")
         print(
             f"\n{len(result.entries)} checkpoints ({result.parsed} read, {result.reused} unchanged), "
             f"{result.files_seen} files seen, {len(result.errors)} errors, {result.seconds:.2f} s"
@@ -200,7 +200,8 @@ _SAFETY_WORDS = {"safe": "safe", "unsafe": "UNSAFE", "unchecked": "-"}  # views.
 
 
 def render_entries(entries: Sequence[Any]) -> str:
-    """A table of index rows: run, checkpoint, step, epoch, format, size, params, safety, status."""
+    """A table of index rows: run, checkpoint, step, epoch, format, size, params, safety, status. Cells are
+    escaped (`printable`) before the columns are measured, so an escaped name does not shift the others."""
     from .index.views import checkpoint_label, safety_class
 
     if not entries:
@@ -210,19 +211,18 @@ def render_entries(entries: Sequence[Any]) -> str:
         run = os.path.basename(e.run) or e.run
         safe = _SAFETY_WORDS[safety_class(e)]
         status = e.status if e.status == "ok" else f"{e.status}: {e.reason}"
-        rows.append(
-            (
-                run,
-                checkpoint_label(e),
-                "-" if e.step is None else str(e.step),
-                "-" if e.epoch is None else f"{e.epoch:g}",
-                e.format or "-",
-                human_bytes(e.size_bytes),
-                "-" if e.n_params is None else human_count(e.n_params),
-                safe,
-                status,
-            )
+        cells = (
+            run,
+            checkpoint_label(e),
+            "-" if e.step is None else str(e.step),
+            "-" if e.epoch is None else f"{e.epoch:g}",
+            e.format or "-",
+            human_bytes(e.size_bytes),
+            "-" if e.n_params is None else human_count(e.n_params),
+            safe,
+            status,
         )
+        rows.append(tuple(printable(c) for c in cells))
     head = ("run", "checkpoint", "step", "epoch", "format", "size", "params", "safety", "status")
     widths = [min(48, max(len(r[i]) for r in [head, *rows])) for i in range(len(head) - 1)]
     lines = ["  ".join(f"{c:<{w}}" for c, w in zip(head, widths, strict=False)) + "  status"]

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from ui_fixtures import write_safetensors
 
-from ckptlab.cli import build_parser, main
+from ckptlab.cli import build_parser, main, render_entries
+from ckptlab.model import IndexEntry
 
 DOC_KEYS = {
     "path",
@@ -114,6 +115,26 @@ def test_unverified_part_is_named_in_the_verdict(tmp_path: Path, capsys: pytest.
     (d / "optimizer.pt").write_bytes(b"\x00 not a checkpoint at all")
     assert main(["inspect", str(d)]) == 0
     assert "  safety    UNSAFE: optimizer.pt (not checked)\n" in capsys.readouterr().out
+
+
+def test_untrusted_names_are_escaped_in_scan_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A name holding a terminal escape reaches neither stdout nor stderr raw, and the table's columns are
+    measured on the escaped text (the next column does not shift)."""
+    evil = "m\x1b[31mred.safetensors"
+    rows = [
+        IndexEntry(f"/r/run/{name}", "/r/run", "/r", "file", "ok", "", format="safetensors", step=step)
+        for name, step in ((evil, 7), ("plain.safetensors", 8))
+    ]
+    head, bad, plain = render_entries(rows).split("\n")
+    assert "\x1b" not in bad and "m\\x1b[31mred.safetensors" in bad
+    assert bad.index("7 ") == plain.index("8 ") == head.index("step")
+    missing = tmp_path / "gone\x1b[2J"
+    assert main(["scan", str(missing), "--db", str(tmp_path / "db.sqlite")]) == 1
+    out = capsys.readouterr()
+    assert "\x1b" not in out.out + out.err
+    assert "warning: " in out.err and "gone\\x1b[2J: no such file or directory" in out.err
 
 
 def test_errors_are_one_line_exit_1(tmp_path: Path) -> None:
