@@ -13,7 +13,10 @@ class CkptlabError(Exception):
 
 
 class FormatError(CkptlabError):
-    """The file is not a checkpoint ckptlab understands, or it is malformed/damaged."""
+    """The file is not a checkpoint ckptlab understands, or it is malformed/damaged. `unsafe_globals`: what
+    a static scan of the refused file found, once `formats.read_file` has scanned it (None: not scanned)."""
+
+    unsafe_globals: list[str] | None = None
 
 
 class LimitError(FormatError):

@@ -192,11 +192,11 @@ def read_file(
 
         found = unsafe_globals_in_file(Path(path), limits)
         if not found:
-            e.unsafe_globals = found  # type: ignore[attr-defined]  # scanned: a caller need not scan again
+            e.unsafe_globals = found  # scanned: a caller need not scan again
             raise
         note = f"; it references unsafe globals {', '.join(found)}"
         err = type(e)(e.path or str(path), e.cause + note)
-        err.unsafe_globals = found  # type: ignore[attr-defined]
+        err.unsafe_globals = found
         raise err from None
 
 

@@ -193,7 +193,7 @@ def read_hf_checkpoint(
                 # that could not be checked at all keeps the checkpoint from being called safe
                 warnings.append(f"{name}: {e.cause}")
                 entries.append(Entry(name, "unreadable", e.cause))
-                found = getattr(e, "unsafe_globals", None)  # read_file's scan of a zip or pickle
+                found = e.unsafe_globals  # read_file's scan of a zip or pickle
                 if found is None:
                     found = unsafe_globals_in_file(fp, limits)
                 part_unsafe.extend(g for g in found if g not in part_unsafe)
