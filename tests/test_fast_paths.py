@@ -1,19 +1,23 @@
 """The fast metadata paths agree with the slow, checked ones: the C pickle walk with the interpreter, the
-torch zip directory reader with zipfile, and the GC pause leaves the collector as it found it."""
+torch zip directory reader with zipfile, the msgspec safetensors header path with the exact checks, and
+the GC pause leaves the collector as it found it."""
 
 from __future__ import annotations
 
 import gc
 import io
+import json
+import random
 import struct
 import zipfile
 from pathlib import Path
 
 import pytest
-from adversarial import assert_one_line_error, run_cli, torch_zip
+from adversarial import assert_one_line_error, run_cli, st_entry, torch_zip
 
-from ckptlab.errors import FormatError
+from ckptlab.errors import FormatError, LimitError
 from ckptlab.formats import read_meta
+from ckptlab.formats import safetensors_reader as st
 from ckptlab.formats.limits import DEFAULT_LIMITS, Limits
 from ckptlab.formats.pickle_refs import TensorRef
 from ckptlab.formats.pickle_vm import RestrictedUnpickler
@@ -172,3 +176,99 @@ def test_cli_reports_a_huge_bytearray_in_one_line(tmp_path: Path) -> None:
     r = run_cli("inspect", str(path), timeout=60)
     assert r.returncode == 1
     assert assert_one_line_error(r.stdout, r.stderr, path).startswith("data.pkl: malformed pickle")
+
+
+# ---------------------------------------------------------------- safetensors: msgspec path vs exact
+
+
+def _st_header() -> tuple[bytes, int]:
+    """A header exercising what the fast path handles: metadata, offsets out of key order, a scalar, a
+    zero-size tensor, a sub-byte dtype, and names with dots and digits; returns (raw, buffer length)."""
+    entries = {
+        "__metadata__": {"format": "pt", "step": "12"},
+        "z.weight": st_entry("BF16", [3, 4], 0, 24),
+        "a.bias": st_entry("F32", [4], 28, 44),
+        "scalar": st_entry("I64", [], 44, 52),
+        "empty": st_entry("F16", [0, 7], 52, 52),
+        "fp4": st_entry("F4", [2, 2], 24, 26),
+        "mask": st_entry("BOOL", [2], 26, 28),
+    }
+    return json.dumps(entries, separators=(",", ":")).encode().ljust(256), 52
+
+
+def _exact(raw: bytes, buffer_len: int, limits: Limits = DEFAULT_LIMITS) -> object:
+    size = 8 + len(raw) + buffer_len
+    try:
+        return st.parse_tensors("m", len(raw), st._parse_json("m", raw, "m"), limits, size)
+    except (FormatError, LimitError) as e:
+        return e
+
+
+def test_safetensors_fast_path_matches_the_exact_checks() -> None:
+    raw, buffer_len = _st_header()
+    fast = st._fast_parse("m", raw, buffer_len, DEFAULT_LIMITS)
+    assert fast is not None, "a plain header must take the fast path"
+    assert fast == _exact(raw, buffer_len)
+    tensors, meta = fast
+    assert [t.name for t in tensors] == ["z.weight", "fp4", "mask", "a.bias", "scalar", "empty"]
+    assert [t.nbytes for t in tensors] == [24, 2, 2, 16, 8, 0] and tensors[4].shape == ()
+    assert meta == {"format": "pt", "step": "12"}
+    assert st._fast_parse("m", b"{}", 0, DEFAULT_LIMITS) == ([], {})
+
+
+@pytest.mark.parametrize(
+    "raw, buffer_len",
+    [
+        (
+            b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],'
+            b'"data_offsets":[0,4]}}',
+            4,
+        ),  # a duplicate tensor: JSON parsers keep the last silently
+        (b'{"a":{"dtype":"F32","dtype":"F32","shape":[1],"data_offsets":[0,4]}}', 4),  # duplicate field
+        (b'{"__metadata__":{"k":"1","k":"2"}}', 0),  # duplicate metadata key
+        (b'{"a:b":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}', 4),  # a colon in a name: valid
+        (b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"x":1}}', 4),  # an extra field: valid
+        (b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}', 8),  # trailing bytes
+        (b'{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}', 4),  # size rule
+        (b'{"a":{"dtype":"F4","shape":[1],"data_offsets":[0,0]}}', 0),  # half a byte
+        (b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}', 8),  # a gap at the start
+        (b'{"a":{"dtype":"U8","shape":[9223372036854775808],"data_offsets":[0,9223372036854775808]}}', 0),
+        (b'{"__metadata__":null}', 0),  # the reference accepts a null metadata
+        (b'{"__metadata__":{"step":5}}', 0),
+        (b'{"a":{"dtype":"F32","shape":[true],"data_offsets":[0,4]}}', 4),
+    ],
+)
+def test_safetensors_fast_path_declines_what_it_does_not_check(raw: bytes, buffer_len: int) -> None:
+    # the exact checks then give the answer: an error, or (a colon in a name, an extra field, a null
+    # metadata, offsets past 2**63) the same kind of result the fast path would have built
+    assert st._fast_parse("m", raw, buffer_len, DEFAULT_LIMITS) is None
+    plain = b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
+    assert st._fast_parse("m", plain, 4, DEFAULT_LIMITS) is not None
+    assert st._fast_parse("m", plain, 4, Limits(max_tensors=0)) is None  # the cap is the exact path's error
+
+
+def test_safetensors_fast_path_never_accepts_what_the_exact_checks_refuse() -> None:
+    # differential fuzzing: random byte edits of a valid header; whenever the fast path answers, the exact
+    # checks must give the same answer (never an error), and many edits (inside names) must stay fast
+    raw, buffer_len = _st_header()
+    rng = random.Random(20261122)
+    alphabet = b'{}[]":,. 0123456789aeFIUBx\\-'
+    taken = 0
+    for _ in range(3000):
+        b = bytearray(raw)
+        for _ in range(rng.randint(1, 3)):
+            i = rng.randrange(len(b))
+            op = rng.randrange(3)
+            if op == 0:
+                b[i] = rng.choice(alphabet)
+            elif op == 1:
+                del b[i]
+            else:
+                b.insert(i, rng.choice(alphabet))
+        edited = bytes(b)
+        for blen in (buffer_len, buffer_len + 1):
+            fast = st._fast_parse("m", edited, blen, DEFAULT_LIMITS)
+            if fast is not None:
+                taken += 1
+                assert fast == _exact(edited, blen), edited
+    assert taken > 100

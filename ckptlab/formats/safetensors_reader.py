@@ -3,6 +3,10 @@
 Checks mirror `safetensors` (Rust) `Metadata::validate`: header starts with `{`, known dtypes, offsets
 contiguous from 0 with no gap or overlap, `end - begin == numel * itemsize`, the data buffer ends exactly at
 the end of the file; plus a tighter header cap and duplicate-key detection (serde silently keeps the last).
+
+Two paths give one result: `_fast_parse` (msgspec decodes typed entries in C, Python checks sizes and
+offsets) takes every well-formed header; anything else goes through `_parse_json` + `parse_tensors`, which
+check rule by rule and word the error. Tests compare the two, by hand-made and by fuzzed headers.
 """
 
 from __future__ import annotations
@@ -11,10 +15,12 @@ import json
 import math
 import os
 import struct
+from itertools import chain
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Annotated, Any, Literal, NoReturn
 
+import msgspec
 import orjson
 
 from ..dtypes import DTYPE_BITS, SAFETENSORS_DTYPES
@@ -68,10 +74,10 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def read_header(
+def read_raw_header(
     path: str | Path, limits: Limits = DEFAULT_LIMITS, prefix: tuple[int, bytes] | None = None
-) -> tuple[int, dict[str, Any]]:
-    """(header length N, parsed header dict) for a safetensors file; validates framing only. `prefix`:
+) -> tuple[int, bytes]:
+    """(header length N, the N header bytes) of a safetensors file; validates framing only. `prefix`:
     (file size, first bytes) already read by detection, used instead of reopening when they hold it all."""
     p = str(path)
     size = prefix[0] if prefix else os.path.getsize(path)
@@ -80,7 +86,7 @@ def read_header(
     if prefix and len(prefix[1]) >= 8:
         (n,) = struct.unpack("<Q", prefix[1][:8])
         if 8 + n <= len(prefix[1]) and n <= size - 8 and n <= limits.max_header_bytes:
-            return n, _parse_json(p, prefix[1][8 : 8 + n], path)
+            return n, prefix[1][8 : 8 + n]
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8:  # the file shrank since it was sized (being rewritten?)
@@ -94,8 +100,7 @@ def read_header(
             raise FormatError(
                 p, f"safetensors header length {n} runs past the end of the file ({size} bytes)"
             )
-        raw = f.read(n)
-    return n, _parse_json(p, raw, path)
+        return n, f.read(n)
 
 
 def _parse_json(p: str, raw: bytes, path: str | Path) -> dict[str, Any]:
@@ -233,16 +238,21 @@ def _entry_error(p: str, name: str, info: Any) -> NoReturn:
 def read_safetensors(
     path: str | Path, limits: Limits = DEFAULT_LIMITS, prefix: tuple[int, bytes] | None = None
 ) -> CheckpointMeta:
-    n, header = read_header(path, limits, prefix)
+    n, raw = read_raw_header(path, limits, prefix)
     size = prefix[0] if prefix else os.path.getsize(path)
-    tensors, meta = parse_tensors(path, n, header, limits, size)
+    p = str(path)
+    fast = _fast_parse(p, raw, size - 8 - n, limits)
+    if fast is not None:
+        tensors, meta = fast
+    else:  # anything unusual: the exact checks, which name what is wrong
+        tensors, meta = parse_tensors(path, n, _parse_json(p, raw, path), limits, size)
     entries, step, epoch = (), None, None
     if meta:
         entries = (Entry("__metadata__", "dict", f"{len(meta)} string keys"),)
         step = _int_or_none(meta.get("step") or meta.get("global_step"))
         epoch = _num_or_none(meta.get("epoch"))
     return CheckpointMeta(
-        path=str(path),
+        path=p,
         format="safetensors",
         size_bytes=size,
         tensors=tuple(tensors),
@@ -250,8 +260,73 @@ def read_safetensors(
         epoch=epoch,
         metadata=dict(meta),
         entries=entries,
-        files=(str(path),),
+        files=(p,),
     )
+
+
+# The fast path. msgspec decodes the header straight into typed entries in C, and on the way checks what
+# the Python loop of `parse_tensors` checks per value: strict JSON and UTF-8, a known dtype, a shape of
+# non-negative integers, exactly two non-negative integer offsets. What is left per tensor is the size rule.
+# It accepts a subset of what the exact path accepts and builds the same result (tests compare the two on
+# every fixture); anything it does not accept goes to the exact path, so errors are worded in one place.
+# Integers above 2**63 - 1 are beyond msgspec's bounds: such headers take the exact path too.
+_Offset = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+
+
+class _Entry(msgspec.Struct, gc=False):
+    # defaults only so that `__metadata__` (and a malformed entry) decode too; a None fails the loop
+    dtype: Literal[tuple(SAFETENSORS_DTYPES)] | None = None  # type: ignore[valid-type]
+    shape: tuple[_Offset, ...] | None = None
+    data_offsets: tuple[_Offset, _Offset] | None = None
+
+
+class _Metadata(msgspec.Struct, gc=False):
+    metadata: dict[str, str] | None = msgspec.field(default=None, name="__metadata__")
+
+
+_DECODE_ENTRIES = msgspec.json.Decoder(dict[str, _Entry]).decode
+_DECODE_METADATA = msgspec.json.Decoder(_Metadata).decode
+_CODES = {code: (name, DTYPE_BITS[name]) for code, name in SAFETENSORS_DTYPES.items()}
+_NOT_TAKEN = (KeyError, TypeError, ValueError, RecursionError, msgspec.MsgspecError)
+
+
+def _fast_parse(
+    p: str, raw: bytes, buffer_len: int, limits: Limits
+) -> tuple[list[TensorMeta], dict[str, str]] | None:
+    """Tensors in file order and `__metadata__` for a well-formed header, or None: take the exact path."""
+    if not raw.startswith(b"{"):
+        return None
+    try:
+        header = _DECODE_ENTRIES(raw)
+        has_meta = header.pop("__metadata__", None) is not None
+        meta = (_DECODE_METADATA(raw).metadata or {}) if has_meta else {}
+        # JSON parsers keep the last of duplicate keys silently. Every key is followed by one `:`, so when
+        # the colons in the text are exactly the keys parsed (top level, 3 per tensor, the metadata's), no
+        # key was dropped; a `:` inside a string only adds to the count (and sends the header the exact way).
+        if raw.count(b":") != len(header) * 4 + has_meta + len(meta) or len(header) > limits.max_tensors:
+            return None
+        loc = SafetensorsLocation(p)  # one per file: the key is the tensor's name
+        new, codes, keyed = tuple.__new__, _CODES, []
+        add = keyed.append
+        for name, e in header.items():  # runs once per tensor of every file read: kept lean
+            dtype, bits = codes[e.dtype]
+            begin, end = e.data_offsets
+            nbits = math.prod(e.shape) * bits
+            if nbits & 7 or end - begin != nbits >> 3:
+                return None
+            add((begin, end, new(TensorMeta, (name, e.shape, dtype, end - begin, None, loc))))
+    except _NOT_TAKEN:
+        return None
+    keyed.sort(key=_BY_OFFSETS)
+    # contiguous from 0 to the end of the file: each begin is the previous end. The sizes are then bounded
+    # by the file's length, so no product above can have overflowed the reference's u64.
+    flat = list(chain.from_iterable(map(_BY_OFFSETS, keyed))) or [0, 0]
+    if flat[0] != 0 or flat[-1] != buffer_len or flat[1:-1:2] != flat[2::2]:
+        return None
+    return list(map(_TENSOR, keyed)), meta
+
+
+_TENSOR = itemgetter(2)
 
 
 def _int_or_none(v: str | None) -> int | None:
