@@ -155,7 +155,7 @@ def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 def cmd_scan(args: argparse.Namespace) -> int:
     from .index.scan import scan
-    from .index.views import missing_roots
+    from .index.views import missing_roots, scan_line
 
     def progress(phase: str, done: int, total: int) -> None:
         if sys.stderr.isatty():
@@ -171,10 +171,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
         _print_lines(render_entries(result.entries))
         for path, err in result.errors:
             sys.stderr.write(f"warning: {printable(f'{path}: {err}')}\n")
-        print(
-            f"\n{len(result.entries)} checkpoints ({result.parsed} read, {result.reused} unchanged), "
-            f"{result.files_seen} files seen, {len(result.errors)} errors, {result.seconds:.2f} s"
-        )
+        n, n_errors = len(result.entries), len(result.errors)
+        line = scan_line(n, result.parsed, result.reused, n_errors, result.seconds)
+        print(f"\n{line}; {result.files_seen:,} files seen")
     return 1 if missing_roots(result) else 0
 
 

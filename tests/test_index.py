@@ -207,6 +207,91 @@ def test_symlinks_do_not_leave_the_root(tmp_path: Path) -> None:
     with Store(tmp_path / "db.sqlite") as store:
         result = scan([root], store)
     assert [Path(e.path).name for e in result.entries] == ["own.pt"]
+    # the checkpoint-named link is reported (the directory link is just not walked)
+    target = os.path.realpath(outside / "secret.pt")
+    assert result.errors == [(str(root / "link.pt"), f"symlink to {target}, outside the root: not followed")]
+
+
+def _hub_cache(tmp_path: Path) -> Path:
+    """The Hugging Face hub cache as `huggingface_hub` lays it out: content-addressed blobs, and per
+    revision a snapshot folder of relative links into them (a sharded revision and a single-file one)."""
+    from safetensors.torch import save_file
+
+    repo = tmp_path / "hub" / "models--org--tiny"
+    blobs = repo / "blobs"
+    blobs.mkdir(parents=True)
+    sd = {k: v.contiguous().clone() for k, v in small_state_dict().items()}  # untied, as safetensors wants
+    names = list(sd)
+    links: dict[str, dict[str, str]] = {"rev1": {}, "rev2": {}}
+    for i, keys in enumerate((names[:2], names[2:]), 1):
+        save_file({k: sd[k] for k in keys}, str(blobs / f"shard{i}"), metadata={"format": "pt"})
+        links["rev1"][f"model-0000{i}-of-00002.safetensors"] = f"shard{i}"
+    index = {
+        "metadata": {},
+        "weight_map": {k: f"model-0000{1 + (k in names[2:])}-of-00002.safetensors" for k in names},
+    }
+    (blobs / "index").write_text(json.dumps(index))
+    links["rev1"]["model.safetensors.index.json"] = "index"
+    save_file(sd, str(blobs / "single"), metadata={"format": "pt"})
+    links["rev2"]["model.safetensors"] = "single"
+    (blobs / "config").write_text('{"model_type": "gpt2"}')
+    for rev, files in links.items():
+        snap = repo / "snapshots" / rev
+        snap.mkdir(parents=True)
+        for name, blob in {**files, "config.json": "config"}.items():
+            os.symlink(Path("..", "..", "blobs", blob), snap / name)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("rev2")
+    backdate(tmp_path)
+    return tmp_path / "hub"
+
+
+def test_hub_cache_lists_each_revision_once_under_its_links(tmp_path: Path) -> None:
+    hub = _hub_cache(tmp_path)
+    repo = hub / "models--org--tiny"
+    with Store(tmp_path / "db.sqlite") as store:
+        result = scan([hub], store)
+    assert result.errors == []
+    got = {e.path: e for e in result.entries}
+    sharded = str(repo / "snapshots" / "rev1" / "model.safetensors.index.json")
+    single = str(repo / "snapshots" / "rev2" / "model.safetensors")
+    assert sorted(got) == [sharded, single]  # no blob listed a second time under its hash
+    assert got[sharded].layout == "sharded" and got[single].layout == "file"
+    assert [Path(p).name for p, _, _ in got[sharded].files] == [
+        "model.safetensors.index.json",
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    ]
+    assert {e.run for e in result.entries} == {str(repo)}  # the repository, its revisions the series
+    assert {e.status for e in result.entries} == {"ok"}
+    assert (
+        got[sharded].n_params == got[single].n_params == sum(v.numel() for v in small_state_dict().values())
+    )
+    assert got[single].size_bytes == (repo / "blobs" / "single").stat().st_size  # the target's size
+
+
+def test_a_snapshot_folder_alone_names_the_links_it_does_not_follow(tmp_path: Path) -> None:
+    snap = _hub_cache(tmp_path) / "models--org--tiny" / "snapshots" / "rev2"
+    with Store(tmp_path / "db.sqlite") as store:
+        result = scan([snap], store)
+    assert result.entries == []
+    target = os.path.realpath(snap / "model.safetensors")
+    assert result.errors == [
+        (str(snap / "model.safetensors"), f"symlink to {target}, outside the root: not followed")
+    ]
+
+
+def test_a_link_to_a_named_checkpoint_keeps_both_rows(tmp_path: Path) -> None:
+    # Lightning's save_last="link": last.ckpt points at the newest epoch=...ckpt; both names mean something
+    ckpts = tmp_path / "run" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    torch.save(training_checkpoint(), ckpts / "epoch=1-step=20.ckpt")
+    os.symlink("epoch=1-step=20.ckpt", ckpts / "last.ckpt")
+    backdate(tmp_path)
+    with Store(tmp_path / "db.sqlite") as store:
+        result = scan([tmp_path / "run"], store)
+    assert sorted(Path(e.path).name for e in result.entries) == ["epoch=1-step=20.ckpt", "last.ckpt"]
+    assert {e.status for e in result.entries} == {"ok"}
 
 
 def test_store_schema_and_queries(tree: Path, tmp_path: Path) -> None:

@@ -57,11 +57,15 @@ def discover(
     root: str | os.PathLike[str], errors: list[tuple[str, str]], limits: Limits = DEFAULT_LIMITS
 ) -> tuple[list[Candidate], int]:
     """Every logical checkpoint under `root` and the number of files seen. Each directory is listed once.
-    Symlinked directories are not followed; symlinked files only when the target stays inside the root."""
+    Symlinked directories are not followed; symlinked files only when the target stays inside the root (a
+    link out of it with a checkpoint's name is reported). A file reached through a link is listed under the
+    link's name, and a target whose own name says nothing is not listed again: the Hugging Face hub cache
+    links `snapshots/<rev>/model.safetensors` to `blobs/<sha256>`."""
     root = os.fspath(root)
     real_root = os.path.realpath(root)
     out: list[Candidate] = []
     files_seen = 0
+    linked: set[str] = set()  # real paths of the files reached through a link
     stack = [root]
     while stack:
         d = stack.pop()
@@ -71,7 +75,9 @@ def discover(
         except OSError as e:
             errors.append((d, f"cannot read directory: {e.strerror or e}"))
             continue
-        files = [e for e in entries if e.is_file(follow_symlinks=False)]
+        links = _file_links(entries, real_root)
+        files = [e for e in entries if e.is_file(follow_symlinks=False) or e.name in links]
+        linked.update(links.values())
         layout = dir_layout({e.name for e in files})
         if layout is not None:  # a DCP or HF checkpoint-N directory: one checkpoint, its files are parts
             out.append(Candidate(d, layout, tuple(e.path for e in files), stats=_stat_all(files)))
@@ -84,8 +90,9 @@ def discover(
                 if shards is None:
                     continue
                 # Path() joins as before: a shard name like "./x" must give the same part path every scan
-                present = tuple(str(Path(d, s)) for s in shards if os.path.isfile(os.path.join(d, s)))
-                missing = tuple(s for s in shards if not os.path.isfile(os.path.join(d, s)))
+                here = {s: _file_inside(os.path.join(d, s), real_root) for s in shards}
+                present = tuple(str(Path(d, s)) for s, ok in here.items() if ok)
+                missing = tuple(s for s, ok in here.items() if not ok)
                 consumed.add(e.name)
                 consumed.update(shards)
                 out.append(Candidate(e.path, "sharded", (e.path, *present), missing))
@@ -102,7 +109,7 @@ def discover(
                         stack.append(e.path)
                     continue
                 files_seen += 1
-                if e.is_symlink():
+                if e.is_symlink() and name not in links:
                     target = os.path.realpath(e.path)
                     if not os.path.exists(target):
                         if looks_like_checkpoint_name(name):
@@ -117,9 +124,10 @@ def discover(
                             )
                             out.append(Candidate(e.path, "file", (), debris=why))
                         continue
-                    if not _inside(target, real_root) or not os.path.isfile(target):
-                        continue  # never follow a link out of the root
-                elif not e.is_file(follow_symlinks=False):
+                    if os.path.isfile(target) and name.lower().endswith(CHECKPOINT_SUFFIXES):
+                        errors.append((e.path, f"symlink to {target}, outside the root: not followed"))
+                    continue  # never follow a link out of the root (nor a link to a directory)
+                elif name not in links and not e.is_file(follow_symlinks=False):
                     continue
                 if why := unfinished_save(name):
                     out.append(Candidate(e.path, "file", (e.path,), (), why, _stat_one(e)))
@@ -132,7 +140,26 @@ def discover(
                     out.append(Candidate(e.path, "file", (e.path,), (), None, _stat_one(e), kind))
             except OSError as err:
                 errors.append((e.path, f"cannot stat: {err.strerror or err}"))
+    if linked:  # only files found by their content (no checkpoint suffix) are left out: a link's target
+        # with a name of its own (Lightning's last.ckpt -> epoch=9-step=900.ckpt) stays a row of its own
+        out = [c for c in out if c.kind is None or os.path.realpath(c.path) not in linked]
     return out, files_seen
+
+
+def _file_links(entries: Sequence[os.DirEntry[str]], real_root: str) -> dict[str, str]:
+    """name -> real path, for the entries that are symlinks to regular files inside the root."""
+    out: dict[str, str] = {}
+    for e in entries:
+        if e.is_symlink():
+            target = os.path.realpath(e.path)
+            if _inside(target, real_root) and os.path.isfile(target):
+                out[e.name] = target
+    return out
+
+
+def _file_inside(path: str, real_root: str) -> bool:
+    """A regular file, or a symlink to one inside the root."""
+    return os.path.isfile(path) and (not os.path.islink(path) or _inside(os.path.realpath(path), real_root))
 
 
 def _sniff(p: str) -> str | None:

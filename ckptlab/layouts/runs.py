@@ -11,6 +11,7 @@ from .names import CHECKPOINT_EQUALS_CHAR, parse_name, split_extension
 _CONTAINER_DIR = "checkpoints"  # Lightning's ModelCheckpoint dirpath: <run>/checkpoints/
 _CLIMB_TEMPLATES = ("hf", "global_step", "step", "iter", "epoch")
 _CLIMB_LEVELS = 3
+_HUB_REPOS = ("models--", "datasets--", "spaces--")  # the Hugging Face hub cache's repository folders
 
 
 def _is_step_dir(name: str) -> bool:
@@ -27,16 +28,19 @@ def run_dir(checkpoint_path: str | os.PathLike[str]) -> Path:
     ...     "ds/global_step500",                                          # DeepSpeed tag directory
     ...     "out/checkpoint-500/global_step500",                          # DeepSpeed inside HF
     ...     "mega/iter_0001000/mp_rank_00/model_optim_rng.pt",            # a file inside a step dir
-    ...     "plain/checkpoint_epoch_4.pth")]                              # otherwise: the parent
-    ['lightning_logs/version_0', 'out', 'runs/x', 'ds', 'out', 'mega', 'plain']
+    ...     "plain/checkpoint_epoch_4.pth",                               # otherwise: the parent
+    ...     "hub/models--org--gpt/snapshots/4f2a/model.safetensors")]     # HF hub cache: the repository
+    ['lightning_logs/version_0', 'out', 'runs/x', 'ds', 'out', 'mega', 'plain', 'hub/models--org--gpt']
 
-    Rules, in order: (1) a path inside a step directory (`checkpoint-N`, `global_stepN`, `step_N`, `epoch_N`,
-    `iter_N`; up to 3 levels up, the outermost wins) stands for that directory - bare-number names (Orbax)
-    are not climbed out of, `/data/2024/model.pt` is not step 2024; (2) the run is the parent, except that
-    a parent named `checkpoints` is a container and the run is the one above it (Lightning's layout; the
-    same for an HF `output_dir="checkpoints"`), also when folders with a `=` in their name lie between
-    (Lightning makes those from a `/` in a metric name; elsewhere, e.g. Hydra's `lr=0.1` run folders, a
-    `=` folder is the run).
+    Rules, in order: (0) in the Hugging Face hub cache, `models--<org>--<name>/snapshots/<revision>/...`
+    is the repository folder, its revisions the checkpoints of one series; (1) a path inside a step
+    directory (`checkpoint-N`, `global_stepN`, `step_N`, `epoch_N`, `iter_N`; up to 3 levels up, the
+    outermost wins) stands for that directory - bare-number names (Orbax) are not climbed out of,
+    `/data/2024/model.pt` is not step 2024; (2) the run is the parent, except that a parent named
+    `checkpoints` is a container and the run is the one above it (Lightning's layout; the same for an HF
+    `output_dir="checkpoints"`), also when folders with a `=` in their name lie between (Lightning makes
+    those from a `/` in a metric name; elsewhere, e.g. Hydra's `lr=0.1` run folders, a `=` folder is the
+    run).
     """
     return Path(run_dir_of_parent(str(Path(checkpoint_path).parent)))
 
@@ -50,6 +54,10 @@ def run_dir_of_parent(parent: str) -> str:
     ('lightning_logs/version_0', 'out')
     """
     p = Path(parent)
+    for ancestor in [p, *p.parents][:_CLIMB_LEVELS]:
+        snapshots = ancestor.parent
+        if snapshots.name == "snapshots" and snapshots.parent.name.startswith(_HUB_REPOS):
+            return str(snapshots.parent)
     start = None  # None: the checkpoint itself, whose parent is `p`
     for ancestor in [p, *p.parents][:_CLIMB_LEVELS]:
         if _is_step_dir(ancestor.name):
