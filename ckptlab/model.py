@@ -214,7 +214,7 @@ class CheckpointMeta:
     entries: tuple[Entry, ...] = ()
     safety: Safety = Safety()
     layout: str = "file"
-    framework: str | None = None  # pytorch | lightning | hf-trainer | keras | None (unknown)
+    framework: str | None = None  # pytorch | lightning | hf-trainer | accelerate | keras | None (unknown)
     files: tuple[str, ...] = ()
     other_tensors: tuple[TensorMeta, ...] = ()  # optimizer state etc.: not model weights
     warnings: tuple[str, ...] = ()

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import pytest
 from conftest import EXPECTED
+from ui_fixtures import backdate
 
 from ckptlab.errors import FormatError, IncompleteError
 from ckptlab.formats import read_meta
 from ckptlab.formats.safetensors_reader import read_safetensors
+from ckptlab.index.scan import scan
+from ckptlab.index.store import Store
 
 torch = pytest.importorskip("torch")
 
@@ -155,3 +158,56 @@ def test_dcp_missing_data_file(dcp_dir: Path) -> None:
 def test_plain_directory_is_not_a_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(FormatError, match="directory is not a checkpoint"):
         read_meta(tmp_path)
+
+
+class _Shell:
+    """Pickles as a call of os.system: what a tampered part of a checkpoint folder would hold."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return (os.system, ("echo pwned",))
+
+
+def test_every_part_a_resume_unpickles_is_checked(hf_dir: Path) -> None:
+    # HF Trainer also saves scaler.pt (AMP); a file of any torch suffix in the folder is read too
+    torch.save({"scale": torch.tensor(65536.0), "growth_factor": 2.0}, hf_dir / "scaler.pt")
+    torch.save({"evil": _Shell()}, hf_dir / "extra_state.bin")
+    meta = read_meta(hf_dir)
+    kinds = {e.name: e.kind for e in meta.entries}
+    assert kinds["scaler.pt"] == "grad_scaler" and kinds["extra_state.bin"] == "part"
+    assert not meta.safety.safe and meta.safety.unsafe_globals == ("posix.system",)
+    assert meta.framework == "hf-trainer"
+
+
+def test_accelerate_save_state_folder(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    d = tmp_path / "project" / "checkpoints" / "checkpoint_3"  # Accelerate's automatic naming
+    d.mkdir(parents=True)
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.randn(2, 4)).sum().backward()
+    opt.step()
+    sched = torch.optim.lr_scheduler.StepLR(opt, 1)
+    save_file(model.state_dict(), str(d / "model.safetensors"))
+    torch.save(opt.state_dict(), d / "optimizer.bin")
+    torch.save(sched.state_dict(), d / "scheduler.bin")
+    torch.save({"step": 0, "torch_manual_seed": torch.get_rng_state()}, d / "random_states_0.pkl")
+    torch.save({"scale": torch.tensor(1024.0)}, d / "scaler.pt")
+    meta = read_meta(d)
+    assert meta.layout == "hf-checkpoint" and meta.framework == "accelerate"
+    assert (meta.has_optimizer, meta.has_scheduler, meta.has_rng_state) == (True, True, True)
+    assert [t.name for t in meta.tensors] == ["bias", "weight"]
+    assert {e.name: e.kind for e in meta.entries} == {
+        "model.safetensors": "weights",
+        "optimizer.bin": "optimizer",
+        "random_states_0.pkl": "rng_state",
+        "scaler.pt": "grad_scaler",
+        "scheduler.bin": "scheduler",
+    }
+    assert meta.safety.safe and len(meta.files) == 5
+    backdate(tmp_path)
+    with Store(tmp_path / "db.sqlite") as store:
+        (row,) = scan([tmp_path / "project"], store).entries  # one row, its files are parts
+    assert (row.layout, row.run, row.status) == ("hf-checkpoint", str(tmp_path / "project"), "ok")

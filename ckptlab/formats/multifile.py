@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -24,6 +25,20 @@ HF_OPTIMIZER = ("optimizer.pt", "optimizer.bin")
 HF_SCHEDULER = ("scheduler.pt",)
 HF_STATE = "trainer_state.json"
 HF_ARGS = "training_args.bin"
+# Accelerate's `save_state` folder (accelerate.utils.constants): model.safetensors, optimizer.bin,
+# scheduler.bin, random_states_<process>.pkl, scaler.pt, sampler.bin; a second model/optimizer is `_1`
+ACCELERATE_RNG = re.compile(r"random_states_\d+\.pkl")
+# what each torch.load-ed part of a checkpoint folder is, by its name (first match); a resume unpickles
+# every one of them, so every one is read and checked, named or not
+_PART_KINDS = (
+    (re.compile(r"optimizer(_\d+)?\.(pt|bin)"), "optimizer"),
+    (re.compile(r"scheduler(_\d+)?\.(pt|bin)"), "scheduler"),
+    (re.compile(r"rng_state.*\.pth|random_states_\d+\.pkl"), "rng_state"),
+    (re.compile(re.escape(HF_ARGS)), "training_args"),
+    (re.compile(r"scaler(_\d+)?\.pt"), "grad_scaler"),
+    (re.compile(r"sampler(_\d+)?\.bin"), "sampler"),
+)
+_PART_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".safetensors", ".ckpt")
 DCP_METADATA = ".metadata"  # torch.distributed.checkpoint's index of a checkpoint directory
 _THROUGHPUT = ("_runtime", "_per_second")
 
@@ -157,15 +172,38 @@ def dir_layout(file_names: set[str]) -> str | None:
     names a caller already listed, so a scan lists each directory once."""
     if DCP_METADATA in file_names:
         return "dcp"
-    has_weights = bool(file_names & set(HF_WEIGHTS + HF_INDEXES))
-    trainer_parts = {HF_STATE, HF_ARGS, *HF_OPTIMIZER, *HF_SCHEDULER, "rng_state.pth"}
-    return "hf-checkpoint" if has_weights and file_names & trainer_parts else None
+    if not file_names & _WEIGHT_NAMES:
+        return None
+    if file_names & _TRAINER_PARTS or any(map(ACCELERATE_RNG.fullmatch, file_names)):
+        return "hf-checkpoint"
+    return None
+
+
+_WEIGHT_NAMES = frozenset(HF_WEIGHTS + HF_INDEXES)
+_TRAINER_PARTS = frozenset(
+    {HF_STATE, HF_ARGS, *HF_OPTIMIZER, *HF_SCHEDULER, "scheduler.bin", "rng_state.pth"}
+)
+
+
+def part_kind(name: str) -> str | None:
+    """What a file of a checkpoint folder is, by its name: 'optimizer', 'scheduler', 'rng_state',
+    'training_args', 'grad_scaler', 'sampler', 'part' (another file torch.load may read), or None.
+
+    >>> [part_kind(n) for n in ("optimizer.pt", "scheduler_1.bin", "random_states_0.pkl", "config.json")]
+    ['optimizer', 'scheduler', 'rng_state', None]
+    """
+    for pattern, kind in _PART_KINDS:
+        if pattern.fullmatch(name):
+            return kind
+    return "part" if name.lower().endswith(_PART_SUFFIXES) else None
 
 
 def read_hf_checkpoint(
     path: Path, limits: Limits = DEFAULT_LIMITS, names: set[str] | None = None
 ) -> CheckpointMeta:
-    """HF Trainer `checkpoint-N/`: weights, optimizer.pt, scheduler.pt, rng_state*.pth, trainer_state.json.
+    """HF Trainer `checkpoint-N/` (weights, optimizer.pt, scheduler.pt, rng_state*.pth, trainer_state.json)
+    or Accelerate `save_state` folder (weights, optimizer.bin, scheduler.bin, random_states_N.pkl, ...): the
+    weights, and every other file a resume would unpickle read as a part and checked.
     `names`: every entry of the directory (os.listdir), when the caller has listed it."""
     from . import read_file
 
@@ -183,9 +221,14 @@ def read_hf_checkpoint(
     part_unsafe: list[str] = []
     part_findings: list[str] = []
     unverified: list[str] = []
+    weight_files = {weights_name, *(os.path.basename(f) for f in weights.files)}
+    rng_files = []
     for name in sorted(names):
         fp = path / name
-        if name in HF_OPTIMIZER or name in HF_SCHEDULER or name.startswith("rng_state") or name == HF_ARGS:
+        kind = part_kind(name) if name not in weight_files else None
+        if kind == "rng_state":
+            rng_files.append(name)
+        if kind is not None and fp.is_file():
             try:
                 m = read_file(fp, limits)
             except FormatError as e:
@@ -202,16 +245,8 @@ def read_hf_checkpoint(
                     unverified.append(name)
                 continue
             parts.append(m)
-            if name in HF_OPTIMIZER:
-                has_opt = True
-                kind = "optimizer"
-            elif name in HF_SCHEDULER:
-                has_sched = True
-                kind = "scheduler"
-            elif name == HF_ARGS:
-                kind = "training_args"
-            else:
-                kind = "rng_state"
+            has_opt = has_opt or kind == "optimizer"
+            has_sched = has_sched or kind == "scheduler"
             entries.append(
                 Entry(name, kind, f"{m.format}, {plural(len(m.other_tensors) + m.n_tensors, 'tensor')}")
             )
@@ -254,13 +289,21 @@ def read_hf_checkpoint(
         metrics=metrics,
         has_optimizer=has_opt,
         has_scheduler=has_sched,
-        has_rng_state=any(n.startswith("rng_state") for n in names),
+        has_rng_state=bool(rng_files),
         metadata=meta,
         entries=tuple(entries),
         safety=Safety(unsafe, findings, tuple(unverified)),
         layout="hf-checkpoint",
-        framework="hf-trainer",
+        framework=_framework(names),
         files=files,
         other_tensors=tuple(t for m in parts for t in (*m.tensors, *m.other_tensors)),
         warnings=tuple(warnings),
     )
+
+
+def _framework(names: set[str]) -> str:
+    """'hf-trainer' for a Trainer's checkpoint-N (its own file names), else 'accelerate' (save_state)."""
+    trainer = {HF_STATE, HF_ARGS, "optimizer.pt", "scheduler.pt"}
+    if names & trainer or any(n.startswith("rng_state") for n in names):
+        return "hf-trainer"
+    return "accelerate"
