@@ -212,6 +212,19 @@ def test_symlinks_do_not_leave_the_root(tmp_path: Path) -> None:
     assert result.errors == [(str(root / "link.pt"), f"symlink to {target}, outside the root: not followed")]
 
 
+def test_a_shard_linked_from_outside_the_root_is_missing(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    write_sharded_safetensors(root)
+    shard = root / "model-00002-of-00002.safetensors"
+    shard.rename(tmp_path / shard.name)
+    os.symlink(tmp_path / shard.name, shard)
+    backdate(tmp_path)
+    with Store(tmp_path / "db.sqlite") as store:
+        (row,) = scan([root], store).entries
+    assert row.status == "incomplete" and "model-00002-of-00002.safetensors" in (row.reason or "")
+
+
 def _hub_cache(tmp_path: Path) -> Path:
     """The Hugging Face hub cache as `huggingface_hub` lays it out: content-addressed blobs, and per
     revision a snapshot folder of relative links into them (a sharded revision and a single-file one)."""

@@ -158,8 +158,8 @@ def _file_links(entries: Sequence[os.DirEntry[str]], real_root: str) -> dict[str
 
 
 def _file_inside(path: str, real_root: str) -> bool:
-    """A regular file, or a symlink to one inside the root."""
-    return os.path.isfile(path) and (not os.path.islink(path) or _inside(os.path.realpath(path), real_root))
+    """A regular file inside the root, reached through links or not (a shard name may hold folders)."""
+    return os.path.isfile(path) and _inside(os.path.realpath(path), real_root)
 
 
 def _sniff(p: str) -> str | None:
