@@ -222,7 +222,22 @@ def test_a_shard_linked_from_outside_the_root_is_missing(tmp_path: Path) -> None
     backdate(tmp_path)
     with Store(tmp_path / "db.sqlite") as store:
         (row,) = scan([root], store).entries
-    assert row.status == "incomplete" and "model-00002-of-00002.safetensors" in (row.reason or "")
+    assert (row.status, row.reason) == ("incomplete", "missing shard(s): model-00002-of-00002.safetensors")
+    # the same through a linked folder in the shard's name
+    shard.unlink()
+    os.symlink(tmp_path, root / "sub")
+    index = root / "model.safetensors.index.json"
+    doc = json.loads(index.read_text())
+    doc["weight_map"] = {k: v.replace("model-00002", "sub/model-00002") for k, v in doc["weight_map"].items()}
+    index.write_text(json.dumps(doc))
+    backdate(tmp_path)
+    with Store(tmp_path / "db.sqlite") as store:
+        (row,) = scan([root], store).entries
+    assert (row.status, row.reason) == (
+        "incomplete",
+        "missing shard(s): sub/model-00002-of-00002.safetensors",
+    )
+    assert [Path(p).name for p, _, _ in row.files] == [index.name, "model-00001-of-00002.safetensors"]
 
 
 def _hub_cache(tmp_path: Path) -> Path:
