@@ -30,8 +30,9 @@ with button:
     ui.scan_button(index)
 st.caption(
     "Every checkpoint under your roots, read from headers alone — safetensors, PyTorch (zip, legacy, "
-    "TorchScript, sharded, DCP), HF Trainer, Lightning and Keras/HDF5. Nothing is unpickled; pickles that "
-    "reference anything outside an allowlist are flagged. Click a row to inspect it."
+    "TorchScript, sharded, DCP), HF Trainer, Accelerate, Lightning, Keras/HDF5 and the Hugging Face hub "
+    "cache. Nothing is unpickled; pickles that reference anything outside an allowlist are flagged. Click a "
+    "row to inspect it."
 )
 
 ui.scan_pending(index)
