@@ -82,7 +82,7 @@ def scan(
         if not os.path.exists(root):
             result.errors.append((root, "no such file or directory"))
             continue
-        with gc_paused:  # the bookkeeping allocates tens of thousands of objects that all stay alive
+        with gc_paused.keeping():  # the bookkeeping allocates tens of thousands of objects that stay alive
             candidates, seen = discover(root, errors, limits)
             stored = store.stored(root)
             plan = make_plan(candidates, stored, root, now, settle_seconds, errors)
@@ -97,7 +97,7 @@ def scan(
                 read = entry_of(f, root, status, res.cause)
             plan.fresh.append(read)
             plan.changed.append(read)
-        with gc_paused:  # the bookkeeping allocates tens of thousands of objects that all stay alive
+        with gc_paused.keeping():  # the bookkeeping allocates tens of thousands of objects that stay alive
             entries = plan.reused + plan.fresh  # the reused ones first, as ever: ties keep this order below
             # every unreadable checkpoint is an error of this scan, whether read now or reused unchanged
             errors.extend((e.path, e.reason or "unreadable") for e in entries if e.status == "unreadable")
