@@ -277,13 +277,19 @@ def _hub_cache(tmp_path: Path) -> Path:
 def test_hub_cache_lists_each_revision_once_under_its_links(tmp_path: Path) -> None:
     hub = _hub_cache(tmp_path)
     repo = hub / "models--org--tiny"
+    blobs = repo / "blobs"
+    (blobs / "0a1b.incomplete").write_bytes((blobs / "single").read_bytes()[:100])  # a download under way
+    (blobs / "2c3d").write_bytes((blobs / "single").read_bytes())  # a blob no snapshot links to any more
+    backdate(tmp_path)
     with Store(tmp_path / "db.sqlite") as store:
         result = scan([hub], store)
     assert result.errors == []
     got = {e.path: e for e in result.entries}
     sharded = str(repo / "snapshots" / "rev1" / "model.safetensors.index.json")
     single = str(repo / "snapshots" / "rev2" / "model.safetensors")
-    assert sorted(got) == [sharded, single]  # no blob listed a second time under its hash
+    # no linked blob listed a second time under its hash; the others are the repository's too
+    assert sorted(got) == [str(blobs / "0a1b.incomplete"), str(blobs / "2c3d"), sharded, single]
+    assert got[str(blobs / "0a1b.incomplete")].status == "debris" and got[str(blobs / "2c3d")].status == "ok"
     assert got[sharded].layout == "sharded" and got[single].layout == "file"
     assert [Path(p).name for p, _, _ in got[sharded].files] == [
         "model.safetensors.index.json",
@@ -291,7 +297,6 @@ def test_hub_cache_lists_each_revision_once_under_its_links(tmp_path: Path) -> N
         "model-00002-of-00002.safetensors",
     ]
     assert {e.run for e in result.entries} == {str(repo)}  # the repository, its revisions the series
-    assert {e.status for e in result.entries} == {"ok"}
     assert (
         got[sharded].n_params == got[single].n_params == sum(v.numel() for v in small_state_dict().values())
     )

@@ -33,9 +33,9 @@ def run_dir(checkpoint_path: str | os.PathLike[str]) -> Path:
     ['lightning_logs/version_0', 'out', 'runs/x', 'ds', 'out', 'mega', 'plain', 'hub/models--org--gpt']
 
     Rules, in order: (0) in the Hugging Face hub cache, `models--<org>--<name>/snapshots/<revision>/...`
-    is the repository folder, its revisions the checkpoints of one series; (1) a path inside a step
-    directory (`checkpoint-N`, `global_stepN`, `step_N`, `epoch_N`, `iter_N`; up to 3 levels up, the
-    outermost wins) stands for that directory - bare-number names (Orbax) are not climbed out of,
+    (and `blobs/`) is the repository folder, its revisions the checkpoints of one series; (1) a path
+    inside a step directory (`checkpoint-N`, `global_stepN`, `step_N`, `epoch_N`, `iter_N`; up to 3 levels
+    up, the outermost wins) stands for that directory - bare-number names (Orbax) are not climbed out of,
     `/data/2024/model.pt` is not step 2024; (2) the run is the parent, except that a parent named
     `checkpoints` is a container and the run is the one above it (Lightning's layout; the same for an HF
     `output_dir="checkpoints"`), also when folders with a `=` in their name lie between (Lightning makes
@@ -54,6 +54,8 @@ def run_dir_of_parent(parent: str) -> str:
     ('lightning_logs/version_0', 'out')
     """
     p = Path(parent)
+    if p.name == "blobs" and p.parent.name.startswith(_HUB_REPOS):  # a blob no snapshot links to
+        return str(p.parent)
     for ancestor in [p, *p.parents][:_CLIMB_LEVELS]:
         snapshots = ancestor.parent
         if snapshots.name == "snapshots" and snapshots.parent.name.startswith(_HUB_REPOS):
