@@ -845,7 +845,8 @@ def test_missing_path_and_non_checkpoint_directory(tmp_path: Path) -> None:
     expect_error(
         tmp_path / "d",
         FormatError,
-        "directory is not a checkpoint (no .metadata, trainer_state.json, weights or index.json)",
+        "directory is not a checkpoint (no .metadata, trainer_state.json, weights or index.json); "
+        "`ckptlab scan` lists the checkpoints under a folder",
     )
 
 

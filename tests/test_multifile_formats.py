@@ -160,6 +160,23 @@ def test_plain_directory_is_not_a_checkpoint(tmp_path: Path) -> None:
         read_meta(tmp_path)
 
 
+def test_a_save_pretrained_folder_is_its_weights_file(tmp_path: Path, safetensors_file: Path) -> None:
+    # what `model.save_pretrained(dir)` writes: config.json and one weights file (safetensors preferred)
+    d = tmp_path / "finetuned"
+    d.mkdir()
+    (d / "model.safetensors").write_bytes(safetensors_file.read_bytes())
+    torch.save({"w": torch.ones(2)}, d / "pytorch_model.bin")
+    (d / "config.json").write_text(json.dumps({"model_type": "mlp", "architectures": ["MLP"], "x": 1}))
+    (d / "generation_config.json").write_text("{}")
+    meta = read_meta(d)
+    assert meta.path == str(d / "model.safetensors") and meta.format == "safetensors"
+    assert {t.name: (t.shape, t.dtype) for t in meta.tensors} == EXPECTED_ST
+    assert meta.metadata["model_config"] == {"model_type": "mlp", "architectures": ["MLP"]}
+    (d / "model.safetensors").unlink()
+    (d / "config.json").unlink()
+    assert read_meta(d).path == str(d / "pytorch_model.bin") and "model_config" not in read_meta(d).metadata
+
+
 class _Shell:
     """Pickles as a call of os.system: what a tampered part of a checkpoint folder would hold."""
 

@@ -146,7 +146,8 @@ def read_index(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
 
 
 def read_directory(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
-    """A directory that is one checkpoint: DCP (`.metadata`), HF `checkpoint-N/`, or a sharded set."""
+    """A directory that is one checkpoint: DCP (`.metadata`), HF `checkpoint-N/`, a sharded set, or a
+    `save_pretrained` folder (its weights file, with the model's config)."""
     p = str(path)
     with os.scandir(path) as it:  # listed once: the names go down to the readers
         listing = list(it)
@@ -162,9 +163,28 @@ def read_directory(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMet
     indexes = sorted(path / n for n in names if os.path.normcase(n).endswith(".index.json"))
     if len(indexes) == 1:
         return read_index(indexes[0], limits)
+    weights = next((n for n in HF_WEIGHTS if n in names), None)  # safetensors first, as transformers
+    if weights is not None and not indexes:
+        from . import read_file
+
+        meta = read_file(str(path / weights), limits)
+        config = model_config(path, names, limits)
+        return replace(meta, metadata={**meta.metadata, "model_config": config}) if config else meta
     raise FormatError(
-        p, "directory is not a checkpoint (no .metadata, trainer_state.json, weights or index.json)"
+        p,
+        "directory is not a checkpoint (no .metadata, trainer_state.json, weights or index.json); "
+        "`ckptlab scan` lists the checkpoints under a folder",
     )
+
+
+def model_config(path: Path, names: set[str], limits: Limits) -> dict[str, Any] | None:
+    """What identifies the model in a folder's `config.json` (model_type, architectures, torch_dtype)."""
+    if "config.json" not in names:
+        return None
+    cfg = _load_json(path / "config.json", limits)
+    if not isinstance(cfg, dict):
+        return None
+    return {k: cfg[k] for k in ("model_type", "architectures", "torch_dtype") if k in cfg}
 
 
 def dir_layout(file_names: set[str]) -> str | None:
@@ -269,12 +289,9 @@ def read_hf_checkpoint(
     for k in ("best_model_checkpoint", "max_steps", "num_train_epochs", "save_steps"):
         if getattr(state, k) is not None:
             meta[k] = getattr(state, k)
-    if "config.json" in names:
-        cfg = _load_json(path / "config.json", limits)
-        if isinstance(cfg, dict):
-            meta["model_config"] = {
-                k: cfg[k] for k in ("model_type", "architectures", "torch_dtype") if k in cfg
-            }
+    config = model_config(path, names, limits)
+    if config is not None:
+        meta["model_config"] = config
     all_parts = [weights, *parts]
     unsafe = tuple(dict.fromkeys([*(g for m in all_parts for g in m.safety.unsafe_globals), *part_unsafe]))
     read_findings = [f"{os.path.basename(m.path)}: {f}" for m in all_parts for f in m.safety.findings]

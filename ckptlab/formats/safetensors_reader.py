@@ -25,7 +25,7 @@ import orjson
 
 from ..dtypes import DTYPE_BITS, SAFETENSORS_DTYPES
 from ..errors import FormatError, LimitError
-from ..model import CheckpointMeta, Entry, SafetensorsLocation, TensorMeta
+from ..model import CheckpointMeta, Entry, SafetensorsLocation, TensorMeta, plural
 from .limits import DEFAULT_LIMITS, Limits
 
 _U64_MAX = 2**64 - 1
@@ -248,7 +248,7 @@ def read_safetensors(
         tensors, meta = parse_tensors(path, n, _parse_json(p, raw, path), limits, size)
     entries, step, epoch = (), None, None
     if meta:
-        entries = (Entry("__metadata__", "dict", f"{len(meta)} string keys"),)
+        entries = (Entry("__metadata__", "dict", plural(len(meta), "string key")),)
         step = _int_or_none(meta.get("step") or meta.get("global_step"))
         epoch = _num_or_none(meta.get("epoch"))
     return CheckpointMeta(
