@@ -82,6 +82,20 @@ def test_lightning_checkpoint(lightning_ckpt: Path) -> None:
     assert meta.safety.safe
 
 
+def test_deepspeed_model_states(tmp_path: Path) -> None:
+    # DeepSpeed's global_step<N>/mp_rank_00_model_states.pt: the weights under "module", the step as
+    # "global_steps", optimizer state in the zero_*_optim_states.pt files beside it
+    sd = torch.nn.Linear(4, 3).state_dict()
+    ck = {"module": sd, "buffer_names": [], "optimizer": None, "lr_scheduler": {"last_epoch": 40},
+          "global_steps": 40, "global_samples": 640, "skipped_steps": 0, "ds_version": "0.14.0"}  # fmt: skip
+    path = tmp_path / "global_step40" / "mp_rank_00_model_states.pt"
+    path.parent.mkdir()
+    torch.save(ck, path)
+    meta = read_meta(path)
+    assert [t.name for t in meta.tensors] == ["weight", "bias"] and meta.step == 40
+    assert meta.safety.safe
+
+
 def test_archive_prefix_is_any_name(tmp_path: Path) -> None:
     # torch names the archive folder after the file stem; a renamed file keeps the old folder name
     p = tmp_path / "weird name.v2.pt"

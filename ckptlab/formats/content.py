@@ -43,7 +43,10 @@ SCHEDULER_KEYS = (
     "schedulers",
     "sched",
 )
-STEP_KEYS = ("global_step", "step", "steps", "iteration", "iter", "num_updates", "total_steps")
+# global_steps: DeepSpeed's model_states; iteration: Megatron; num_updates: fairseq
+STEP_KEYS = (
+    "global_step", "global_steps", "step", "steps", "iteration", "iter", "num_updates", "total_steps"
+)  # fmt: skip
 EPOCH_KEYS = ("epoch", "epochs", "current_epoch")
 METRIC_DICT_KEYS = (
     "metrics",
