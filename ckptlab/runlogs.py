@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["LogRow", "TrainerState", "parse_lightning_metrics_csv", "parse_trainer_state"]
+__all__ = ["LogRow", "TrainerState", "latest_metrics", "parse_lightning_metrics_csv", "parse_trainer_state"]
 
 
 def _number(v: Any) -> float | None:
@@ -95,8 +95,9 @@ def _row_kind(keys: Iterable[str]) -> str:
     return "other"
 
 
-def parse_trainer_state(doc: Any) -> TrainerState:
+def parse_trainer_state(doc: Any, history: bool = True) -> TrainerState:
     """A `TrainerState` from a parsed `trainer_state.json`; tolerant: anything odd becomes None / skipped.
+    `history=False` leaves `log_history` empty (a long run logs tens of thousands of rows).
 
     >>> s = parse_trainer_state({"global_step": 64, "epoch": 2.0, "best_metric": 0.41,
     ...     "best_model_checkpoint": "out/checkpoint-64", "log_history": [
@@ -115,8 +116,8 @@ def parse_trainer_state(doc: Any) -> TrainerState:
     if not isinstance(doc, Mapping):
         return TrainerState()
     rows = []
-    history = doc.get("log_history")
-    for entry in history if isinstance(history, list) else ():
+    log = doc.get("log_history") if history else None
+    for entry in log if isinstance(log, list) else ():
         if not isinstance(entry, Mapping):
             continue
         metrics = {}
@@ -146,6 +147,53 @@ def parse_trainer_state(doc: Any) -> TrainerState:
         best_global_step=_integer(doc.get("best_global_step")),
         log_history=tuple(rows),
     )
+
+
+_THROUGHPUT = ("_runtime", "_per_second")  # timings of a row, not metrics of the model
+
+
+def latest_metrics(doc: Any) -> dict[str, float]:
+    """The latest value of every metric the train and eval rows of `log_history` logged (as `LogRow`s
+    would give them, throughput timings left out), in the order they first appear, without building rows:
+    every checkpoint of a run holds the whole log so far, tens of thousands of rows in a long run.
+
+    >>> latest_metrics({"log_history": [{"loss": 0.9, "grad_norm": 1.0, "step": 1},
+    ...     {"loss": 0.7, "grad_norm": "nan?", "step": 2}, {"eval_loss": 0.8, "eval_runtime": 2.5, "step": 2},
+    ...     {"train_runtime": 9.0, "train_loss": 0.8, "step": 2}]})
+    {'loss': 0.7, 'grad_norm': 1.0, 'eval_loss': 0.8}
+    """
+    log = doc.get("log_history") if isinstance(doc, Mapping) else None
+    latest: dict[str, float] = {}
+    if not isinstance(log, list):
+        return latest
+    # from the end: a key's first value found is its latest. Rows repeat a few key sets (train, eval); once
+    # a key set gave every one of its metrics, its older rows add nothing and are skipped unread
+    done: set[tuple[Any, ...]] = set()
+    for entry in reversed(log):
+        if not isinstance(entry, Mapping):
+            continue
+        keys = tuple(entry)
+        if keys in done:
+            continue
+        numbers = {k: float(v) for k, v in entry.items() if type(v) in (int, float) and type(k) is str}
+        numbers.pop("step", None)
+        numbers.pop("epoch", None)
+        if _row_kind(numbers) not in ("train", "eval"):
+            continue
+        for k, v in numbers.items():
+            if k not in latest and not k.endswith(_THROUGHPUT):
+                latest[k] = v
+        if len(numbers) == len(keys) - ("step" in entry) - ("epoch" in entry):  # nothing skipped as odd
+            done.add(keys)
+    # in the order the metrics first appear, as a forward pass would have put them: the first row of each
+    # key set is where its keys first appear
+    order: dict[str, None] = {}
+    seen: set[tuple[Any, ...]] = set()
+    for entry in log:
+        if isinstance(entry, Mapping) and (keys := tuple(entry)) not in seen:
+            seen.add(keys)
+            order.update(dict.fromkeys(k for k in keys if k in latest))
+    return {k: latest[k] for k in order}
 
 
 _CSV_INT_COLUMNS = ("epoch", "step")

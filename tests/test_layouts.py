@@ -6,6 +6,7 @@ import doctest
 import importlib
 import math
 import pkgutil
+import random
 from pathlib import Path
 from types import ModuleType
 
@@ -27,7 +28,7 @@ from ckptlab.layouts import (
     sort_checkpoints,
     stage,
 )
-from ckptlab.runlogs import parse_lightning_metrics_csv, parse_trainer_state
+from ckptlab.runlogs import latest_metrics, parse_lightning_metrics_csv, parse_trainer_state
 
 # `doctest.testmod` finds only what a module defines, not what it re-exports, so the `ckptlab.layouts`
 # package's doctests are run module by module; every module is found, none can be left out of a list.
@@ -452,6 +453,46 @@ def test_parse_trainer_state_odd_rows() -> None:
         (None, None, "other", {}),
         (None, None, "other", {"lr": 0.1}),
     ]
+
+
+def _latest_from_rows(doc: object) -> dict[str, float]:
+    """What latest_metrics stands for: every train/eval LogRow's metrics, later rows winning."""
+    out: dict[str, float] = {}
+    for row in parse_trainer_state(doc).log_history:
+        if row.kind in ("train", "eval"):
+            out.update({k: v for k, v in row.metrics.items() if not k.endswith(("_runtime", "_per_second"))})
+    return out
+
+
+def test_latest_metrics_is_what_the_rows_give() -> None:
+    assert latest_metrics(HF_STATE) == _latest_from_rows(HF_STATE) == {
+        "grad_norm": 1.25, "learning_rate": 0.0009, "loss": 1.1, "eval_loss": 0.41, "eval_accuracy": 0.85
+    }  # fmt: skip
+    assert parse_trainer_state(HF_STATE, history=False).log_history == ()
+    rng = random.Random(7)
+    rows = [
+        lambda i: {
+            "loss": rng.random(),
+            "grad_norm": rng.random(),
+            "learning_rate": 1e-4,
+            "epoch": i,
+            "step": i,
+        },
+        lambda i: {"eval_loss": rng.random(), "eval_acc": 0.5, "eval_runtime": 1.0, "epoch": i, "step": i},
+        lambda i: {"train_runtime": 1.0, "train_loss": 0.5, "total_flos": 1e9, "step": i},
+        lambda i: {"grad_norm": rng.random(), "step": i, "extra": rng.random()},
+        lambda i: {"loss": rng.choice([None, "x", True, 3]), "eval_x": 1, "step": i},  # odd values, mixed
+        lambda i: rng.choice(["junk", 5, None, {"step": i}, {}]),
+    ]
+    for _ in range(500):
+        log = [rng.choice(rows)(i) for i in range(rng.randint(0, 40))]
+        doc = {"log_history": log}
+        assert latest_metrics(doc) == _latest_from_rows(doc), log
+        if all(
+            type(v) in (int, float) or k == "step" for e in log if isinstance(e, dict) for k, v in e.items()
+        ):
+            assert list(latest_metrics(doc)) == list(_latest_from_rows(doc))  # the same order, too
+    assert latest_metrics({"log_history": "x"}) == latest_metrics(None) == {}
 
 
 # ------------------------------------------------------------------------------------------- metrics.csv

@@ -12,9 +12,11 @@ from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import orjson
+
 from ..errors import FormatError, IncompleteError, LimitError
 from ..model import CheckpointMeta, Entry, Safety, plural
-from ..runlogs import parse_trainer_state
+from ..runlogs import latest_metrics, parse_trainer_state
 from .globals_scan import unsafe_globals_in_file
 from .limits import DEFAULT_LIMITS, Limits
 
@@ -40,15 +42,19 @@ _PART_KINDS = (
 )
 _PART_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".safetensors", ".ckpt")
 DCP_METADATA = ".metadata"  # torch.distributed.checkpoint's index of a checkpoint directory
-_THROUGHPUT = ("_runtime", "_per_second")
 
 
 def _load_json(path: Path, limits: Limits) -> Any:
     size = os.path.getsize(path)
     if size > limits.max_index_json_bytes:
         raise LimitError(str(path), f"{size}-byte JSON exceeds the cap of {limits.max_index_json_bytes}")
+    raw = path.read_bytes()
+    try:  # orjson: 5x faster on a long run's trainer_state.json (megabytes, read for every checkpoint)
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass  # NaN / Infinity (Python's json writes them: HF logs a NaN grad_norm so), huge integers...
     try:
-        return json.loads(path.read_bytes())
+        return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise FormatError(str(path), f"invalid JSON ({e})") from None
     except ValueError as e:  # e.g. an integer past int_max_str_digits
@@ -271,15 +277,12 @@ def read_hf_checkpoint(
                 Entry(name, kind, f"{m.format}, {plural(len(m.other_tensors) + m.n_tensors, 'tensor')}")
             )
     doc: Any = _load_json(path / HF_STATE, limits) if HF_STATE in names else {}
-    state = parse_trainer_state(doc)
+    state = parse_trainer_state(doc, history=False)  # its metrics: latest_metrics, without a row each
     if HF_STATE in names:
-        entries.append(
-            Entry(HF_STATE, "trainer_state", plural(len(state.log_history), "log entry", "log entries"))
-        )
-    metrics = dict(weights.metrics)
-    for row in state.log_history:  # the latest value of every train/eval metric
-        if row.kind in ("train", "eval"):
-            metrics.update({k: v for k, v in row.metrics.items() if not k.endswith(_THROUGHPUT)})
+        log = doc.get("log_history") if isinstance(doc, dict) else None
+        n_rows = len(log) if isinstance(log, list) else 0
+        entries.append(Entry(HF_STATE, "trainer_state", plural(n_rows, "log entry", "log entries")))
+    metrics = {**weights.metrics, **latest_metrics(doc)}
     if state.best_metric is not None:
         metrics["best_metric"] = state.best_metric
     step, epoch = state.global_step, state.epoch
