@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import struct
 from pathlib import Path
 
@@ -228,3 +229,14 @@ def test_accelerate_save_state_folder(tmp_path: Path) -> None:
     with Store(tmp_path / "db.sqlite") as store:
         (row,) = scan([tmp_path / "project"], store).entries  # one row, its files are parts
     assert (row.layout, row.run, row.status) == ("hf-checkpoint", str(tmp_path / "project"), "ok")
+
+
+def test_trainer_state_with_nan_is_read(hf_dir: Path) -> None:
+    # Python's json (which HF uses) writes NaN / Infinity, which strict JSON parsers refuse
+    state = json.loads((hf_dir / "trainer_state.json").read_text())
+    state["log_history"].append({"loss": float("nan"), "grad_norm": float("inf"), "step": 501})
+    (hf_dir / "trainer_state.json").write_text(json.dumps(state))
+    assert "NaN" in (hf_dir / "trainer_state.json").read_text()
+    meta = read_meta(hf_dir)
+    assert math.isnan(meta.metrics["loss"]) and meta.metrics["grad_norm"] == math.inf
+    assert meta.step == 500
