@@ -8,7 +8,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from conftest import EXPECTED
+from conftest import EXPECTED, training_checkpoint
 from ui_fixtures import backdate
 
 from ckptlab.errors import FormatError, IncompleteError
@@ -240,3 +240,49 @@ def test_trainer_state_with_nan_is_read(hf_dir: Path) -> None:
     meta = read_meta(hf_dir)
     assert math.isnan(meta.metrics["loss"]) and meta.metrics["grad_norm"] == math.inf
     assert meta.step == 500
+
+
+def _deepspeed_tag(d: Path, step: int = 500) -> Path:
+    """What HF's Trainer under DeepSpeed adds to checkpoint-N: the engine's own tag folder."""
+    tag = d / f"global_step{step}"
+    tag.mkdir()
+    sd = {k: v.half() for k, v in training_checkpoint()["model_state_dict"].items()}
+    states = {"module": sd, "global_steps": step, "ds_version": "0.14.0"}
+    torch.save(states, tag / "mp_rank_00_model_states.pt")
+    flat = torch.zeros(58)
+    torch.save({"optimizer_state_dict": {"fp32_flat_groups": [flat]}, "ds_version": "0.14.0"},
+               tag / "zero_pp_rank_0_mp_rank_00_optim_states.pt")  # fmt: skip
+    (d / "latest").write_text(f"global_step{step}")
+    (d / "zero_to_fp32.py").write_text("# DeepSpeed's conversion script\n")
+    return tag
+
+
+def test_hf_checkpoint_with_deepspeed_tag_folder(hf_dir: Path, tmp_path: Path) -> None:
+    tag = _deepspeed_tag(hf_dir)
+    meta = read_meta(hf_dir)
+    kinds = {e.name: e.kind for e in meta.entries}
+    assert kinds["global_step500/mp_rank_00_model_states.pt"] == "model_states"
+    assert kinds["global_step500/zero_pp_rank_0_mp_rank_00_optim_states.pt"] == "optimizer"
+    assert [t.name for t in meta.tensors] == ["0.bias", "0.weight", "2.bias", "2.weight"]  # model.safetensors
+    every = sorted(p for p in hf_dir.rglob("*") if p.is_file())
+    assert meta.files == tuple(str(p) for p in every)  # the tag folder's bytes count: they are on disk too
+    assert meta.size_bytes == sum(p.stat().st_size for p in every)
+    assert meta.safety.safe
+    backdate(tmp_path)
+    with Store(tmp_path / "db.sqlite") as store:
+        (row,) = scan([hf_dir.parent], store).entries
+    assert row.layout == "hf-checkpoint" and row.size_bytes == meta.size_bytes
+    assert {f[0] for f in row.files} == set(meta.files)
+    # a tampered engine file is a part like any other
+    torch.save({"module": {}, "evil": _Shell()}, tag / "mp_rank_00_model_states.pt")
+    assert read_meta(hf_dir).safety.unsafe_globals == ("posix.system",)
+
+
+def test_zero3_checkpoint_without_gathered_weights(hf_dir: Path) -> None:
+    # ZeRO-3 without stage3_gather_16bit_weights_on_model_save: no model.safetensors, the module is in the tag
+    (hf_dir / "model.safetensors").unlink()
+    _deepspeed_tag(hf_dir)
+    meta = read_meta(hf_dir)
+    assert meta.layout == "hf-checkpoint" and meta.step == 500
+    assert meta.metadata["weights"] == "global_step500/mp_rank_00_model_states.pt"
+    assert {t.dtype for t in meta.tensors} == {"float16"} and len(meta.tensors) == 4

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Collection
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -33,7 +34,8 @@ ACCELERATE_RNG = re.compile(r"random_states_\d+\.pkl")
 # what each torch.load-ed part of a checkpoint folder is, by its name (first match); a resume unpickles
 # every one of them, so every one is read and checked, named or not
 _PART_KINDS = (
-    (re.compile(r"optimizer(_\d+)?\.(pt|bin)"), "optimizer"),
+    (re.compile(r"optimizer(_\d+)?\.(pt|bin)|.*optim_states\.pt"), "optimizer"),  # + DeepSpeed's ZeRO shards
+    (re.compile(r".*model_states\.pt"), "model_states"),  # DeepSpeed's mp_rank_00_model_states.pt
     (re.compile(r"scheduler(_\d+)?\.(pt|bin)"), "scheduler"),
     (re.compile(r"rng_state.*\.pth|random_states_\d+\.pkl"), "rng_state"),
     (re.compile(re.escape(HF_ARGS)), "training_args"),
@@ -41,6 +43,8 @@ _PART_KINDS = (
     (re.compile(r"sampler(_\d+)?\.bin"), "sampler"),
 )
 _PART_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".safetensors", ".ckpt")
+# DeepSpeed's checkpoint tag folder: inside an HF checkpoint-N when the Trainer ran under DeepSpeed
+DEEPSPEED_TAG = re.compile(r"global_step\d+")
 DCP_METADATA = ".metadata"  # torch.distributed.checkpoint's index of a checkpoint directory
 
 
@@ -157,7 +161,7 @@ def read_directory(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMet
     p = str(path)
     with os.scandir(path) as it:  # listed once: the names go down to the readers
         listing = list(it)
-    layout = dir_layout({e.name for e in listing if e.is_file()})
+    layout = dir_layout({e.name for e in listing if e.is_file()}, [e.name for e in listing if e.is_dir()])
     if layout == "dcp":
         from .dcp_reader import read_dcp
 
@@ -193,12 +197,13 @@ def model_config(path: Path, names: set[str], limits: Limits) -> dict[str, Any] 
     return {k: cfg[k] for k in ("model_type", "architectures", "torch_dtype") if k in cfg}
 
 
-def dir_layout(file_names: set[str]) -> str | None:
-    """'dcp' or 'hf-checkpoint' when a directory holding these files is one checkpoint, else None. Takes the
-    names a caller already listed, so a scan lists each directory once."""
+def dir_layout(file_names: set[str], dir_names: Collection[str] = ()) -> str | None:
+    """'dcp' or 'hf-checkpoint' when a directory holding these files (and folders) is one checkpoint, else
+    None. Takes the names a caller already listed, so a scan lists each directory once. Under DeepSpeed
+    ZeRO-3 an HF checkpoint may hold its weights only in the `global_stepN/` folder."""
     if DCP_METADATA in file_names:
         return "dcp"
-    if not file_names & _WEIGHT_NAMES:
+    if not file_names & _WEIGHT_NAMES and not any(map(DEEPSPEED_TAG.fullmatch, dir_names)):
         return None
     if file_names & _TRAINER_PARTS or any(map(ACCELERATE_RNG.fullmatch, file_names)):
         return "hf-checkpoint"
@@ -235,7 +240,10 @@ def read_hf_checkpoint(
 
     if names is None:
         names = set(os.listdir(path))
+    tagged = deepspeed_files(path, names)  # "global_stepN/<file>": a resume loads these too
     weights_name = next((n for n in HF_INDEXES + HF_WEIGHTS if n in names), None)
+    if weights_name is None:  # ZeRO-3 without gathered weights: the model states file holds the module
+        weights_name = next((n for n in tagged if n.endswith("model_states.pt")), None)
     if weights_name is None:
         raise IncompleteError(str(path), "HF checkpoint directory without model weights")
     wpath = path / weights_name
@@ -249,9 +257,9 @@ def read_hf_checkpoint(
     unverified: list[str] = []
     weight_files = {weights_name, *(os.path.basename(f) for f in weights.files)}
     rng_files = []
-    for name in sorted(names):
+    for name in [*sorted(names), *tagged]:
         fp = path / name
-        kind = part_kind(name) if name not in weight_files else None
+        kind = part_kind(os.path.basename(name)) if name not in weight_files else None
         if kind == "rng_state":
             rng_files.append(name)
         if kind is not None and fp.is_file():
@@ -299,7 +307,9 @@ def read_hf_checkpoint(
     unsafe = tuple(dict.fromkeys([*(g for m in all_parts for g in m.safety.unsafe_globals), *part_unsafe]))
     read_findings = [f"{os.path.basename(m.path)}: {f}" for m in all_parts for f in m.safety.findings]
     findings = tuple(dict.fromkeys([*read_findings, *part_findings]))
-    files = tuple(sorted(str(path / n) for n in names if (path / n).is_file()))
+    files = tuple(
+        sorted([*(str(path / n) for n in names if (path / n).is_file()), *(str(path / n) for n in tagged)])
+    )
     return replace(
         weights,
         path=str(path),
@@ -319,6 +329,18 @@ def read_hf_checkpoint(
         other_tensors=tuple(t for m in parts for t in (*m.tensors, *m.other_tensors)),
         warnings=tuple(warnings),
     )
+
+
+def deepspeed_files(path: Path, names: Collection[str]) -> list[str]:
+    """The files of the DeepSpeed tag folders (`global_stepN/`) among `names`, as "global_stepN/<file>"."""
+    out = []
+    for tag in sorted(n for n in names if DEEPSPEED_TAG.fullmatch(n)):
+        try:
+            with os.scandir(path / tag) as it:
+                out += sorted(f"{tag}/{e.name}" for e in it if e.is_file())
+        except (NotADirectoryError, FileNotFoundError):
+            continue
+    return out
 
 
 def _framework(names: set[str]) -> str:

@@ -12,7 +12,7 @@ from typing import NamedTuple
 from ..errors import FormatError
 from ..formats import sniff
 from ..formats.limits import DEFAULT_LIMITS, Limits
-from ..formats.multifile import dir_layout, shard_names
+from ..formats.multifile import DEEPSPEED_TAG, dir_layout, shard_names
 from ..layouts import CHECKPOINT_SUFFIXES, debris_reason, looks_like_checkpoint_name, unfinished_save
 
 
@@ -78,8 +78,11 @@ def discover(
         links = _file_links(entries, real_root)
         files = [e for e in entries if e.is_file(follow_symlinks=False) or e.name in links]
         linked.update(links.values())
-        layout = dir_layout({e.name for e in files})
+        dirs = [e.name for e in entries if e.is_dir(follow_symlinks=False)]
+        layout = dir_layout({e.name for e in files}, dirs)
         if layout is not None:  # a DCP or HF checkpoint-N directory: one checkpoint, its files are parts
+            if layout == "hf-checkpoint" and dirs:  # DeepSpeed's global_stepN/ files are parts too
+                files += _tagged(d, dirs, real_root, errors)
             out.append(Candidate(d, layout, tuple(e.path for e in files), stats=_stat_all(files)))
             files_seen += len(files)
             continue
@@ -144,6 +147,22 @@ def discover(
         # with a name of its own (Lightning's last.ckpt -> epoch=9-step=900.ckpt) stays a row of its own
         out = [c for c in out if c.kind is None or os.path.realpath(c.path) not in linked]
     return out, files_seen
+
+
+def _tagged(d: str, dirs: list[str], real_root: str, errors: list[tuple[str, str]]) -> list[os.DirEntry[str]]:
+    """The files of the DeepSpeed tag folders (`global_stepN/`) of the HF checkpoint folder `d`."""
+    out: list[os.DirEntry[str]] = []
+    for name in dirs:
+        if DEEPSPEED_TAG.fullmatch(name):
+            try:
+                with os.scandir(os.path.join(d, name)) as it:
+                    entries = sorted(it, key=_by_name)
+            except OSError as e:
+                errors.append((os.path.join(d, name), f"cannot read directory: {e.strerror or e}"))
+                continue
+            links = _file_links(entries, real_root)
+            out += [e for e in entries if e.is_file(follow_symlinks=False) or e.name in links]
+    return out
 
 
 def _file_links(entries: Sequence[os.DirEntry[str]], real_root: str) -> dict[str, str]:
