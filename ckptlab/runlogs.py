@@ -18,8 +18,13 @@ __all__ = ["LogRow", "TrainerState", "latest_metrics", "parse_lightning_metrics_
 
 
 def _number(v: Any) -> float | None:
-    """JSON numbers only (not bools, not strings)."""
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    """JSON numbers only (not bools, not strings, not integers too big for a float)."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return None
+    try:
+        return float(v)
+    except OverflowError:  # a 400-digit integer: JSON allows it
+        return None
 
 
 def whole_number(value: float) -> int | None:
@@ -163,37 +168,51 @@ def latest_metrics(doc: Any) -> dict[str, float]:
     {'loss': 0.7, 'grad_norm': 1.0, 'eval_loss': 0.8}
     """
     log = doc.get("log_history") if isinstance(doc, Mapping) else None
-    latest: dict[str, float] = {}
     if not isinstance(log, list):
-        return latest
+        return {}
     # from the end: a key's first value found is its latest. Rows repeat a few key sets (train, eval); once
     # a key set gave every one of its metrics, its older rows add nothing and are skipped unread
+    latest: dict[str, float] = {}
     done: set[tuple[Any, ...]] = set()
     for entry in reversed(log):
-        if not isinstance(entry, Mapping):
-            continue
-        keys = tuple(entry)
-        if keys in done:
-            continue
-        numbers = {k: float(v) for k, v in entry.items() if type(v) in (int, float) and type(k) is str}
-        numbers.pop("step", None)
-        numbers.pop("epoch", None)
-        if _row_kind(numbers) not in ("train", "eval"):
-            continue
-        for k, v in numbers.items():
-            if k not in latest and not k.endswith(_THROUGHPUT):
-                latest[k] = v
-        if len(numbers) == len(keys) - ("step" in entry) - ("epoch" in entry):  # nothing skipped as odd
-            done.add(keys)
-    # in the order the metrics first appear, as a forward pass would have put them: the first row of each
-    # key set is where its keys first appear
-    order: dict[str, None] = {}
-    seen: set[tuple[Any, ...]] = set()
+        found = _row_metrics(entry, done)
+        if found is not None:
+            for k, v in found.items():
+                if k not in latest:
+                    latest[k] = v
+    # in the order a forward pass would have put them (where each first had a number), from the start,
+    # stopping once every key is placed: usually within the first few rows
+    order: dict[str, float] = {}
+    done.clear()
     for entry in log:
-        if isinstance(entry, Mapping) and (keys := tuple(entry)) not in seen:
-            seen.add(keys)
-            order.update(dict.fromkeys(k for k in keys if k in latest))
-    return {k: latest[k] for k in order}
+        if len(order) == len(latest):
+            break
+        found = _row_metrics(entry, done)
+        if found is not None:
+            for k in found:
+                if k not in order:
+                    order[k] = latest[k]
+    return order
+
+
+def _row_metrics(entry: Any, done: set[tuple[Any, ...]]) -> dict[str, float] | None:
+    """A train/eval row's metrics (numbers but step and epoch, no throughput timings), None for any other
+    row and for a row whose key set is in `done`; a key set whose every value was a number joins `done`."""
+    if not isinstance(entry, Mapping):
+        return None
+    keys = tuple(entry)
+    if keys in done:
+        return None
+    numbers = {}
+    for k, v in entry.items():
+        value = _number(v)
+        if value is not None and type(k) is str and k != "step" and k != "epoch":
+            numbers[k] = value
+    if len(numbers) == len(keys) - ("step" in entry) - ("epoch" in entry):  # nothing skipped as odd
+        done.add(keys)
+    if _row_kind(numbers) not in ("train", "eval"):
+        return None
+    return {k: v for k, v in numbers.items() if not k.endswith(_THROUGHPUT)}
 
 
 _CSV_INT_COLUMNS = ("epoch", "step")
