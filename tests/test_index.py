@@ -222,7 +222,8 @@ def test_a_shard_linked_from_outside_the_root_is_missing(tmp_path: Path) -> None
     backdate(tmp_path)
     with Store(tmp_path / "db.sqlite") as store:
         (row,) = scan([root], store).entries
-    assert (row.status, row.reason) == ("incomplete", "missing shard(s): model-00002-of-00002.safetensors")
+    why = "missing shard(s): model-00002-of-00002.safetensors (a link out of the root)"
+    assert (row.status, row.reason) == ("incomplete", why)
     # the same through a linked folder in the shard's name
     shard.unlink()
     os.symlink(tmp_path, root / "sub")
@@ -235,15 +236,22 @@ def test_a_shard_linked_from_outside_the_root_is_missing(tmp_path: Path) -> None
         (row,) = scan([root], store).entries
     assert (row.status, row.reason) == (
         "incomplete",
-        "missing shard(s): sub/model-00002-of-00002.safetensors",
+        "missing shard(s): sub/model-00002-of-00002.safetensors (a link out of the root)",
     )
     assert [Path(p).name for p, _, _ in row.files] == [index.name, "model-00001-of-00002.safetensors"]
+
+
+def _blob(blobs: Path, data: bytes) -> str:
+    """Store `data` as the hub cache does, under its sha256; returns the name."""
+    name = hashlib.sha256(data).hexdigest()
+    (blobs / name).write_bytes(data)
+    return name
 
 
 def _hub_cache(tmp_path: Path) -> Path:
     """The Hugging Face hub cache as `huggingface_hub` lays it out: content-addressed blobs, and per
     revision a snapshot folder of relative links into them (a sharded revision and a single-file one)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save, save_file
 
     repo = tmp_path / "hub" / "models--org--tiny"
     blobs = repo / "blobs"
@@ -252,21 +260,20 @@ def _hub_cache(tmp_path: Path) -> Path:
     names = list(sd)
     links: dict[str, dict[str, str]] = {"rev1": {}, "rev2": {}}
     for i, keys in enumerate((names[:2], names[2:]), 1):
-        save_file({k: sd[k] for k in keys}, str(blobs / f"shard{i}"), metadata={"format": "pt"})
-        links["rev1"][f"model-0000{i}-of-00002.safetensors"] = f"shard{i}"
+        shard = save({k: sd[k] for k in keys}, metadata={"format": "pt"})
+        links["rev1"][f"model-0000{i}-of-00002.safetensors"] = _blob(blobs, shard)
     index = {
         "metadata": {},
         "weight_map": {k: f"model-0000{1 + (k in names[2:])}-of-00002.safetensors" for k in names},
     }
-    (blobs / "index").write_text(json.dumps(index))
-    links["rev1"]["model.safetensors.index.json"] = "index"
-    save_file(sd, str(blobs / "single"), metadata={"format": "pt"})
-    links["rev2"]["model.safetensors"] = "single"
-    (blobs / "config").write_text('{"model_type": "gpt2"}')
+    links["rev1"]["model.safetensors.index.json"] = _blob(blobs, json.dumps(index).encode())
+    save_file(sd, str(tmp_path / "single"), metadata={"format": "pt"})
+    links["rev2"]["model.safetensors"] = _blob(blobs, (tmp_path / "single").read_bytes())
+    config = _blob(blobs, b'{"model_type": "gpt2"}')
     for rev, files in links.items():
         snap = repo / "snapshots" / rev
         snap.mkdir(parents=True)
-        for name, blob in {**files, "config.json": "config"}.items():
+        for name, blob in {**files, "config.json": config}.items():
             os.symlink(Path("..", "..", "blobs", blob), snap / name)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("rev2")
@@ -278,18 +285,22 @@ def test_hub_cache_lists_each_revision_once_under_its_links(tmp_path: Path) -> N
     hub = _hub_cache(tmp_path)
     repo = hub / "models--org--tiny"
     blobs = repo / "blobs"
-    (blobs / "0a1b.incomplete").write_bytes((blobs / "single").read_bytes()[:100])  # a download under way
-    (blobs / "2c3d").write_bytes((blobs / "single").read_bytes())  # a blob no snapshot links to any more
+    single_bytes = (tmp_path / "single").read_bytes()
+    (blobs / f"{'0' * 64}.incomplete").write_bytes(single_bytes[:100])  # a download under way
+    orphan = _blob(blobs, single_bytes + b" ")  # a blob no snapshot links to any more (a trailing byte)
     backdate(tmp_path)
     with Store(tmp_path / "db.sqlite") as store:
         result = scan([hub], store)
-    assert result.errors == []
+    assert result.errors == [(str(blobs / orphan), "1 trailing bytes after the last tensor")]
     got = {e.path: e for e in result.entries}
     sharded = str(repo / "snapshots" / "rev1" / "model.safetensors.index.json")
     single = str(repo / "snapshots" / "rev2" / "model.safetensors")
     # no linked blob listed a second time under its hash; the others are the repository's too
-    assert sorted(got) == [str(blobs / "0a1b.incomplete"), str(blobs / "2c3d"), sharded, single]
-    assert got[str(blobs / "0a1b.incomplete")].status == "debris" and got[str(blobs / "2c3d")].status == "ok"
+    assert sorted(got) == sorted(
+        [str(blobs / f"{'0' * 64}.incomplete"), str(blobs / orphan), sharded, single]
+    )
+    assert got[str(blobs / f"{'0' * 64}.incomplete")].status == "debris"
+    assert got[str(blobs / orphan)].status == "unreadable"
     assert got[sharded].layout == "sharded" and got[single].layout == "file"
     assert [Path(p).name for p, _, _ in got[sharded].files] == [
         "model.safetensors.index.json",
@@ -300,7 +311,32 @@ def test_hub_cache_lists_each_revision_once_under_its_links(tmp_path: Path) -> N
     assert (
         got[sharded].n_params == got[single].n_params == sum(v.numel() for v in small_state_dict().values())
     )
-    assert got[single].size_bytes == (repo / "blobs" / "single").stat().st_size  # the target's size
+    assert got[single].size_bytes == len(single_bytes)  # the target's size
+
+
+def test_links_to_files_with_names_of_their_own_keep_every_row(tmp_path: Path) -> None:
+    # only a digest-named blob is left out for its link; a link with no suffix, a hidden or .txt link, or a
+    # part of an HF folder linking to a file with a name of its own lose nothing
+    for run in ("a", "b", "c"):
+        (tmp_path / "runs" / run).mkdir(parents=True)
+        torch.save({"w": torch.ones(2)}, tmp_path / "runs" / run / "model_final")
+    os.symlink("model_final", tmp_path / "runs" / "a" / ".latest")
+    os.symlink("model_final", tmp_path / "runs" / "b" / "latest.txt")
+    os.symlink("model_final", tmp_path / "runs" / "c" / "current")
+    backdate(tmp_path)
+    with Store(tmp_path / "db.sqlite") as store:
+        result = scan([tmp_path / "runs"], store)
+    got = sorted(str(Path(e.path).relative_to(tmp_path / "runs")) for e in result.entries)
+    assert got == ["a/model_final", "b/model_final", "c/current", "c/model_final"]
+
+
+def test_a_snapshot_folder_that_is_a_trainer_checkpoint_is_of_the_repository(tmp_path: Path) -> None:
+    snap = tmp_path / "hub" / "models--org--ft" / "snapshots" / "r1"
+    write_hf_checkpoint(snap)
+    backdate(tmp_path)
+    with Store(tmp_path / "db.sqlite") as store:
+        (row,) = scan([tmp_path / "hub"], store).entries
+    assert (row.path, row.layout, row.run) == (str(snap), "hf-checkpoint", str(snap.parent.parent))
 
 
 def test_a_snapshot_folder_alone_names_the_links_it_does_not_follow(tmp_path: Path) -> None:
@@ -778,3 +814,66 @@ def test_read_concurrency_follows_waiting() -> None:
     for _ in range(10):
         flow.update(0.0)
     assert flow.now == 1
+
+
+def test_an_output_dir_with_the_final_save_still_lists_its_checkpoints(tmp_path: Path) -> None:
+    # trainer.save_model() + save_state() write the final model and state into output_dir, next to the
+    # checkpoint-N folders: those stay checkpoints of their own, and the final save is of the same run
+    out = tmp_path / "out"
+    for step in (10, 20):
+        write_hf_checkpoint(out / f"checkpoint-{step}", step=step)
+    from safetensors.torch import save_file
+
+    save_file(
+        {k: v.contiguous().clone() for k, v in small_state_dict().items()}, str(out / "model.safetensors")
+    )
+    (out / "trainer_state.json").write_text(json.dumps({"global_step": 20, "epoch": 2.0, "log_history": []}))
+    torch.save({"output_dir": str(out)}, out / "training_args.bin")
+    (out / "runs").mkdir()  # TensorBoard's folder: walked, nothing in it
+    (out / "tmp-checkpoint-30").mkdir()  # a save under way: debris, as anywhere
+    backdate(tmp_path)
+    with Store(tmp_path / "db.sqlite") as store:
+        result = scan([tmp_path], store)
+    got = {str(Path(e.path).relative_to(tmp_path)): (e.layout, e.run, e.status) for e in result.entries}
+    assert got == {
+        "out": ("hf-checkpoint", str(out), "ok"),
+        "out/checkpoint-10": ("hf-checkpoint", str(out), "ok"),
+        "out/checkpoint-20": ("hf-checkpoint", str(out), "ok"),
+        "out/tmp-checkpoint-30": ("file", str(out), "debris"),
+    }
+    assert {Path(p).name for p, _, _ in {e.path: e for e in result.entries}[str(out)].files} == {
+        "model.safetensors", "trainer_state.json", "training_args.bin"
+    }  # fmt: skip
+
+
+def test_a_scan_reads_no_part_through_a_link_out_of_its_root(tmp_path: Path) -> None:
+    # discovery follows no link out of the root; the readers of multi-file checkpoints must not either
+    outside = tmp_path / "outside"
+    (outside / "global_step9").mkdir(parents=True)
+    torch.save({"evil": _Evil()}, outside / "optimizer.pt")
+    torch.save({"module": {}, "evil": _Evil()}, outside / "global_step9" / "mp_rank_00_model_states.pt")
+    root = tmp_path / "root"
+    ck5, ck9 = write_hf_checkpoint(root / "checkpoint-5", step=5), write_hf_checkpoint(root / "checkpoint-9")
+    (ck5 / "optimizer.pt").unlink()
+    os.symlink(outside / "optimizer.pt", ck5 / "optimizer.pt")
+    os.symlink(outside / "global_step9", ck9 / "global_step9")
+    os.mkfifo(root / "checkpoint-5" / "scaler.pt")  # a FIFO under a part's name must not hang the read
+    backdate(tmp_path)
+    with Store(tmp_path / "db.sqlite") as store:
+        rows = {Path(e.path).name: e for e in scan([root], store).entries}
+    five = rows["checkpoint-5"]
+    assert five.status == "ok" and five.safe is False and five.unsafe_globals == ()  # unverified, not read
+    meta5 = five.meta or {}
+    assert "optimizer.pt: a link out of the scanned folder, not read" in meta5["warnings"]
+    assert "optimizer.pt" in meta5["safety"]["unverified"]
+    nine = rows["checkpoint-9"]  # DeepSpeed would load the linked tag folder on resume: not verified
+    assert nine.status == "ok" and nine.safe is False and nine.unsafe_globals == ()
+    assert not any("global_step9" in p for p, _, _ in nine.files)
+    assert (nine.meta or {})["safety"]["unverified"] == ["global_step9/mp_rank_00_model_states.pt"]
+    # inspect, given the folder itself, reads what its links lead to (as it reads a linked file)
+    assert read_meta(ck5).safety.unsafe_globals == ("posix.system",)
+
+
+class _Evil:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, ("echo pwned",))

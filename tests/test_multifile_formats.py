@@ -286,3 +286,34 @@ def test_zero3_checkpoint_without_gathered_weights(hf_dir: Path) -> None:
     assert meta.layout == "hf-checkpoint" and meta.step == 500
     assert meta.metadata["weights"] == "global_step500/mp_rank_00_model_states.pt"
     assert {t.dtype for t in meta.tensors} == {"float16"} and len(meta.tensors) == 4
+
+
+def test_zero3_weights_come_from_the_latest_tag(hf_dir: Path) -> None:
+    (hf_dir / "model.safetensors").unlink()
+    _deepspeed_tag(hf_dir, step=10)
+    _deepspeed_tag(hf_dir, step=20)  # writes `latest` = global_step20
+    assert read_meta(hf_dir).metadata["weights"] == "global_step20/mp_rank_00_model_states.pt"
+    (hf_dir / "latest").write_text("global_step10")
+    assert read_meta(hf_dir).metadata["weights"] == "global_step10/mp_rank_00_model_states.pt"
+    (hf_dir / "latest").unlink()  # then the highest step, by number
+    assert read_meta(hf_dir).metadata["weights"] == "global_step20/mp_rank_00_model_states.pt"
+
+
+def test_a_huge_integer_in_the_trainer_log_is_no_number(hf_dir: Path) -> None:
+    state = json.loads((hf_dir / "trainer_state.json").read_text())
+    state["log_history"].append({"loss": 10**400, "grad_norm": 2.0, "step": 501})
+    (hf_dir / "trainer_state.json").write_text(json.dumps(state))
+    meta = read_meta(hf_dir)
+    assert meta.metrics["loss"] == 0.8 and meta.metrics["grad_norm"] == 2.0
+
+
+def test_an_unexpected_reader_error_is_one_line_naming_the_file(
+    safetensors_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ckptlab.formats.safetensors_reader as st
+
+    monkeypatch.setattr(st, "_fast_parse", lambda *a: 1 / 0)
+    with pytest.raises(FormatError) as ei:
+        read_meta(safetensors_file)
+    assert ei.value.path == str(safetensors_file)
+    assert ei.value.cause == "unexpected ZeroDivisionError while reading (division by zero); please report it"

@@ -139,10 +139,11 @@ class _GcPause:
         with self.lock:
             self.readers -= 1
             if self.readers == 0 and self.reenable:
-                if promote:
+                if promote and gc.get_freeze_count() == 0:
                     # freeze + unfreeze moves every tracked object to the oldest generation, in O(1): what
                     # the block built is not traversed by the young collection that re-enabling would start
-                    # at once (3-5 ms after a scan's bookkeeping); a full collection still sees all of it
+                    # at once (3-5 ms after a scan's bookkeeping); a full collection still sees all of it.
+                    # Not when the host froze objects itself (a pre-fork server): unfreeze would thaw them
                     gc.freeze()
                     gc.unfreeze()
                 gc.enable()
@@ -169,8 +170,11 @@ gc_paused = _GcPause()
 _SMALL_FILE = 1 << 20
 
 
-def read_meta(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
+def read_meta(
+    path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS, *, within: str | None = None
+) -> CheckpointMeta:
     """Metadata of one logical checkpoint (file, sharded index, HF checkpoint dir, DCP dir), headers only.
+    `within`: a real path (a scan's root) that no part of a multi-file checkpoint may leave through a link.
 
     >>> read_meta("model.safetensors").n_params  # doctest: +SKIP
     124439808
@@ -185,11 +189,11 @@ def read_meta(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> 
             from .multifile import read_directory
 
             with gc_paused:
-                return read_directory(Path(p), limits)
+                return read_directory(Path(p), limits, within)
         if sniffed[1] < _SMALL_FILE:  # too few objects for the collector to matter
-            return read_file(p, limits, sniffed)
+            return read_file(p, limits, sniffed, within)
         with gc_paused:
-            return read_file(p, limits, sniffed)
+            return read_file(p, limits, sniffed, within)
     except CkptlabError as e:
         if e.path is None:  # inner layers raise without a path; name the file for the user
             raise type(e)(p, e.cause) from None
@@ -200,17 +204,22 @@ def read_meta(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> 
         raise FormatError(p, "structure nested too deeply") from None
     except OSError as e:
         raise FormatError(p, f"cannot read: {e.strerror or e}") from None
+    except Exception as e:  # a reader's bug met by some file: one line naming it, and a scan goes on
+        raise FormatError(p, f"unexpected {type(e).__name__} while reading ({e}); please report it") from e
 
 
 def read_file(
-    path: str | Path, limits: Limits = DEFAULT_LIMITS, sniffed: Sniffed | None = None
+    path: str | Path,
+    limits: Limits = DEFAULT_LIMITS,
+    sniffed: Sniffed | None = None,
+    within: str | None = None,
 ) -> CheckpointMeta:
     """Metadata of one file, dispatched on its content (`sniffed`: what `sniff` already found). A zip or
     pickle that cannot be read is an error that names the unsafe globals found in it: torch.load may still
     unpickle what ckptlab refuses; such an error carries what the scan found as `unsafe_globals`."""
     kind, size, head = sniffed or sniff(Path(path))
     try:
-        return _dispatch(path, kind, limits, (size, head))
+        return _dispatch(path, kind, limits, (size, head), within)
     except FormatError as e:
         if kind not in ("zip", "pickle") or isinstance(e, IncompleteError):
             raise
@@ -226,7 +235,9 @@ def read_file(
         raise err from None
 
 
-def _dispatch(path: str | Path, kind: str, limits: Limits, prefix: tuple[int, bytes]) -> CheckpointMeta:
+def _dispatch(
+    path: str | Path, kind: str, limits: Limits, prefix: tuple[int, bytes], within: str | None = None
+) -> CheckpointMeta:
     if kind == "safetensors":
         return _readers().safetensors(path, limits, prefix)
     if kind == "zip":
@@ -240,7 +251,7 @@ def _dispatch(path: str | Path, kind: str, limits: Limits, prefix: tuple[int, by
     if kind == "index-json":
         from .multifile import read_index
 
-        return read_index(Path(path), limits)
+        return read_index(Path(path), limits, within)
     raise FormatError(str(path), f"unrecognised format {kind}")  # pragma: no cover
 
 

@@ -5,10 +5,12 @@ Each part is read by its own single-file reader; this module only joins them and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-from collections.abc import Collection
+import stat
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -49,10 +51,7 @@ DCP_METADATA = ".metadata"  # torch.distributed.checkpoint's index of a checkpoi
 
 
 def _load_json(path: Path, limits: Limits) -> Any:
-    size = os.path.getsize(path)
-    if size > limits.max_index_json_bytes:
-        raise LimitError(str(path), f"{size}-byte JSON exceeds the cap of {limits.max_index_json_bytes}")
-    raw = path.read_bytes()
+    raw = _read_regular(path, limits.max_index_json_bytes)
     try:  # orjson: 5x faster on a long run's trainer_state.json (megabytes, read for every checkpoint)
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -65,6 +64,36 @@ def _load_json(path: Path, limits: Limits) -> Any:
         raise FormatError(str(path), f"invalid JSON ({str(e).split(':')[0]})") from None
     except RecursionError:
         raise FormatError(str(path), "JSON nested too deeply") from None
+
+
+def _read_regular(path: Path, cap: int) -> bytes:
+    """A regular file's bytes, up to `cap`. Opened without blocking and checked before reading: a FIFO or a
+    device under a checkpoint's name must not hang a scan."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FormatError(str(path), "not a regular file")
+        if st.st_size > cap:
+            raise LimitError(str(path), f"{st.st_size}-byte JSON exceeds the cap of {cap}")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(cap + 1)[:cap]
+    finally:
+        os.close(fd)
+
+
+def leaves(folder: Path, name: str, within: str | None) -> bool:
+    """Whether `folder/name` leads out of `within` through a link (None: no bound). A scan's checkpoint
+    folder is inside its root (discovery follows no folder link), so only links on the way are resolved."""
+    if within is None:
+        return False
+    at = folder
+    for part in PurePosixPath(name).parts:
+        at = at / part
+        if os.path.islink(at):
+            real = os.path.realpath(folder / name)
+            return not (real == within or real.startswith(within.rstrip(os.sep) + os.sep))
+    return False
 
 
 def _weight_map(doc: Any) -> dict[str, str] | None:
@@ -89,8 +118,9 @@ def _shards(wm: dict[str, str]) -> list[str]:
     return list(dict.fromkeys(wm.values()))
 
 
-def read_index(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
-    """A sharded checkpoint from its `*.index.json` (`weight_map`: tensor -> shard file)."""
+def read_index(path: Path, limits: Limits = DEFAULT_LIMITS, within: str | None = None) -> CheckpointMeta:
+    """A sharded checkpoint from its `*.index.json` (`weight_map`: tensor -> shard file). `within`: see
+    `read_meta`; a shard that leads out of it is not read."""
     from . import read_file
 
     p = str(path)
@@ -105,6 +135,9 @@ def read_index(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
             raise FormatError(p, f"shard path {name!r} escapes the checkpoint directory")
         if name.endswith(".json"):  # an index naming itself (or another index) would recurse
             raise FormatError(p, f"shard {name!r} is a JSON file, not a weights file")
+    outside = [n for n in shards if leaves(path.parent, n, within)]
+    if outside:
+        raise IncompleteError(p, f"shard {outside[0]} is a link out of the scanned folder: not read")
     missing = [n for n in shards if not (path.parent / n).is_file()]
     if missing:
         listed = ", ".join(missing[:3]) + (", …" if len(missing) > 3 else "")
@@ -155,7 +188,7 @@ def read_index(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
     )
 
 
-def read_directory(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
+def read_directory(path: Path, limits: Limits = DEFAULT_LIMITS, within: str | None = None) -> CheckpointMeta:
     """A directory that is one checkpoint: DCP (`.metadata`), HF `checkpoint-N/`, a sharded set, or a
     `save_pretrained` folder (its weights file, with the model's config)."""
     p = str(path)
@@ -168,17 +201,19 @@ def read_directory(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMet
         return read_dcp(path, limits)
     names = {e.name for e in listing}
     if layout == "hf-checkpoint":
-        return read_hf_checkpoint(path, limits, names)
+        return read_hf_checkpoint(path, limits, names, within)
     # as path.glob("*.index.json") matched (files or not; case-insensitively where the OS folds case)
     indexes = sorted(path / n for n in names if os.path.normcase(n).endswith(".index.json"))
     if len(indexes) == 1:
-        return read_index(indexes[0], limits)
+        return read_index(indexes[0], limits, within)
     weights = next((n for n in HF_WEIGHTS if n in names), None)  # safetensors first, as transformers
     if weights is not None and not indexes:
         from . import read_file
 
+        if leaves(path, weights, within):
+            raise FormatError(str(path / weights), "a link out of the scanned folder: not read")
         meta = read_file(str(path / weights), limits)
-        config = model_config(path, names, limits)
+        config = model_config(path, names, limits, within)
         return replace(meta, metadata={**meta.metadata, "model_config": config}) if config else meta
     raise FormatError(
         p,
@@ -187,11 +222,17 @@ def read_directory(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMet
     )
 
 
-def model_config(path: Path, names: set[str], limits: Limits) -> dict[str, Any] | None:
-    """What identifies the model in a folder's `config.json` (model_type, architectures, torch_dtype)."""
-    if "config.json" not in names:
+def model_config(
+    path: Path, names: set[str], limits: Limits, within: str | None = None
+) -> dict[str, Any] | None:
+    """What identifies the model in a folder's `config.json` (model_type, architectures, torch_dtype); None
+    when there is none or it cannot be read (it is not part of the checkpoint)."""
+    if "config.json" not in names or leaves(path, "config.json", within):
         return None
-    cfg = _load_json(path / "config.json", limits)
+    try:
+        cfg = _load_json(path / "config.json", limits)
+    except (FormatError, OSError):
+        return None
     if not isinstance(cfg, dict):
         return None
     return {k: cfg[k] for k in ("model_type", "architectures", "torch_dtype") if k in cfg}
@@ -230,12 +271,13 @@ def part_kind(name: str) -> str | None:
 
 
 def read_hf_checkpoint(
-    path: Path, limits: Limits = DEFAULT_LIMITS, names: set[str] | None = None
+    path: Path, limits: Limits = DEFAULT_LIMITS, names: set[str] | None = None, within: str | None = None
 ) -> CheckpointMeta:
     """HF Trainer `checkpoint-N/` (weights, optimizer.pt, scheduler.pt, rng_state*.pth, trainer_state.json)
     or Accelerate `save_state` folder (weights, optimizer.bin, scheduler.bin, random_states_N.pkl, ...): the
     weights, and every other file a resume would unpickle read as a part and checked.
-    `names`: every entry of the directory (os.listdir), when the caller has listed it."""
+    `names`: every entry of the directory (os.listdir), when the caller has listed it. `within`: see
+    `read_meta`; a part that leads out of it is not read, and the checkpoint is not called safe."""
     from . import read_file
 
     if names is None:
@@ -243,11 +285,17 @@ def read_hf_checkpoint(
     tagged = deepspeed_files(path, names)  # "global_stepN/<file>": a resume loads these too
     weights_name = next((n for n in HF_INDEXES + HF_WEIGHTS if n in names), None)
     if weights_name is None:  # ZeRO-3 without gathered weights: the model states file holds the module
-        weights_name = next((n for n in tagged if n.endswith("model_states.pt")), None)
+        states = [n for n in tagged if n.endswith("model_states.pt")]
+        weights_name = next(iter(sorted(states, key=_tag_rank(path, names))), None)
     if weights_name is None:
         raise IncompleteError(str(path), "HF checkpoint directory without model weights")
     wpath = path / weights_name
-    weights = read_index(wpath, limits) if weights_name.endswith(".index.json") else read_file(wpath, limits)
+    if leaves(path, weights_name, within):
+        raise FormatError(str(wpath), "a link out of the scanned folder: not read")
+    if weights_name.endswith(".index.json"):
+        weights = read_index(wpath, limits, within)
+    else:
+        weights = read_file(wpath, limits)
     parts: list[CheckpointMeta] = []
     entries = [Entry(weights_name, "weights", f"{weights.format}, {plural(weights.n_tensors, 'tensor')}")]
     warnings = list(weights.warnings)
@@ -262,7 +310,11 @@ def read_hf_checkpoint(
         kind = part_kind(os.path.basename(name)) if name not in weight_files else None
         if kind == "rng_state":
             rng_files.append(name)
-        if kind is not None and fp.is_file():
+        if kind is not None and leaves(path, name, within):
+            warnings.append(f"{name}: a link out of the scanned folder, not read")
+            entries.append(Entry(name, "not read", "a link out of the scanned folder"))
+            unverified.append(name)
+        elif kind is not None and fp.is_file():
             try:
                 m = read_file(fp, limits)
             except FormatError as e:
@@ -284,11 +336,12 @@ def read_hf_checkpoint(
             entries.append(
                 Entry(name, kind, f"{m.format}, {plural(len(m.other_tensors) + m.n_tensors, 'tensor')}")
             )
-    doc: Any = _load_json(path / HF_STATE, limits) if HF_STATE in names else {}
+    has_state = HF_STATE in names and not leaves(path, HF_STATE, within)
+    doc: Any = _load_json(path / HF_STATE, limits) if has_state else {}
     state = parse_trainer_state(doc, history=False)  # its metrics: latest_metrics, without a row each
-    if HF_STATE in names:
+    if has_state:
         log = doc.get("log_history") if isinstance(doc, dict) else None
-        n_rows = len(log) if isinstance(log, list) else 0
+        n_rows = sum(isinstance(e, dict) for e in log) if isinstance(log, list) else 0
         entries.append(Entry(HF_STATE, "trainer_state", plural(n_rows, "log entry", "log entries")))
     metrics = {**weights.metrics, **latest_metrics(doc)}
     if state.best_metric is not None:
@@ -300,7 +353,7 @@ def read_hf_checkpoint(
     for k in ("best_model_checkpoint", "max_steps", "num_train_epochs", "save_steps"):
         if getattr(state, k) is not None:
             meta[k] = getattr(state, k)
-    config = model_config(path, names, limits)
+    config = model_config(path, names, limits, within)
     if config is not None:
         meta["model_config"] = config
     all_parts = [weights, *parts]
@@ -331,6 +384,21 @@ def read_hf_checkpoint(
     )
 
 
+def _tag_rank(path: Path, names: Collection[str]) -> Callable[[str], tuple[bool, int, str]]:
+    """Sort key of "global_stepN/<file>" names: the tag DeepSpeed's `latest` file names first, then the
+    highest step (numerically)."""
+    latest = None
+    if "latest" in names:
+        with contextlib.suppress(FormatError, OSError):  # unreadable: the highest step then
+            latest = _read_regular(path / "latest", 256).decode("utf-8", "replace").strip()
+
+    def rank(name: str) -> tuple[bool, int, str]:
+        tag = name.split("/", 1)[0]
+        return (tag != latest, -int(tag.removeprefix("global_step")), name)
+
+    return rank
+
+
 def deepspeed_files(path: Path, names: Collection[str]) -> list[str]:
     """The files of the DeepSpeed tag folders (`global_stepN/`) among `names`, as "global_stepN/<file>"."""
     out = []
@@ -338,7 +406,7 @@ def deepspeed_files(path: Path, names: Collection[str]) -> list[str]:
         try:
             with os.scandir(path / tag) as it:
                 out += sorted(f"{tag}/{e.name}" for e in it if e.is_file())
-        except (NotADirectoryError, FileNotFoundError):
+        except OSError:  # not a folder, gone, or unreadable: discovery reports what it could not list
             continue
     return out
 

@@ -4,6 +4,7 @@ with its shards, an HF checkpoint-N or DCP directory, or debris), before anythin
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from operator import attrgetter
 from pathlib import Path
@@ -30,6 +31,7 @@ class Candidate(NamedTuple):
     # what the file's content was found to be when discovery had to look (a name with no checkpoint suffix),
     # so the reading pool need not look again; None: not looked at
     kind: str | None = None
+    run: str | None = None  # the run, when the path alone does not say it (an HF output_dir's final save)
 
 
 def _stat_all(entries: Sequence[os.DirEntry[str]]) -> tuple[os.stat_result, ...] | OSError:
@@ -59,13 +61,13 @@ def discover(
     """Every logical checkpoint under `root` and the number of files seen. Each directory is listed once.
     Symlinked directories are not followed; symlinked files only when the target stays inside the root (a
     link out of it with a checkpoint's name is reported). A file reached through a link is listed under the
-    link's name, and a target whose own name says nothing is not listed again: the Hugging Face hub cache
+    link's name; its target too, unless the target's name is a content digest: the Hugging Face hub cache
     links `snapshots/<rev>/model.safetensors` to `blobs/<sha256>`."""
     root = os.fspath(root)
     real_root = os.path.realpath(root)
     out: list[Candidate] = []
     files_seen = 0
-    linked: set[str] = set()  # real paths of the files reached through a link
+    linked: set[str] = set()  # real paths of files listed through a link (as a checkpoint or a part)
     stack = [root]
     while stack:
         d = stack.pop()
@@ -77,28 +79,42 @@ def discover(
             continue
         links = _file_links(entries, real_root)
         files = [e for e in entries if e.is_file(follow_symlinks=False) or e.name in links]
-        linked.update(links.values())
         dirs = [e.name for e in entries if e.is_dir(follow_symlinks=False)]
         layout = dir_layout({e.name for e in files}, dirs)
+        consumed: set[str] = set()
         if layout is not None:  # a DCP or HF checkpoint-N directory: one checkpoint, its files are parts
             if layout == "hf-checkpoint" and dirs:  # DeepSpeed's global_stepN/ files are parts too
-                files += _tagged(d, dirs, real_root, errors)
-            out.append(Candidate(d, layout, tuple(e.path for e in files), stats=_stat_all(files)))
+                tagged = _tagged(d, dirs, real_root, errors)
+                files += tagged
+                consumed.update(n for n in dirs if DEEPSPEED_TAG.fullmatch(n))
+            # an output_dir holding the final save next to its checkpoint-N folders: those are walked as
+            # checkpoints of their own (below), and the final save is of their run
+            run = d if any(map(_HF_STEP_DIR.fullmatch, dirs)) else None
+            out.append(Candidate(d, layout, tuple(e.path for e in files), stats=_stat_all(files), run=run))
+            linked.update(os.path.realpath(e.path) for e in files if e.is_symlink())
             files_seen += len(files)
-            continue
-        consumed: set[str] = set()
+            consumed.update(e.name for e in entries if e.name not in dirs)  # every file is a part
+        names = {e.name for e in files}
         for e in files:
-            if e.name.endswith(".index.json"):
+            if layout is None and e.name.endswith(".index.json"):
                 shards = shard_names(Path(e.path), limits)
                 if shards is None:
                     continue
-                # Path() joins as before: a shard name like "./x" must give the same part path every scan
-                here = {s: _file_inside(os.path.join(d, s), real_root) for s in shards}
-                present = tuple(str(Path(d, s)) for s, ok in here.items() if ok)
-                missing = tuple(s for s, ok in here.items() if not ok)
+                present, missing = [], []
+                for s in shards:
+                    # a name from the listing needs no syscall; other names (a folder in them, another case
+                    # on a case-folding file system) are resolved
+                    if s in names or _file_inside(os.path.join(d, s), real_root):
+                        present.append(s)  # Path() joins as before: "./x" must give the same path every scan
+                        if s in links:
+                            linked.add(links[s])
+                    else:
+                        out_of_root = os.path.lexists(os.path.join(d, s))
+                        missing.append(f"{s} (a link out of the root)" if out_of_root else s)
                 consumed.add(e.name)
                 consumed.update(shards)
-                out.append(Candidate(e.path, "sharded", (e.path, *present), missing))
+                parts = (e.path, *(str(Path(d, s)) for s in present))
+                out.append(Candidate(e.path, "sharded", parts, tuple(missing)))
         for e in entries:
             name = e.name
             if name in consumed:
@@ -132,6 +148,7 @@ def discover(
                     continue  # never follow a link out of the root (nor a link to a directory)
                 elif name not in links and not e.is_file(follow_symlinks=False):
                     continue
+                n_before = len(out)
                 if why := unfinished_save(name):
                     out.append(Candidate(e.path, "file", (e.path,), (), why, _stat_one(e)))
                 # a checkpoint suffix is enough (a broken .pt is an error row); others need checkpoint magic
@@ -141,12 +158,25 @@ def discover(
                     looks_like_checkpoint_name(name) and not name.startswith(".") and (kind := _sniff(e.path))
                 ):
                     out.append(Candidate(e.path, "file", (e.path,), (), None, _stat_one(e), kind))
+                if name in links and len(out) > n_before:
+                    linked.add(links[name])
             except OSError as err:
                 errors.append((e.path, f"cannot stat: {err.strerror or err}"))
-    if linked:  # only files found by their content (no checkpoint suffix) are left out: a link's target
-        # with a name of its own (Lightning's last.ckpt -> epoch=9-step=900.ckpt) stays a row of its own
-        out = [c for c in out if c.kind is None or os.path.realpath(c.path) not in linked]
+    if linked:  # a digest-named blob listed under a link's name is not listed again under its hash
+        out = [c for c in out if not _is_listed_blob(c.path, linked)]
     return out, files_seen
+
+
+_HF_STEP_DIR = re.compile(r"checkpoint-\d+")
+_DIGEST = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # git's sha1 and LFS's sha256: the hub cache's blob names
+
+
+def _is_listed_blob(path: str, linked: set[str]) -> bool:
+    return (
+        bool(_DIGEST.fullmatch(os.path.basename(path)))
+        and not os.path.islink(path)
+        and (os.path.realpath(path) in linked)
+    )
 
 
 def _tagged(d: str, dirs: list[str], real_root: str, errors: list[tuple[str, str]]) -> list[os.DirEntry[str]]:

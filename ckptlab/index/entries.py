@@ -20,7 +20,7 @@ def entry_of(
     """The index row of `f`: from its name alone, or from `meta` (content first, then the name, as
     `layouts.stage` puts it: a step saved in the file beats one parsed from its name)."""
     c = f.c
-    run = run_dir_of_parent(os.path.dirname(c.path))
+    run = c.run or run_dir_of_parent(os.path.dirname(c.path))
     size = sum(p[1] for p in f.files)
     if meta is None:
         name = parse_name(os.path.basename(c.path))

@@ -26,17 +26,19 @@ _NOT_HDF5_SUFFIXES = tuple(s for s in CHECKPOINT_SUFFIXES if s not in (".h5", ".
 ReadResult = CheckpointMeta | CkptlabError
 
 
-def _read_one(path: str, limits: Limits) -> ReadResult:
+def _read_one(path: str, limits: Limits, within: str | None) -> ReadResult:
     try:
-        return read_meta(path, limits)
+        return read_meta(path, limits, within=within)
     except CkptlabError as e:
         return e
 
 
-def _read_chunk(chunk: Sequence[Found], limits: Limits) -> tuple[list[ReadResult], float]:
+def _read_chunk(
+    chunk: Sequence[Found], limits: Limits, within: str | None = None
+) -> tuple[list[ReadResult], float]:
     """The chunk's results, and the share of its wall time the reading thread spent waiting (on I/O)."""
     wall, cpu = time.perf_counter(), time.thread_time()
-    out = [_read_one(f.c.path, limits) for f in chunk]
+    out = [_read_one(f.c.path, limits, within) for f in chunk]
     wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
     return out, (1.0 - cpu / wall) if wall > 0 else 0.0
 
@@ -58,10 +60,11 @@ class _Concurrency:
 
 
 def read_all(
-    todo: list[Found], limits: Limits, workers: int, progress: Progress | None
+    todo: list[Found], limits: Limits, workers: int, progress: Progress | None, within: str | None = None
 ) -> Iterator[tuple[Found, ReadResult]]:
     """Read candidates in a thread pool, yielding each with its meta or the error reading it raised; plain
-    HDF5 files go through the h5py worker in batches."""
+    HDF5 files go through the h5py worker in batches. `within`: the scan's real root, which no part of a
+    multi-file checkpoint may leave through a link."""
     total, done = len(todo), 0
     hdf5, other = [], []
     for f in todo:
@@ -92,7 +95,7 @@ def read_all(
         while chunks or pending:
             while chunks and len(pending) < flow.now:
                 chunk = chunks.popleft()
-                pending.append((chunk, pool.submit(_read_chunk, chunk, limits)))
+                pending.append((chunk, pool.submit(_read_chunk, chunk, limits, within)))
             chunk, fut = pending.popleft()  # in order, as they were submitted
             results, waited = fut.result()
             flow.update(waited)

@@ -88,7 +88,7 @@ def scan(
             plan = make_plan(candidates, stored, root, now, settle_seconds, errors)
         result.files_seen += seen
         tensors: dict[str, tuple[TensorMeta, ...]] = {}
-        for f, res in read_all(plan.to_read, limits, workers, progress):
+        for f, res in read_all(plan.to_read, limits, workers, progress, os.path.realpath(root)):
             if isinstance(res, CheckpointMeta):
                 read = entry_of(f, root, meta=res)
                 tensors[f.c.path] = res.tensors

@@ -54,12 +54,10 @@ def run_dir_of_parent(parent: str) -> str:
     ('lightning_logs/version_0', 'out')
     """
     p = Path(parent)
-    if p.name == "blobs" and p.parent.name.startswith(_HUB_REPOS):  # a blob no snapshot links to
-        return str(p.parent)
-    for ancestor in [p, *p.parents][:_CLIMB_LEVELS]:
-        snapshots = ancestor.parent
-        if snapshots.name == "snapshots" and snapshots.parent.name.startswith(_HUB_REPOS):
-            return str(snapshots.parent)
+    parts = p.parts
+    for i in range(len(parts) - 1, 0, -1):  # at any depth: a revision holds folders of its own (diffusers)
+        if parts[i] in ("snapshots", "blobs") and parts[i - 1].startswith(_HUB_REPOS):
+            return str(Path(*parts[:i]))
     start = None  # None: the checkpoint itself, whose parent is `p`
     for ancestor in [p, *p.parents][:_CLIMB_LEVELS]:
         if _is_step_dir(ancestor.name):
