@@ -302,3 +302,36 @@ def test_safetensors_fast_path_never_accepts_what_the_exact_checks_refuse() -> N
                 taken += 1
                 assert fast == _exact(edited, blen), edited
     assert taken > 100
+
+
+@pytest.mark.parametrize(
+    "raw, buffer_len, cause",
+    [
+        # 2**61 bytes are 2**64 bits: the reference counts bits in a u64
+        (b'{"a":{"dtype":"U8","shape":[2305843009213693952],"data_offsets":[0,2305843009213693952]}}',
+         2**61, "tensor 'a': shape [2305843009213693952] overflows"),
+        # the reference's checked fold overflows before it reaches the 0
+        (b'{"a":{"dtype":"U8","shape":[4611686018427387904,4611686018427387904,0],"data_offsets":[0,0]}}',
+         0, "tensor 'a': shape [4611686018427387904, 4611686018427387904, 0] overflows"),
+        # a duplicate hidden from a count of `":` by a space
+        (b'{"__metadata__":{"k":"1","k" :"2"}}', 0, "duplicate key 'k' in safetensors header"),
+    ],
+)  # fmt: skip
+def test_safetensors_limits_the_reference_sets(raw: bytes, buffer_len: int, cause: str) -> None:
+    assert st._fast_parse("m", raw, buffer_len, DEFAULT_LIMITS) is None
+    err = _exact(raw, buffer_len)
+    assert isinstance(err, FormatError) and err.cause == cause
+
+
+def test_a_long_shape_of_huge_numbers_stops_at_the_first_overflow() -> None:
+    # 100,000 dimensions of 2**63 - 1: multiplying them all out would take minutes
+    raw = (
+        b'{"a":{"dtype":"U8","shape":['
+        + b",".join([b"9223372036854775807"] * 100_000)
+        + b'],"data_offsets":[0,1]}}'
+    )
+    assert st._fast_parse("m", raw, 1, DEFAULT_LIMITS) is None
+    err = _exact(raw, 1)
+    assert isinstance(err, FormatError)
+    first = ", ".join(["9223372036854775807"] * 8)
+    assert err.cause == f"tensor 'a': shape [{first}, ... (100000 dimensions)] overflows"

@@ -58,15 +58,16 @@ def _is_scalar_utf8(s: str) -> bool:
 
 def _surely_plain(raw: bytes, header: Any) -> bool:
     """Whether the fast parse (orjson) cannot have hidden a duplicate key: JSON parsers keep the last of
-    duplicate keys silently, so every key is counted in the raw text, as `":`, and compared with the keys
-    parsed. Anything unusual (whitespace before a colon, `":` inside a name) just takes the slow, exact
-    path. orjson itself refuses unpaired surrogate escapes, NaN/Infinity and invalid UTF-8."""
+    duplicate keys silently, so the colons in the raw text are counted and compared with the keys parsed
+    (every key is followed by exactly one; a `:` inside a string only adds to the count and sends the header
+    to the slow, exact path). orjson itself refuses unpaired surrogate escapes, NaN/Infinity and invalid
+    UTF-8."""
     if type(header) is not dict:
         return True
     values = header.values()
     if set(map(type, values)) != {dict}:
         return False
-    return raw.count(b'":') == len(header) + sum(map(len, values))
+    return raw.count(b":") == len(header) + sum(map(len, values))
 
 
 def _no_constant(name: str) -> Any:
@@ -169,6 +170,8 @@ def parse_tensors(
             if type(d) is not int or d < 0:
                 _entry_error(p, name, info)
             numel *= d
+            if numel > u64 or d > u64:  # as the reference's checked fold: an overflow before a 0 counts
+                _entry_error(p, name, info)
         nbytes = numel * dtype_bits[dtype]
         if (
             type(begin) is not int
@@ -221,17 +224,22 @@ def _entry_error(p: str, name: str, info: Any) -> NoReturn:
     ):
         raise FormatError(p, f"tensor {name!r}: data_offsets must be two non-negative integers")
     begin, end = offsets
-    numel = math.prod(shape)
+    numel = 1
+    for d in shape:  # stopping at the first overflow: a long shape of huge numbers must not take long
+        numel *= d
+        if numel > _U64_MAX:
+            raise FormatError(p, f"tensor {name!r}: shape {_short(shape)} overflows")
     bits = numel * DTYPE_BITS[dtype]
     if numel > _U64_MAX or bits > _U64_MAX:
-        raise FormatError(p, f"tensor {name!r}: shape {shape} overflows")
+        raise FormatError(p, f"tensor {name!r}: shape {_short(shape)} overflows")
     if bits % 8:
         raise FormatError(p, f"tensor {name!r}: {numel} elements of {dtype} are not a whole number of bytes")
     if end < begin:
         raise FormatError(p, f"tensor {name!r}: data_offsets end {end} before begin {begin}")
     need = bits // 8
+    span = end - begin
     raise FormatError(
-        p, f"tensor {name!r}: data_offsets span {end - begin} bytes but shape {shape} {dtype} needs {need}"
+        p, f"tensor {name!r}: data_offsets span {span} bytes but shape {_short(shape)} {dtype} needs {need}"
     )
 
 
@@ -294,7 +302,7 @@ def _fast_parse(
     p: str, raw: bytes, buffer_len: int, limits: Limits
 ) -> tuple[list[TensorMeta], dict[str, str]] | None:
     """Tensors in file order and `__metadata__` for a well-formed header, or None: take the exact path."""
-    if not raw.startswith(b"{"):
+    if not raw.startswith(b"{") or buffer_len > _U64_MAX >> 3:  # the reference counts bits in a u64
         return None
     try:
         header = _DECODE_ENTRIES(raw)
@@ -311,15 +319,18 @@ def _fast_parse(
         for name, e in header.items():  # runs once per tensor of every file read: kept lean
             dtype, bits = codes[e.dtype]
             begin, end = e.data_offsets
-            nbits = math.prod(e.shape) * bits
-            if nbits & 7 or end - begin != nbits >> 3:
+            shape = e.shape
+            if len(shape) > 64:  # the product of a long shape of huge numbers takes long: the exact path
+                return None  # stops at the first overflow
+            nbits = math.prod(shape) * bits
+            if nbits & 7 or end - begin != nbits >> 3 or (not nbits and _overflows(shape)):
                 return None
             add((begin, end, new(TensorMeta, (name, e.shape, dtype, end - begin, None, loc))))
     except _NOT_TAKEN:
         return None
     keyed.sort(key=_BY_OFFSETS)
-    # contiguous from 0 to the end of the file: each begin is the previous end. The sizes are then bounded
-    # by the file's length, so no product above can have overflowed the reference's u64.
+    # contiguous from 0 to the end of the file: each begin is the previous end. Every size is then at most
+    # the data's length, whose bits fit a u64 (checked above): no product of a non-empty tensor overflowed.
     flat = list(chain.from_iterable(map(_BY_OFFSETS, keyed))) or [0, 0]
     if flat[0] != 0 or flat[-1] != buffer_len or flat[1:-1:2] != flat[2::2]:
         return None
@@ -327,6 +338,23 @@ def _fast_parse(
 
 
 _TENSOR = itemgetter(2)
+
+
+def _short(shape: list[int]) -> str:
+    """A shape for a message: a crafted one can hold a million dimensions."""
+    if len(shape) <= 8:
+        return str(shape)
+    return "[" + ", ".join(map(str, shape[:8])) + f", ... ({len(shape)} dimensions)]"
+
+
+def _overflows(shape: tuple[int, ...]) -> bool:
+    """Whether the product of `shape` passes a u64 before reaching a 0 (an empty tensor's shape)."""
+    numel = 1
+    for d in shape:
+        numel *= d
+        if numel > _U64_MAX:
+            return True
+    return False
 
 
 def _int_or_none(v: str | None) -> int | None:
