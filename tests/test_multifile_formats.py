@@ -317,3 +317,42 @@ def test_an_unexpected_reader_error_is_one_line_naming_the_file(
         read_meta(safetensors_file)
     assert ei.value.path == str(safetensors_file)
     assert ei.value.cause == "unexpected ZeroDivisionError while reading (division by zero); please report it"
+
+
+def test_fsdp_sharded_state_dict_checkpoint(tmp_path: Path) -> None:
+    # HF Trainer under FSDP with SHARDED_STATE_DICT (Accelerate's save_fsdp_model / save_fsdp_optimizer):
+    # the model and the optimizer are DCP folders inside checkpoint-N, next to the Trainer's own files
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+
+    ck = training_checkpoint()
+    d = tmp_path / "out" / "checkpoint-40"
+    d.mkdir(parents=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dcp.save({"model": ck["model_state_dict"]}, checkpoint_id=str(d / "pytorch_model_fsdp_0"))
+        dcp.save({"optimizer": ck["optimizer_state_dict"]}, checkpoint_id=str(d / "optimizer_0"))
+    torch.save(ck["scheduler_state_dict"], d / "scheduler.pt")
+    torch.save({"cpu": torch.get_rng_state()}, d / "rng_state_0.pth")
+    torch.save({"output_dir": "out"}, d / "training_args.bin")
+    (d / "trainer_state.json").write_text(json.dumps({"global_step": 40, "epoch": 1.0, "log_history": []}))
+    meta = read_meta(d)
+    assert meta.layout == "hf-checkpoint" and meta.framework == "hf-trainer" and meta.step == 40
+    assert meta.metadata["weights"] == "pytorch_model_fsdp_0" and meta.format == "torch-dcp"
+    assert [t.name for t in meta.tensors] == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    # Adam's exp_avg / exp_avg_sq / step of the 4 parameters, and the CPU RNG state
+    assert len(meta.other_tensors) == 12 + 1
+    kinds = {e.name: (e.kind, e.summary) for e in meta.entries}
+    assert kinds["optimizer_0"] == ("optimizer", "torch-dcp, 12 tensors")
+    assert kinds["scheduler.pt"][0] == "scheduler"
+    assert (meta.has_optimizer, meta.has_scheduler, meta.has_rng_state) == (True, True, True)
+    every = sorted(p for p in d.rglob("*") if p.is_file())
+    assert meta.files == tuple(str(p) for p in every) and meta.size_bytes == sum(
+        p.stat().st_size for p in every
+    )
+    assert meta.safety.safe
+    backdate(tmp_path)
+    with Store(tmp_path / "db.sqlite") as store:
+        (row,) = scan([tmp_path / "out"], store).entries  # one row: no folder of it listed on its own
+    assert (row.layout, row.status, row.size_bytes) == ("hf-checkpoint", "ok", meta.size_bytes)

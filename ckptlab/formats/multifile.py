@@ -47,6 +47,11 @@ _PART_KINDS = (
 _PART_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".safetensors", ".ckpt")
 # DeepSpeed's checkpoint tag folder: inside an HF checkpoint-N when the Trainer ran under DeepSpeed
 DEEPSPEED_TAG = re.compile(r"global_step\d+")
+# FSDP's sharded state dict as Accelerate saves it for the Trainer: DCP folders inside checkpoint-N
+FSDP_MODEL = re.compile(r"pytorch_model_fsdp_\d+")
+FSDP_PART = re.compile(r"(pytorch_model_fsdp|optimizer)_\d+")
+# the folders of an HF checkpoint whose files are its parts
+PART_FOLDER = re.compile(rf"{DEEPSPEED_TAG.pattern}|{FSDP_PART.pattern}")
 DCP_METADATA = ".metadata"  # torch.distributed.checkpoint's index of a checkpoint directory
 
 
@@ -241,10 +246,11 @@ def model_config(
 def dir_layout(file_names: set[str], dir_names: Collection[str] = ()) -> str | None:
     """'dcp' or 'hf-checkpoint' when a directory holding these files (and folders) is one checkpoint, else
     None. Takes the names a caller already listed, so a scan lists each directory once. Under DeepSpeed
-    ZeRO-3 an HF checkpoint may hold its weights only in the `global_stepN/` folder."""
+    ZeRO-3 or FSDP an HF checkpoint may hold its weights only in a folder (`global_stepN/`,
+    `pytorch_model_fsdp_0/`)."""
     if DCP_METADATA in file_names:
         return "dcp"
-    if not file_names & _WEIGHT_NAMES and not any(map(DEEPSPEED_TAG.fullmatch, dir_names)):
+    if not file_names & _WEIGHT_NAMES and not any(_WEIGHT_FOLDER.fullmatch(n) for n in dir_names):
         return None
     if file_names & _TRAINER_PARTS or any(map(ACCELERATE_RNG.fullmatch, file_names)):
         return "hf-checkpoint"
@@ -252,6 +258,7 @@ def dir_layout(file_names: set[str], dir_names: Collection[str] = ()) -> str | N
 
 
 _WEIGHT_NAMES = frozenset(HF_WEIGHTS + HF_INDEXES)
+_WEIGHT_FOLDER = re.compile(rf"{DEEPSPEED_TAG.pattern}|{FSDP_MODEL.pattern}")
 _TRAINER_PARTS = frozenset(
     {HF_STATE, HF_ARGS, *HF_OPTIMIZER, *HF_SCHEDULER, "scheduler.bin", "rng_state.pth"}
 )
@@ -283,10 +290,13 @@ def read_hf_checkpoint(
     if names is None:
         names = set(os.listdir(path))
     tagged = deepspeed_files(path, names)  # "global_stepN/<file>": a resume loads these too
+    fsdp = sorted(n for n in names if FSDP_PART.fullmatch(n) and (path / n / DCP_METADATA).is_file())
     weights_name = next((n for n in HF_INDEXES + HF_WEIGHTS if n in names), None)
     if weights_name is None:  # ZeRO-3 without gathered weights: the model states file holds the module
         states = [n for n in tagged if n.endswith("model_states.pt")]
         weights_name = next(iter(sorted(states, key=_tag_rank(path, names))), None)
+    if weights_name is None:  # FSDP's sharded state dict: the model is a DCP folder
+        weights_name = next((n for n in fsdp if FSDP_MODEL.fullmatch(n)), None)
     if weights_name is None:
         raise IncompleteError(str(path), "HF checkpoint directory without model weights")
     wpath = path / weights_name
@@ -294,6 +304,8 @@ def read_hf_checkpoint(
         raise FormatError(str(wpath), "a link out of the scanned folder: not read")
     if weights_name.endswith(".index.json"):
         weights = read_index(wpath, limits, within)
+    elif weights_name in fsdp:
+        weights = _read_dcp_part(wpath, limits)
     else:
         weights = read_file(wpath, limits)
     parts: list[CheckpointMeta] = []
@@ -308,15 +320,17 @@ def read_hf_checkpoint(
     for name in [*sorted(names), *tagged]:
         fp = path / name
         kind = part_kind(os.path.basename(name)) if name not in weight_files else None
+        if name in fsdp and name != weights_name:  # optimizer_0/: a DCP folder of the optimizer's state
+            kind = "optimizer" if name.startswith("optimizer") else "part"
         if kind == "rng_state":
             rng_files.append(name)
         if kind is not None and leaves(path, name, within):
             warnings.append(f"{name}: a link out of the scanned folder, not read")
             entries.append(Entry(name, "not read", "a link out of the scanned folder"))
             unverified.append(name)
-        elif kind is not None and fp.is_file():
+        elif kind is not None and (fp.is_file() or name in fsdp):
             try:
-                m = read_file(fp, limits)
+                m = _read_dcp_part(fp, limits) if name in fsdp else read_file(fp, limits)
             except FormatError as e:
                 # torch.load may still unpickle a part ckptlab cannot read: its globals count, and a part
                 # that could not be checked at all keeps the checkpoint from being called safe
@@ -360,8 +374,11 @@ def read_hf_checkpoint(
     unsafe = tuple(dict.fromkeys([*(g for m in all_parts for g in m.safety.unsafe_globals), *part_unsafe]))
     read_findings = [f"{os.path.basename(m.path)}: {f}" for m in all_parts for f in m.safety.findings]
     findings = tuple(dict.fromkeys([*read_findings, *part_findings]))
+    in_folders = [*tagged, *folder_files(path, fsdp)]
     files = tuple(
-        sorted([*(str(path / n) for n in names if (path / n).is_file()), *(str(path / n) for n in tagged)])
+        sorted(
+            [*(str(path / n) for n in names if (path / n).is_file()), *(str(path / n) for n in in_folders)]
+        )
     )
     return replace(
         weights,
@@ -401,14 +418,25 @@ def _tag_rank(path: Path, names: Collection[str]) -> Callable[[str], tuple[bool,
 
 def deepspeed_files(path: Path, names: Collection[str]) -> list[str]:
     """The files of the DeepSpeed tag folders (`global_stepN/`) among `names`, as "global_stepN/<file>"."""
+    return folder_files(path, sorted(n for n in names if DEEPSPEED_TAG.fullmatch(n)))
+
+
+def folder_files(path: Path, folders: Collection[str]) -> list[str]:
+    """The files directly in each of `path`'s `folders`, as "<folder>/<file>"."""
     out = []
-    for tag in sorted(n for n in names if DEEPSPEED_TAG.fullmatch(n)):
+    for folder in folders:
         try:
-            with os.scandir(path / tag) as it:
-                out += sorted(f"{tag}/{e.name}" for e in it if e.is_file())
+            with os.scandir(path / folder) as it:
+                out += sorted(f"{folder}/{e.name}" for e in it if e.is_file())
         except OSError:  # not a folder, gone, or unreadable: discovery reports what it could not list
             continue
     return out
+
+
+def _read_dcp_part(path: Path, limits: Limits) -> CheckpointMeta:
+    from .dcp_reader import read_dcp
+
+    return read_dcp(path, limits)
 
 
 def _framework(names: set[str]) -> str:

@@ -13,7 +13,7 @@ from typing import NamedTuple
 from ..errors import FormatError
 from ..formats import sniff
 from ..formats.limits import DEFAULT_LIMITS, Limits
-from ..formats.multifile import DEEPSPEED_TAG, dir_layout, shard_names
+from ..formats.multifile import PART_FOLDER, dir_layout, shard_names
 from ..layouts import CHECKPOINT_SUFFIXES, debris_reason, looks_like_checkpoint_name, unfinished_save
 
 
@@ -83,10 +83,9 @@ def discover(
         layout = dir_layout({e.name for e in files}, dirs)
         consumed: set[str] = set()
         if layout is not None:  # a DCP or HF checkpoint-N directory: one checkpoint, its files are parts
-            if layout == "hf-checkpoint" and dirs:  # DeepSpeed's global_stepN/ files are parts too
-                tagged = _tagged(d, dirs, real_root, errors)
-                files += tagged
-                consumed.update(n for n in dirs if DEEPSPEED_TAG.fullmatch(n))
+            if layout == "hf-checkpoint" and dirs:  # DeepSpeed's global_stepN/, FSDP's DCP folders: parts
+                files += _in_part_folders(d, dirs, real_root, errors)
+                consumed.update(n for n in dirs if PART_FOLDER.fullmatch(n))
             # an output_dir holding the final save next to its checkpoint-N folders: those are walked as
             # checkpoints of their own (below), and the final save is of their run
             run = d if any(map(_HF_STEP_DIR.fullmatch, dirs)) else None
@@ -179,11 +178,14 @@ def _is_listed_blob(path: str, linked: set[str]) -> bool:
     )
 
 
-def _tagged(d: str, dirs: list[str], real_root: str, errors: list[tuple[str, str]]) -> list[os.DirEntry[str]]:
-    """The files of the DeepSpeed tag folders (`global_stepN/`) of the HF checkpoint folder `d`."""
+def _in_part_folders(
+    d: str, dirs: list[str], real_root: str, errors: list[tuple[str, str]]
+) -> list[os.DirEntry[str]]:
+    """The files in the part folders (DeepSpeed's `global_stepN/`, FSDP's `pytorch_model_fsdp_0/` and
+    `optimizer_0/`) of the HF checkpoint folder `d`."""
     out: list[os.DirEntry[str]] = []
     for name in dirs:
-        if DEEPSPEED_TAG.fullmatch(name):
+        if PART_FOLDER.fullmatch(name):
             try:
                 with os.scandir(os.path.join(d, name)) as it:
                     entries = sorted(it, key=_by_name)
