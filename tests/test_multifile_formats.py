@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
 from pathlib import Path
 
@@ -356,3 +357,11 @@ def test_fsdp_sharded_state_dict_checkpoint(tmp_path: Path) -> None:
     with Store(tmp_path / "db.sqlite") as store:
         (row,) = scan([tmp_path / "out"], store).entries  # one row: no folder of it listed on its own
     assert (row.layout, row.status, row.size_bytes) == ("hf-checkpoint", "ok", meta.size_bytes)
+    # a DCP folder whose .metadata links out of the scanned folder is not read (a resume would read it)
+    elsewhere = tmp_path / "elsewhere"
+    (d / "optimizer_0").rename(elsewhere)
+    (d / "optimizer_0").mkdir()
+    os.symlink(elsewhere / ".metadata", d / "optimizer_0" / ".metadata")
+    bounded = read_meta(d, within=str(tmp_path / "out"))
+    assert {e.name: e.kind for e in bounded.entries}["optimizer_0"] == "not read"
+    assert bounded.safety.unverified == ("optimizer_0",) and not bounded.safety.safe

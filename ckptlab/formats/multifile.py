@@ -300,7 +300,12 @@ def read_hf_checkpoint(
     if weights_name is None:
         raise IncompleteError(str(path), "HF checkpoint directory without model weights")
     wpath = path / weights_name
-    if leaves(path, weights_name, within):
+
+    # what is read of a part: a file, or a DCP folder's .metadata (a link may sit at either step)
+    def read_of(name: str) -> str:
+        return f"{name}/{DCP_METADATA}" if name in fsdp else name
+
+    if leaves(path, read_of(weights_name), within):
         raise FormatError(str(wpath), "a link out of the scanned folder: not read")
     if weights_name.endswith(".index.json"):
         weights = read_index(wpath, limits, within)
@@ -324,7 +329,7 @@ def read_hf_checkpoint(
             kind = "optimizer" if name.startswith("optimizer") else "part"
         if kind == "rng_state":
             rng_files.append(name)
-        if kind is not None and leaves(path, name, within):
+        if kind is not None and leaves(path, read_of(name), within):
             warnings.append(f"{name}: a link out of the scanned folder, not read")
             entries.append(Entry(name, "not read", "a link out of the scanned folder"))
             unverified.append(name)
