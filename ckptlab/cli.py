@@ -201,13 +201,13 @@ _SAFETY_WORDS = {"safe": "safe", "unsafe": "UNSAFE", "unchecked": "-"}  # views.
 def render_entries(entries: Sequence[Any]) -> str:
     """A table of index rows: run, checkpoint, step, epoch, format, size, params, safety, status. Cells are
     escaped (`printable`) before the columns are measured, so an escaped name does not shift the others."""
-    from .index.views import checkpoint_label, safety_class
+    from .index.views import checkpoint_label, hub_repo, safety_class
 
     if not entries:
         return "no checkpoints found"
     rows = []
     for e in entries:
-        run = os.path.basename(e.run) or e.run
+        run = hub_repo(os.path.basename(e.run)) or os.path.basename(e.run) or e.run
         safe = _SAFETY_WORDS[safety_class(e)]
         status = e.status if e.status == "ok" else f"{e.status}: {e.reason}"
         cells = (

@@ -314,6 +314,16 @@ def test_hub_cache_lists_each_revision_once_under_its_links(tmp_path: Path) -> N
     assert got[single].size_bytes == len(single_bytes)  # the target's size
 
 
+def test_cli_table_names_a_hub_run_by_its_repo_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    hub = _hub_cache(tmp_path)
+    assert main(["scan", str(hub), "--db", str(tmp_path / "db.sqlite")]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:3]
+    assert sorted(r.split()[:2] for r in rows) == [
+        ["org/tiny", "snapshots/rev1/model.safetensors.index.json"],
+        ["org/tiny", "snapshots/rev2/model.safetensors"],
+    ]
+
+
 def test_links_to_files_with_names_of_their_own_keep_every_row(tmp_path: Path) -> None:
     # only a digest-named blob is left out for its link; a link with no suffix, a hidden or .txt link, or a
     # part of an HF folder linking to a file with a name of its own lose nothing

@@ -71,6 +71,28 @@ def test_run_labels_that_collide_across_roots_get_the_root_name() -> None:
     }
 
 
+def test_hub_cache_runs_are_labelled_with_their_repo_id() -> None:
+    hub = "/home/u/.cache/huggingface/hub"
+    rows = [
+        entry(
+            f"{hub}/models--org--tiny/snapshots/r1/model.safetensors", f"{hub}/models--org--tiny", root=hub
+        ),
+        entry(f"{hub}/datasets--org--set/snapshots/r1/x.pt", f"{hub}/datasets--org--set", root=hub),
+        entry(
+            "/other/models--org--tiny/snapshots/r1/model.safetensors",
+            "/other/models--org--tiny",
+            root="/other",
+        ),
+    ]
+    assert views.run_labels(rows) == {
+        f"{hub}/models--org--tiny": "hub/models--org--tiny",  # the same repo cached twice: told apart
+        f"{hub}/datasets--org--set": "datasets/org/set",
+        "/other/models--org--tiny": "other/models--org--tiny",
+    }
+    assert views.run_labels(rows[:2])[f"{hub}/models--org--tiny"] == "org/tiny"
+    assert [views.checkpoint_label(e) for e in rows[:1]] == ["snapshots/r1/model.safetensors"]
+
+
 def test_checkpoint_label_and_safety() -> None:
     assert [views.checkpoint_label(e) for e in ENTRIES] == [
         "checkpoints/epoch=1-step=64.ckpt",

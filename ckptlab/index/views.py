@@ -110,17 +110,32 @@ def run_labels(entries: Iterable[IndexEntry]) -> dict[str, str]:
     >>> e = [IndexEntry(p, run, "/a", "file", "ok", "") for p, run in pairs]
     >>> run_labels(e)
     {'/a/x': 'x', '/a': 'a'}
+
+    A Hugging Face hub cache folder is labelled with its repo id (`org/name`).
     """
     runs: dict[str, str] = {}
     for e in entries:
         runs.setdefault(e.run, e.root)
-    labels = {run: _rel(run, root) or _name(run) for run, root in runs.items()}
+    labels = {run: hub_repo(_name(run)) or _rel(run, root) or _name(run) for run, root in runs.items()}
     clashes = Counter(labels.values())
     for run, root in runs.items():
         if clashes[labels[run]] > 1:
             rel = _rel(run, root)
             labels[run] = f"{_name(root)}/{rel}" if rel else run
     return labels
+
+
+def hub_repo(name: str) -> str | None:
+    """The repo id a Hugging Face hub cache folder stands for, else None.
+
+    >>> hub_repo("models--meta-llama--Llama-3.1-8B"), hub_repo("datasets--org--set"), hub_repo("models")
+    ('meta-llama/Llama-3.1-8B', 'datasets/org/set', None)
+    """
+    kind, sep, repo = name.partition("--")
+    if not sep or not repo or kind not in ("models", "datasets", "spaces"):
+        return None
+    repo = repo.replace("--", "/")
+    return repo if kind == "models" else f"{kind}/{repo}"
 
 
 def checkpoint_label(entry: IndexEntry) -> str:
