@@ -418,12 +418,10 @@ class CommandRun:
     stderr: str
 
 
-def run_command(cmd: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = 120) -> CommandRun:
+def run_command(cmd: Sequence[str], timeout: float = 120) -> CommandRun:
     """Run a command: wall clock from spawn to exit (on timeout: child killed, TimeoutExpired raised)."""
     t0 = time.perf_counter()
-    proc = subprocess.run(
-        list(cmd), capture_output=True, timeout=timeout, env={**os.environ, **(env or {})}, cwd=REPO_ROOT
-    )
+    proc = subprocess.run(list(cmd), capture_output=True, timeout=timeout, cwd=REPO_ROOT)
     wall = time.perf_counter() - t0
     return CommandRun(
         wall, proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
@@ -449,13 +447,13 @@ runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 """
 
 
-def module_peak_rss(module: str, args: Sequence[str], env: Mapping[str, str] | None = None) -> int | None:
+def module_peak_rss(module: str, args: Sequence[str]) -> int | None:
     """Peak RSS (VmHWM, bytes) of `python -m MODULE ARGS...` in a fresh interpreter, read at exit.
 
     `ru_maxrss` from wait4 is not usable for this: Linux carries the parent's high-water mark across
     fork/vfork + exec, so a small CLI spawned by a big benchmark process would report the parent's peak.
     """
-    r = run_command([sys.executable, "-c", _HWM_WRAPPER.format(mark=MARK), module, *args], env=env)
+    r = run_command([sys.executable, "-c", _HWM_WRAPPER.format(mark=MARK), module, *args])
     return marked(r.stderr, MARK + "HWM ")
 
 

@@ -223,7 +223,6 @@ def hf_dir(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def dcp_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny torch.distributed.checkpoint directory, shared read-only (copy it before damaging it)."""
-    torch = pytest.importorskip("torch")
     dcp = pytest.importorskip("torch.distributed.checkpoint")
     d = tmp_path_factory.mktemp("dcp") / "ckpt"
     with warnings.catch_warnings():

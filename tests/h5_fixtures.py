@@ -265,11 +265,19 @@ sys.exit(serve.main())
 """
 
 
-def use_flaky_worker(monkeypatch: Any) -> None:
-    """Make the h5py client start the flaky stand-in above instead of the real worker."""
-    from ckptlab.formats.hdf5_client import launch, pool
+def worker_argv_ending_with(tail: str) -> list[str]:
+    """The worker's command line as the pool starts it, with `tail` in place of the bootstrap's last two
+    lines (which start serving)."""
+    from ckptlab.formats.hdf5_client import launch
 
     argv = launch.worker_argv()
     assert argv[2].endswith(_SERVE), "the worker bootstrap changed: update _SERVE"
-    flaky = [argv[0], "-c", argv[2][: -len(_SERVE)] + _FLAKY_SERVE, *argv[3:]]
+    return [argv[0], "-c", argv[2][: -len(_SERVE)] + tail, *argv[3:]]
+
+
+def use_flaky_worker(monkeypatch: Any) -> None:
+    """Make the h5py client start the flaky stand-in above instead of the real worker."""
+    from ckptlab.formats.hdf5_client import pool
+
+    flaky = worker_argv_ending_with(_FLAKY_SERVE)
     monkeypatch.setattr(pool, "worker_argv", lambda: flaky)

@@ -509,7 +509,6 @@ def test_inspect_metadata_never_imports_torch(env: Path) -> None:
         text=True,
         timeout=120,
         cwd=PROJECT,
-        env=os.environ.copy(),
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.splitlines()[-1]) == {

@@ -272,6 +272,9 @@ def test_safetensors_fast_path_declines_what_it_does_not_check(raw: bytes, buffe
     # the exact checks then give the answer: an error, or (a colon in a name, an extra field, a null
     # metadata, offsets past 2**63) the same kind of result the fast path would have built
     assert st._fast_parse("m", raw, buffer_len, DEFAULT_LIMITS) is None
+
+
+def test_safetensors_fast_path_takes_a_plain_header_within_the_cap() -> None:
     plain = b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
     assert st._fast_parse("m", plain, 4, DEFAULT_LIMITS) is not None
     assert st._fast_parse("m", plain, 4, Limits(max_tensors=0)) is None  # the cap is the exact path's error

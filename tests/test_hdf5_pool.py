@@ -18,6 +18,7 @@ import pytest
 from h5_fixtures import (
     CORRUPT_HDF5,
     use_flaky_worker,
+    worker_argv_ending_with,
     write_dot_keras,
     write_generic,
     write_keras2_model,
@@ -173,9 +174,7 @@ def test_worker_used_only_for_a_dataset_read_exits_by_itself(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(runner, "_IDLE_EXIT_S", 0.3)
-    path = tmp_path / "chunked.h5"
-    with h5py.File(path, "w") as f:
-        f.create_dataset("w", data=np.arange(12, dtype="<f4"), chunks=(4,), compression="gzip")
+    path = _chunked(tmp_path)
     data, _, _ = hr.read_hdf5_dataset(Hdf5Location(str(path), "/w"), DEFAULT_LIMITS)
     assert data == np.arange(12, dtype="<f4").tobytes()
     [pid] = _idle_pids()  # its only request was the dataset read
@@ -246,11 +245,17 @@ def test_worker_that_cannot_start_fails_each_file_in_a_shared_batch(
     assert [str(r) for r in results] == [f"{p}: HDF5 parser failed (exit 4: no output)" for p in many[:6]]
 
 
-def test_chunked_dataset_reads_reuse_the_worker(tmp_path: Path) -> None:
+def _chunked(tmp_path: Path) -> Path:
+    """A (3, 4) float32 dataset `w`, gzip-compressed in row chunks: read through the worker's data path."""
     path = tmp_path / "chunked.h5"
     with h5py.File(path, "w") as f:
         values = np.arange(12, dtype="<f4").reshape(3, 4)
         f.create_dataset("w", data=values, chunks=(1, 4), compression="gzip")
+    return path
+
+
+def test_chunked_dataset_reads_reuse_the_worker(tmp_path: Path) -> None:
+    path = _chunked(tmp_path)
     for _ in range(2):  # the second read reuses the worker of the first
         data, dtype, shape = hr.read_hdf5_dataset(Hdf5Location(str(path), "/w"), DEFAULT_LIMITS)
         assert (data, dtype, shape) == (np.arange(12, dtype="<f4").tobytes(), "float32", (3, 4))
@@ -264,17 +269,14 @@ def test_worker_imports_nothing_from_ckptlab() -> None:
 
     from ckptlab.formats.hdf5_client import launch
 
-    argv = launch.worker_argv()
     modules = sorted(p.stem for p in launch.WORKER_PACKAGE.glob("*.py") if p.stem != "__init__")
     assert {"serve", "walk", "dataset"} <= set(modules)
-    script = argv[2].replace(
-        "from hdf5_worker.serve import main\nsys.exit(main())\n",
+    argv = worker_argv_ending_with(
         "".join(f"import hdf5_worker.{m}\n" for m in modules if m != "__main__")
         + "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ckptlab', 'torch')))\n",
     )
-    assert script != argv[2]
     out = subprocess.run(
-        [argv[0], "-c", script, *argv[3:]],
+        argv,
         env=launch.worker_env(),
         capture_output=True,
         text=True,

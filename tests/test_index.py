@@ -15,6 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 import pytest
+from adversarial import ReduceTo
 from conftest import small_state_dict, training_checkpoint, write_hf_checkpoint, write_sharded_safetensors
 from ui_fixtures import backdate
 
@@ -251,7 +252,7 @@ def _blob(blobs: Path, data: bytes) -> str:
 def _hub_cache(tmp_path: Path) -> Path:
     """The Hugging Face hub cache as `huggingface_hub` lays it out: content-addressed blobs, and per
     revision a snapshot folder of relative links into them (a sharded revision and a single-file one)."""
-    from safetensors.torch import save, save_file
+    from safetensors.torch import save
 
     repo = tmp_path / "hub" / "models--org--tiny"
     blobs = repo / "blobs"
@@ -267,8 +268,7 @@ def _hub_cache(tmp_path: Path) -> Path:
         "weight_map": {k: f"model-0000{1 + (k in names[2:])}-of-00002.safetensors" for k in names},
     }
     links["rev1"]["model.safetensors.index.json"] = _blob(blobs, json.dumps(index).encode())
-    save_file(sd, str(tmp_path / "single"), metadata={"format": "pt"})
-    links["rev2"]["model.safetensors"] = _blob(blobs, (tmp_path / "single").read_bytes())
+    links["rev2"]["model.safetensors"] = _blob(blobs, save(sd, metadata={"format": "pt"}))
     config = _blob(blobs, b'{"model_type": "gpt2"}')
     for rev, files in links.items():
         snap = repo / "snapshots" / rev
@@ -285,7 +285,7 @@ def test_hub_cache_lists_each_revision_once_under_its_links(tmp_path: Path) -> N
     hub = _hub_cache(tmp_path)
     repo = hub / "models--org--tiny"
     blobs = repo / "blobs"
-    single_bytes = (tmp_path / "single").read_bytes()
+    single_bytes = (repo / "snapshots" / "rev2" / "model.safetensors").read_bytes()
     (blobs / f"{'0' * 64}.incomplete").write_bytes(single_bytes[:100])  # a download under way
     orphan = _blob(blobs, single_bytes + b" ")  # a blob no snapshot links to any more (a trailing byte)
     backdate(tmp_path)
@@ -860,8 +860,9 @@ def test_a_scan_reads_no_part_through_a_link_out_of_its_root(tmp_path: Path) -> 
     # discovery follows no link out of the root; the readers of multi-file checkpoints must not either
     outside = tmp_path / "outside"
     (outside / "global_step9").mkdir(parents=True)
-    torch.save({"evil": _Evil()}, outside / "optimizer.pt")
-    torch.save({"module": {}, "evil": _Evil()}, outside / "global_step9" / "mp_rank_00_model_states.pt")
+    evil = ReduceTo(os.system, "echo pwned")
+    torch.save({"evil": evil}, outside / "optimizer.pt")
+    torch.save({"module": {}, "evil": evil}, outside / "global_step9" / "mp_rank_00_model_states.pt")
     root = tmp_path / "root"
     ck5, ck9 = write_hf_checkpoint(root / "checkpoint-5", step=5), write_hf_checkpoint(root / "checkpoint-9")
     (ck5 / "optimizer.pt").unlink()
@@ -882,8 +883,3 @@ def test_a_scan_reads_no_part_through_a_link_out_of_its_root(tmp_path: Path) -> 
     assert (nine.meta or {})["safety"]["unverified"] == ["global_step9/mp_rank_00_model_states.pt"]
     # inspect, given the folder itself, reads what its links lead to (as it reads a linked file)
     assert read_meta(ck5).safety.unsafe_globals == ("posix.system",)
-
-
-class _Evil:
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        return (os.system, ("echo pwned",))

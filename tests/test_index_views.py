@@ -240,6 +240,8 @@ def test_picker_options() -> None:
     assert list(views.picker_options(ENTRIES)) == [e.path for e in ENTRIES]
     # the snapshot's labels, when given, are used as they are
     assert views.picker_options(ENTRIES, views.run_labels(ENTRIES)) == views.picker_options(ENTRIES)
+    given = views.picker_options(ENTRIES, {e.run: "X" for e in ENTRIES})
+    assert all(label.startswith("X / ") for label in given.values())
 
 
 def test_scan_report_and_lines() -> None:

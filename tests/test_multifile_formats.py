@@ -9,6 +9,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from adversarial import ReduceTo
 from conftest import EXPECTED, training_checkpoint
 from ui_fixtures import backdate
 
@@ -123,11 +124,11 @@ def test_hf_checkpoint_unreadable_parts_scanned_once(hf_dir: Path, monkeypatch: 
     (hf_dir / "optimizer.pt").write_bytes(b"\x80\x02cos\nsystem\nq\x00.")  # a pickle, not a torch file
     (hf_dir / "scheduler.pt").write_bytes(b"\x80\x02K\x01.")  # nothing unsafe, not a torch file either
     scanned: list[str] = []
-    scan = gs.unsafe_globals_in_file
+    real = gs.unsafe_globals_in_file
 
     def counting(path: Path, limits: object) -> list[str]:
         scanned.append(path.name)
-        return scan(path, limits)  # type: ignore[arg-type]
+        return real(path, limits)  # type: ignore[arg-type]
 
     monkeypatch.setattr(gs, "unsafe_globals_in_file", counting)
     monkeypatch.setattr(mf, "unsafe_globals_in_file", counting)
@@ -176,22 +177,14 @@ def test_a_save_pretrained_folder_is_its_weights_file(tmp_path: Path, safetensor
     assert meta.metadata["model_config"] == {"model_type": "mlp", "architectures": ["MLP"]}
     (d / "model.safetensors").unlink()
     (d / "config.json").unlink()
-    assert read_meta(d).path == str(d / "pytorch_model.bin") and "model_config" not in read_meta(d).metadata
-
-
-class _Shell:
-    """Pickles as a call of os.system: what a tampered part of a checkpoint folder would hold."""
-
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        import os
-
-        return (os.system, ("echo pwned",))
+    bin_only = read_meta(d)
+    assert bin_only.path == str(d / "pytorch_model.bin") and "model_config" not in bin_only.metadata
 
 
 def test_every_part_a_resume_unpickles_is_checked(hf_dir: Path) -> None:
     # HF Trainer also saves scaler.pt (AMP); a file of any torch suffix in the folder is read too
     torch.save({"scale": torch.tensor(65536.0), "growth_factor": 2.0}, hf_dir / "scaler.pt")
-    torch.save({"evil": _Shell()}, hf_dir / "extra_state.bin")
+    torch.save({"evil": ReduceTo(os.system, "echo pwned")}, hf_dir / "extra_state.bin")
     meta = read_meta(hf_dir)
     kinds = {e.name: e.kind for e in meta.entries}
     assert kinds["scaler.pt"] == "grad_scaler" and kinds["extra_state.bin"] == "part"
@@ -275,7 +268,8 @@ def test_hf_checkpoint_with_deepspeed_tag_folder(hf_dir: Path, tmp_path: Path) -
     assert row.layout == "hf-checkpoint" and row.size_bytes == meta.size_bytes
     assert {f[0] for f in row.files} == set(meta.files)
     # a tampered engine file is a part like any other
-    torch.save({"module": {}, "evil": _Shell()}, tag / "mp_rank_00_model_states.pt")
+    evil = {"module": {}, "evil": ReduceTo(os.system, "echo pwned")}
+    torch.save(evil, tag / "mp_rank_00_model_states.pt")
     assert read_meta(hf_dir).safety.unsafe_globals == ("posix.system",)
 
 
