@@ -229,7 +229,7 @@ def _st_header() -> tuple[bytes, int]:
 def _exact(raw: bytes, buffer_len: int, limits: Limits = DEFAULT_LIMITS) -> object:
     size = 8 + len(raw) + buffer_len
     try:
-        return st.parse_tensors("m", len(raw), st._parse_json("m", raw, "m"), limits, size)
+        return st.parse_tensors("m", len(raw), st._parse_json("m", raw), limits, size)
     except (FormatError, LimitError) as e:
         return e
 

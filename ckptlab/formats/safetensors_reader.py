@@ -15,13 +15,13 @@ import json
 import math
 import os
 import struct
+from collections.abc import Sequence
 from itertools import chain
 from operator import itemgetter
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 
 import msgspec
-import orjson
 
 from ..dtypes import DTYPE_BITS, SAFETENSORS_DTYPES
 from ..errors import FormatError, LimitError
@@ -56,20 +56,6 @@ def _is_scalar_utf8(s: str) -> bool:
     return True
 
 
-def _surely_plain(raw: bytes, header: Any) -> bool:
-    """Whether the fast parse (orjson) cannot have hidden a duplicate key: JSON parsers keep the last of
-    duplicate keys silently, so the colons in the raw text are counted and compared with the keys parsed
-    (every key is followed by exactly one; a `:` inside a string only adds to the count and sends the header
-    to the slow, exact path). orjson itself refuses unpaired surrogate escapes, NaN/Infinity and invalid
-    UTF-8."""
-    if type(header) is not dict:
-        return True
-    values = header.values()
-    if set(map(type, values)) != {dict}:
-        return False
-    return raw.count(b":") == len(header) + sum(map(len, values))
-
-
 def _no_constant(name: str) -> Any:
     # Python's json accepts NaN / Infinity / -Infinity; JSON (and the reference) does not
     raise ValueError(f"{name} is not JSON")
@@ -77,9 +63,10 @@ def _no_constant(name: str) -> Any:
 
 def read_raw_header(
     path: str | Path, limits: Limits = DEFAULT_LIMITS, prefix: tuple[int, bytes] | None = None
-) -> tuple[int, bytes]:
-    """(header length N, the N header bytes) of a safetensors file; validates framing only. `prefix`:
-    (file size, first bytes) already read by detection, used instead of reopening when they hold it all."""
+) -> tuple[int, bytes, int]:
+    """(header length N, the N header bytes, file size) of a safetensors file; validates framing only.
+    `prefix`: (file size, first bytes) already read by detection, used instead of reopening when they hold
+    it all."""
     p = str(path)
     size = prefix[0] if prefix else os.path.getsize(path)
     if size < 8:
@@ -87,7 +74,7 @@ def read_raw_header(
     if prefix and len(prefix[1]) >= 8:
         (n,) = struct.unpack("<Q", prefix[1][:8])
         if 8 + n <= len(prefix[1]) and n <= size - 8 and n <= limits.max_header_bytes:
-            return n, prefix[1][8 : 8 + n]
+            return n, prefix[1][8 : 8 + n], size
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8:  # the file shrank since it was sized (being rewritten?)
@@ -101,21 +88,17 @@ def read_raw_header(
             raise FormatError(
                 p, f"safetensors header length {n} runs past the end of the file ({size} bytes)"
             )
-        return n, f.read(n)
+        return n, f.read(n), size
 
 
-def _parse_json(p: str, raw: bytes, path: str | Path) -> dict[str, Any]:
+def _parse_json(p: str, raw: bytes) -> dict[str, Any]:
+    """The exact parse, for the headers `_fast_parse` does not take: duplicate keys, unpaired surrogate
+    escapes and NaN/Infinity refused, each problem named the way the reference would."""
     if not raw.startswith(b"{"):
         raise FormatError(p, "safetensors header does not start with '{'")
     try:
-        header = orjson.loads(raw)
-        if _surely_plain(raw, header):
-            return header if type(header) is dict else _not_an_object(p)
-    except (orjson.JSONDecodeError, RecursionError):
-        pass  # the exact parse below names the problem the way the reference would
-    try:
         text = raw.decode("utf-8")
-        header = json.loads(text, object_pairs_hook=_no_duplicates(path), parse_constant=_no_constant)
+        header = json.loads(text, object_pairs_hook=_no_duplicates(p), parse_constant=_no_constant)
     except UnicodeDecodeError:
         raise FormatError(p, "safetensors header is not valid UTF-8") from None
     except json.JSONDecodeError as e:
@@ -134,11 +117,10 @@ def _not_an_object(p: str) -> NoReturn:
 
 
 def parse_tensors(
-    path: str | Path, n: int, header: dict[str, Any], limits: Limits, size: int | None = None
+    path: str | Path, n: int, header: dict[str, Any], limits: Limits, size: int
 ) -> tuple[list[TensorMeta], dict[str, str]]:
     """Validate every entry against the reference rules; return tensors in file order and `__metadata__`."""
     p = str(path)
-    size = os.path.getsize(path) if size is None else size
     meta = header.get("__metadata__") or {}
     if meta and (
         not isinstance(meta, dict) or any(type(k) is not str or type(v) is not str for k, v in meta.items())
@@ -180,7 +162,6 @@ def parse_tensors(
             or nbytes & 7
             or end - begin != nbytes >> 3
             or end > u64
-            or numel > u64
             or nbytes > u64
         ):
             _entry_error(p, name, info)
@@ -224,13 +205,11 @@ def _entry_error(p: str, name: str, info: Any) -> NoReturn:
     ):
         raise FormatError(p, f"tensor {name!r}: data_offsets must be two non-negative integers")
     begin, end = offsets
-    numel = 1
-    for d in shape:  # stopping at the first overflow: a long shape of huge numbers must not take long
-        numel *= d
-        if numel > _U64_MAX:
-            raise FormatError(p, f"tensor {name!r}: shape {_short(shape)} overflows")
+    if _overflows(shape):  # stopping at the first overflow: a long shape of huge numbers must not take long
+        raise FormatError(p, f"tensor {name!r}: shape {_short(shape)} overflows")
+    numel = math.prod(shape)  # no overflow before a 0: small, or 0 from there on
     bits = numel * DTYPE_BITS[dtype]
-    if numel > _U64_MAX or bits > _U64_MAX:
+    if bits > _U64_MAX:
         raise FormatError(p, f"tensor {name!r}: shape {_short(shape)} overflows")
     if bits % 8:
         raise FormatError(p, f"tensor {name!r}: {numel} elements of {dtype} are not a whole number of bytes")
@@ -246,14 +225,13 @@ def _entry_error(p: str, name: str, info: Any) -> NoReturn:
 def read_safetensors(
     path: str | Path, limits: Limits = DEFAULT_LIMITS, prefix: tuple[int, bytes] | None = None
 ) -> CheckpointMeta:
-    n, raw = read_raw_header(path, limits, prefix)
-    size = prefix[0] if prefix else os.path.getsize(path)
+    n, raw, size = read_raw_header(path, limits, prefix)
     p = str(path)
     fast = _fast_parse(p, raw, size - 8 - n, limits)
     if fast is not None:
         tensors, meta = fast
     else:  # anything unusual: the exact checks, which name what is wrong
-        tensors, meta = parse_tensors(path, n, _parse_json(p, raw, path), limits, size)
+        tensors, meta = parse_tensors(path, n, _parse_json(p, raw), limits, size)
     entries, step, epoch = (), None, None
     if meta:
         entries = (Entry("__metadata__", "dict", plural(len(meta), "string key")),)
@@ -347,7 +325,7 @@ def _short(shape: list[int]) -> str:
     return "[" + ", ".join(map(str, shape[:8])) + f", ... ({len(shape)} dimensions)]"
 
 
-def _overflows(shape: tuple[int, ...]) -> bool:
+def _overflows(shape: Sequence[int]) -> bool:
     """Whether the product of `shape` passes a u64 before reaching a 0 (an empty tensor's shape)."""
     numel = 1
     for d in shape:
