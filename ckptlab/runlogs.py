@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["LogRow", "TrainerState", "latest_metrics", "parse_lightning_metrics_csv", "parse_trainer_state"]
+__all__ = [
+    "LogRow",
+    "TrainerState",
+    "latest_metrics",
+    "log_length",
+    "parse_lightning_metrics_csv",
+    "parse_trainer_state",
+]
 
 
 def _number(v: Any) -> float | None:
@@ -125,11 +132,7 @@ def parse_trainer_state(doc: Any, history: bool = True) -> TrainerState:
     for entry in log if isinstance(log, list) else ():
         if not isinstance(entry, Mapping):
             continue
-        metrics = {}
-        for k, v in entry.items():
-            value = _number(v)
-            if isinstance(k, str) and k not in ("step", "epoch") and value is not None:
-                metrics[k] = value
+        metrics = _row_numbers(entry)
         rows.append(
             LogRow(
                 _integer(entry.get("step")),
@@ -195,6 +198,22 @@ def latest_metrics(doc: Any) -> dict[str, float]:
     return order
 
 
+def _row_numbers(entry: Mapping[Any, Any]) -> dict[str, float]:
+    """Every number a log row holds, but its step and epoch."""
+    out = {}
+    for k, v in entry.items():
+        value = _number(v)
+        if value is not None and isinstance(k, str) and k != "step" and k != "epoch":
+            out[k] = value
+    return out
+
+
+def log_length(doc: Any) -> int:
+    """How many rows (JSON objects) the `log_history` of a parsed `trainer_state.json` holds."""
+    log = doc.get("log_history") if isinstance(doc, Mapping) else None
+    return sum(isinstance(e, Mapping) for e in log) if isinstance(log, list) else 0
+
+
 def _row_metrics(entry: Any, done: set[tuple[Any, ...]]) -> dict[str, float] | None:
     """A train/eval row's metrics (numbers but step and epoch, no throughput timings), None for any other
     row and for a row whose key set is in `done`; a key set whose every value was a number joins `done`."""
@@ -203,11 +222,7 @@ def _row_metrics(entry: Any, done: set[tuple[Any, ...]]) -> dict[str, float] | N
     keys = tuple(entry)
     if keys in done:
         return None
-    numbers = {}
-    for k, v in entry.items():
-        value = _number(v)
-        if value is not None and type(k) is str and k != "step" and k != "epoch":
-            numbers[k] = value
+    numbers = _row_numbers(entry)
     if len(numbers) == len(keys) - ("step" in entry) - ("epoch" in entry):  # nothing skipped as odd
         done.add(keys)
     if _row_kind(numbers) not in ("train", "eval"):

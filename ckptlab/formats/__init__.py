@@ -40,7 +40,8 @@ def detect_file(path: Path) -> str:
 
 Sniffed = tuple[str, int, bytes]  # (kind, size, first bytes)
 
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+# no blocking on a FIFO (it is refused as not a regular file once open); binary on Windows
+OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
 
 
 def sniff(path: Path) -> Sniffed:
@@ -61,7 +62,7 @@ def _probe(p: str) -> Sniffed | None:
     file object, and no separate stat: this runs once per file of a scan. O_NONBLOCK: a FIFO must not block
     the open (it is refused as not a regular file). Raises OSError (FileNotFoundError...)."""
     try:
-        fd = os.open(p, _OPEN_FLAGS)
+        fd = os.open(p, OPEN_FLAGS)
     except (IsADirectoryError, PermissionError):  # where directories cannot be opened (Windows)
         if os.path.isdir(p):
             return None

@@ -19,7 +19,8 @@ import orjson
 
 from ..errors import FormatError, IncompleteError, LimitError
 from ..model import CheckpointMeta, Entry, Safety, plural
-from ..runlogs import latest_metrics, parse_trainer_state
+from ..runlogs import latest_metrics, log_length, parse_trainer_state
+from . import OPEN_FLAGS
 from .globals_scan import unsafe_globals_in_file
 from .limits import DEFAULT_LIMITS, Limits
 
@@ -33,13 +34,17 @@ HF_ARGS = "training_args.bin"
 # Accelerate's `save_state` folder (accelerate.utils.constants): model.safetensors, optimizer.bin,
 # scheduler.bin, random_states_<process>.pkl, scaler.pt, sampler.bin; a second model/optimizer is `_1`
 ACCELERATE_RNG = re.compile(r"random_states_\d+\.pkl")
+ACCELERATE_SCHEDULER = "scheduler.bin"
+HF_RNG = re.compile(r"rng_state.*\.pth")  # rng_state.pth, rng_state_<process>.pth
+# the Trainer's own names, which Accelerate's save_state never writes
+_TRAINER_ONLY = frozenset({HF_STATE, HF_ARGS, "optimizer.pt", "scheduler.pt"})
 # what each torch.load-ed part of a checkpoint folder is, by its name (first match); a resume unpickles
 # every one of them, so every one is read and checked, named or not
 _PART_KINDS = (
     (re.compile(r"optimizer(_\d+)?\.(pt|bin)|.*optim_states\.pt"), "optimizer"),  # + DeepSpeed's ZeRO shards
     (re.compile(r".*model_states\.pt"), "model_states"),  # DeepSpeed's mp_rank_00_model_states.pt
     (re.compile(r"scheduler(_\d+)?\.(pt|bin)"), "scheduler"),
-    (re.compile(r"rng_state.*\.pth|random_states_\d+\.pkl"), "rng_state"),
+    (re.compile(f"{HF_RNG.pattern}|{ACCELERATE_RNG.pattern}"), "rng_state"),
     (re.compile(re.escape(HF_ARGS)), "training_args"),
     (re.compile(r"scaler(_\d+)?\.pt"), "grad_scaler"),
     (re.compile(r"sampler(_\d+)?\.bin"), "sampler"),
@@ -74,7 +79,7 @@ def _load_json(path: Path, limits: Limits) -> Any:
 def _read_regular(path: Path, cap: int) -> bytes:
     """A regular file's bytes, up to `cap`. Opened without blocking and checked before reading: a FIFO or a
     device under a checkpoint's name must not hang a scan."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    fd = os.open(path, OPEN_FLAGS)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -82,7 +87,7 @@ def _read_regular(path: Path, cap: int) -> bytes:
         if st.st_size > cap:
             raise LimitError(str(path), f"{st.st_size}-byte JSON exceeds the cap of {cap}")
         with os.fdopen(fd, "rb", closefd=False) as f:
-            return f.read(cap + 1)[:cap]
+            return f.read(cap)  # a file grown since the fstat is cut at the cap (and fails to parse)
     finally:
         os.close(fd)
 
@@ -96,9 +101,18 @@ def leaves(folder: Path, name: str, within: str | None) -> bool:
     for part in PurePosixPath(name).parts:
         at = at / part
         if os.path.islink(at):
-            real = os.path.realpath(folder / name)
-            return not (real == within or real.startswith(within.rstrip(os.sep) + os.sep))
+            return not inside(os.path.realpath(folder / name), within)
     return False
+
+
+def inside(path: str, root: str) -> bool:
+    """Whether the real path `path` is `root` or lies under it (both resolved, no syscall here)."""
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _refuse_outside(folder: Path, name: str, within: str | None) -> None:
+    if leaves(folder, name, within):
+        raise FormatError(str(folder / name), "a link out of the scanned folder: not read")
 
 
 def _weight_map(doc: Any) -> dict[str, str] | None:
@@ -215,8 +229,7 @@ def read_directory(path: Path, limits: Limits = DEFAULT_LIMITS, within: str | No
     if weights is not None and not indexes:
         from . import read_file
 
-        if leaves(path, weights, within):
-            raise FormatError(str(path / weights), "a link out of the scanned folder: not read")
+        _refuse_outside(path, weights, within)
         meta = read_file(str(path / weights), limits)
         config = model_config(path, names, limits, within)
         return replace(meta, metadata={**meta.metadata, "model_config": config}) if config else meta
@@ -260,7 +273,7 @@ def dir_layout(file_names: set[str], dir_names: Collection[str] = ()) -> str | N
 _WEIGHT_NAMES = frozenset(HF_WEIGHTS + HF_INDEXES)
 _WEIGHT_FOLDER = re.compile(rf"{DEEPSPEED_TAG.pattern}|{FSDP_MODEL.pattern}")
 _TRAINER_PARTS = frozenset(
-    {HF_STATE, HF_ARGS, *HF_OPTIMIZER, *HF_SCHEDULER, "scheduler.bin", "rng_state.pth"}
+    {HF_STATE, HF_ARGS, *HF_OPTIMIZER, *HF_SCHEDULER, ACCELERATE_SCHEDULER, "rng_state.pth"}
 )
 
 
@@ -294,7 +307,7 @@ def read_hf_checkpoint(
     weights_name = next((n for n in HF_INDEXES + HF_WEIGHTS if n in names), None)
     if weights_name is None:  # ZeRO-3 without gathered weights: the model states file holds the module
         states = [n for n in tagged if n.endswith("model_states.pt")]
-        weights_name = next(iter(sorted(states, key=_tag_rank(path, names))), None)
+        weights_name = min(states, key=_tag_rank(path, names), default=None)
     if weights_name is None:  # FSDP's sharded state dict: the model is a DCP folder
         weights_name = next((n for n in fsdp if FSDP_MODEL.fullmatch(n)), None)
     if weights_name is None:
@@ -305,8 +318,7 @@ def read_hf_checkpoint(
     def read_of(name: str) -> str:
         return f"{name}/{DCP_METADATA}" if name in fsdp else name
 
-    if leaves(path, read_of(weights_name), within):
-        raise FormatError(str(wpath), "a link out of the scanned folder: not read")
+    _refuse_outside(path, read_of(weights_name), within)
     if weights_name.endswith(".index.json"):
         weights = read_index(wpath, limits, within)
     elif weights_name in fsdp:
@@ -316,19 +328,17 @@ def read_hf_checkpoint(
     parts: list[CheckpointMeta] = []
     entries = [Entry(weights_name, "weights", f"{weights.format}, {plural(weights.n_tensors, 'tensor')}")]
     warnings = list(weights.warnings)
-    has_opt = has_sched = False
+    has_opt = has_sched = has_rng = False
     part_unsafe: list[str] = []
     part_findings: list[str] = []
     unverified: list[str] = []
     weight_files = {weights_name, *(os.path.basename(f) for f in weights.files)}
-    rng_files = []
     for name in [*sorted(names), *tagged]:
         fp = path / name
         kind = part_kind(os.path.basename(name)) if name not in weight_files else None
         if name in fsdp and name != weights_name:  # optimizer_0/: a DCP folder of the optimizer's state
             kind = "optimizer" if name.startswith("optimizer") else "part"
-        if kind == "rng_state":
-            rng_files.append(name)
+        has_rng = has_rng or kind == "rng_state"
         if kind is not None and leaves(path, read_of(name), within):
             warnings.append(f"{name}: a link out of the scanned folder, not read")
             entries.append(Entry(name, "not read", "a link out of the scanned folder"))
@@ -359,8 +369,7 @@ def read_hf_checkpoint(
     doc: Any = _load_json(path / HF_STATE, limits) if has_state else {}
     state = parse_trainer_state(doc, history=False)  # its metrics: latest_metrics, without a row each
     if has_state:
-        log = doc.get("log_history") if isinstance(doc, dict) else None
-        n_rows = sum(isinstance(e, dict) for e in log) if isinstance(log, list) else 0
+        n_rows = log_length(doc)
         entries.append(Entry(HF_STATE, "trainer_state", plural(n_rows, "log entry", "log entries")))
     metrics = {**weights.metrics, **latest_metrics(doc)}
     if state.best_metric is not None:
@@ -394,7 +403,7 @@ def read_hf_checkpoint(
         metrics=metrics,
         has_optimizer=has_opt,
         has_scheduler=has_sched,
-        has_rng_state=bool(rng_files),
+        has_rng_state=has_rng,
         metadata=meta,
         entries=tuple(entries),
         safety=Safety(unsafe, findings, tuple(unverified)),
@@ -446,7 +455,4 @@ def _read_dcp_part(path: Path, limits: Limits) -> CheckpointMeta:
 
 def _framework(names: set[str]) -> str:
     """'hf-trainer' for a Trainer's checkpoint-N (its own file names), else 'accelerate' (save_state)."""
-    trainer = {HF_STATE, HF_ARGS, "optimizer.pt", "scheduler.pt"}
-    if names & trainer or any(n.startswith("rng_state") for n in names):
-        return "hf-trainer"
-    return "accelerate"
+    return "hf-trainer" if names & _TRAINER_ONLY or any(map(HF_RNG.fullmatch, names)) else "accelerate"
