@@ -94,14 +94,11 @@ def render_inspect(meta: CheckpointMeta, limit: int | None = 40) -> str:
         lines.append("  dtypes    " + ", ".join(f"{k} {human_count(v)}" for k, v in meta.dtypes.items()))
     at = stage(meta.path, meta.step, meta.epoch, meta.metrics)  # as the index shows it: content, then name
 
-    def named(field: str) -> str:
-        return " (from the name)" if field in at.from_name else ""
-
-    step = "-" if at.step is None else f"{at.step}{named('step')}"
-    epoch = "-" if at.epoch is None else f"{at.epoch}{named('epoch')}"
+    step = "-" if at.step is None else f"{at.step}{at.note('step')}"
+    epoch = "-" if at.epoch is None else f"{at.epoch}{at.note('epoch')}"
     lines.append(f"  step      {step}   epoch {epoch}")
     if at.metrics:
-        lines.append("  metrics   " + ", ".join(f"{k}={v:.6g}{named(k)}" for k, v in at.metrics.items()))
+        lines.append("  metrics   " + ", ".join(f"{k}={v:.6g}{at.note(k)}" for k, v in at.metrics.items()))
     flags = {"optimizer": meta.has_optimizer, "scheduler": meta.has_scheduler, "rng": meta.has_rng_state}
     lines.append("  state     " + "  ".join(f"{k} {'yes' if v else 'no'}" for k, v in flags.items()))
     if meta.safety.safe:
@@ -201,13 +198,13 @@ _SAFETY_WORDS = {"safe": "safe", "unsafe": "UNSAFE", "unchecked": "-"}  # views.
 def render_entries(entries: Sequence[Any]) -> str:
     """A table of index rows: run, checkpoint, step, epoch, format, size, params, safety, status. Cells are
     escaped (`printable`) before the columns are measured, so an escaped name does not shift the others."""
-    from .index.views import checkpoint_label, hub_repo, safety_class
+    from .index.views import checkpoint_label, run_name, safety_class
 
     if not entries:
         return "no checkpoints found"
     rows = []
     for e in entries:
-        run = hub_repo(os.path.basename(e.run)) or os.path.basename(e.run) or e.run
+        run = run_name(e.run)
         safe = _SAFETY_WORDS[safety_class(e)]
         status = e.status if e.status == "ok" else f"{e.status}: {e.reason}"
         cells = (

@@ -69,10 +69,11 @@ def _parse_index(spec: str) -> int:
 
 
 def available_devices() -> list[str]:
-    """Device choices for a UI: 'auto', 'cpu', then every CUDA device."""
+    """Device choices for a UI: 'auto', 'cpu', then with CUDA 'cuda' (the current device) and every
+    'cuda:N'."""
     torch = _torch()
     n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return ["auto", "cpu", *(f"cuda:{i}" for i in range(n))]
+    return ["auto", "cpu", *(["cuda"] if n else []), *(f"cuda:{i}" for i in range(n))]
 
 
 def torch_dtype(name: str) -> torch.dtype:

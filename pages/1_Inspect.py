@@ -77,8 +77,7 @@ with st.container(horizontal=True):
     if meta.other_tensors:
         st.badge(f"{len(meta.other_tensors):,} non-model tensors", color="blue")
     for k, v in at.metrics.items():
-        named = " (from the name)" if k in at.from_name else ""
-        st.badge(f"{k} = {v:.4g}{named}", color="violet")
+        st.badge(f"{k} = {v:.4g}{at.note(k)}", color="violet")
 for w in meta.warnings:
     st.warning(ui.md_escape(w), icon=":material/warning:")
 
@@ -178,7 +177,7 @@ with t_stats:
         if st.session_state.get("_stats_request") == request:
             try:
                 with st.spinner(f"Loading {name} on {device}…"):
-                    stats, hist = ui.load_stats(meta, name, device, int(bins), sig)
+                    stats, hist = ui.load_stats(meta, name, sig, device, int(bins))
             except Exception as e:  # CkptlabError (device, dtype), or torch itself: one line, no traceback
                 ui.show_error(e)
             else:

@@ -13,8 +13,15 @@ from typing import NamedTuple
 from ..errors import FormatError
 from ..formats import sniff
 from ..formats.limits import DEFAULT_LIMITS, Limits
-from ..formats.multifile import PART_FOLDER, dir_layout, shard_names
-from ..layouts import CHECKPOINT_SUFFIXES, debris_reason, looks_like_checkpoint_name, unfinished_save
+from ..formats.multifile import PART_FOLDER, dir_layout, inside, shard_names
+from ..layouts import (
+    CHECKPOINT_SUFFIXES,
+    HF_CHECKPOINT_DIR,
+    debris_reason,
+    looks_like_checkpoint_name,
+    run_dir_of_parent,
+    unfinished_save,
+)
 
 
 class Candidate(NamedTuple):
@@ -48,10 +55,6 @@ def _stat_one(entry: os.DirEntry[str]) -> tuple[os.stat_result] | OSError:
         return err
 
 
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
 _by_name = attrgetter("name")
 
 
@@ -77,25 +80,26 @@ def discover(
         except OSError as e:
             errors.append((d, f"cannot read directory: {e.strerror or e}"))
             continue
-        links = _file_links(entries, real_root)
+        targets = _link_targets(entries)
+        links = _file_links(targets, real_root)
         files = [e for e in entries if e.is_file(follow_symlinks=False) or e.name in links]
-        dirs = [e.name for e in entries if e.is_dir(follow_symlinks=False)]
+        dirs = {e.name for e in entries if e.is_dir(follow_symlinks=False)}
         layout = dir_layout({e.name for e in files}, dirs)
         consumed: set[str] = set()
         if layout is not None:  # a DCP or HF checkpoint-N directory: one checkpoint, its files are parts
-            if layout == "hf-checkpoint" and dirs:  # DeepSpeed's global_stepN/, FSDP's DCP folders: parts
-                files += _in_part_folders(d, dirs, real_root, errors)
+            if layout == "hf-checkpoint":  # DeepSpeed's global_stepN/, FSDP's DCP folders: parts too
+                files += _in_part_folders(d, sorted(dirs), real_root, errors)
                 consumed.update(n for n in dirs if PART_FOLDER.fullmatch(n))
             # an output_dir holding the final save next to its checkpoint-N folders: those are walked as
-            # checkpoints of their own (below), and the final save is of their run
-            run = d if any(map(_HF_STEP_DIR.fullmatch, dirs)) else None
+            # checkpoints of their own (below), and the final save is of the same run as they are
+            run = run_dir_of_parent(d) if any(map(HF_CHECKPOINT_DIR.match, dirs)) else None
             out.append(Candidate(d, layout, tuple(e.path for e in files), stats=_stat_all(files), run=run))
             linked.update(os.path.realpath(e.path) for e in files if e.is_symlink())
             files_seen += len(files)
             consumed.update(e.name for e in entries if e.name not in dirs)  # every file is a part
         names = {e.name for e in files}
-        for e in files:
-            if layout is None and e.name.endswith(".index.json"):
+        for e in files if layout is None else ():
+            if e.name.endswith(".index.json"):
                 shards = shard_names(Path(e.path), limits)
                 if shards is None:
                     continue
@@ -103,7 +107,7 @@ def discover(
                 for s in shards:
                     # a name from the listing needs no syscall; other names (a folder in them, another case
                     # on a case-folding file system) are resolved
-                    if s in names or _file_inside(os.path.join(d, s), real_root):
+                    if s in names or _fileinside(os.path.join(d, s), real_root):
                         present.append(s)  # Path() joins as before: "./x" must give the same path every scan
                         if s in links:
                             linked.add(links[s])
@@ -128,7 +132,7 @@ def discover(
                     continue
                 files_seen += 1
                 if e.is_symlink() and name not in links:
-                    target = os.path.realpath(e.path)
+                    target = targets[name]
                     if not os.path.exists(target):
                         if looks_like_checkpoint_name(name):
                             why = debris_reason(
@@ -162,24 +166,24 @@ def discover(
             except OSError as err:
                 errors.append((e.path, f"cannot stat: {err.strerror or err}"))
     if linked:  # a digest-named blob listed under a link's name is not listed again under its hash
-        out = [c for c in out if not _is_listed_blob(c.path, linked)]
+        # discovery follows no folder link, so a file's real path is the root's plus the rest of its path
+        out = [
+            c
+            for c in out
+            if not (
+                _DIGEST.fullmatch(os.path.basename(c.path))
+                and not os.path.islink(c.path)
+                and os.path.join(real_root, os.path.relpath(c.path, root)) in linked
+            )
+        ]
     return out, files_seen
 
 
-_HF_STEP_DIR = re.compile(r"checkpoint-\d+")
 _DIGEST = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # git's sha1 and LFS's sha256: the hub cache's blob names
 
 
-def _is_listed_blob(path: str, linked: set[str]) -> bool:
-    return (
-        bool(_DIGEST.fullmatch(os.path.basename(path)))
-        and not os.path.islink(path)
-        and (os.path.realpath(path) in linked)
-    )
-
-
 def _in_part_folders(
-    d: str, dirs: list[str], real_root: str, errors: list[tuple[str, str]]
+    d: str, dirs: Sequence[str], real_root: str, errors: list[tuple[str, str]]
 ) -> list[os.DirEntry[str]]:
     """The files in the part folders (DeepSpeed's `global_stepN/`, FSDP's `pytorch_model_fsdp_0/` and
     `optimizer_0/`) of the HF checkpoint folder `d`."""
@@ -192,25 +196,24 @@ def _in_part_folders(
             except OSError as e:
                 errors.append((os.path.join(d, name), f"cannot read directory: {e.strerror or e}"))
                 continue
-            links = _file_links(entries, real_root)
+            links = _file_links(_link_targets(entries), real_root)
             out += [e for e in entries if e.is_file(follow_symlinks=False) or e.name in links]
     return out
 
 
-def _file_links(entries: Sequence[os.DirEntry[str]], real_root: str) -> dict[str, str]:
-    """name -> real path, for the entries that are symlinks to regular files inside the root."""
-    out: dict[str, str] = {}
-    for e in entries:
-        if e.is_symlink():
-            target = os.path.realpath(e.path)
-            if _inside(target, real_root) and os.path.isfile(target):
-                out[e.name] = target
-    return out
+def _link_targets(entries: Sequence[os.DirEntry[str]]) -> dict[str, str]:
+    """name -> real path, for the entries that are symlinks (resolved once per listing)."""
+    return {e.name: os.path.realpath(e.path) for e in entries if e.is_symlink()}
 
 
-def _file_inside(path: str, real_root: str) -> bool:
+def _file_links(targets: dict[str, str], real_root: str) -> dict[str, str]:
+    """The links of `targets` that lead to regular files inside the root."""
+    return {n: t for n, t in targets.items() if inside(t, real_root) and os.path.isfile(t)}
+
+
+def _fileinside(path: str, real_root: str) -> bool:
     """A regular file inside the root, reached through links or not (a shard name may hold folders)."""
-    return os.path.isfile(path) and _inside(os.path.realpath(path), real_root)
+    return os.path.isfile(path) and inside(os.path.realpath(path), real_root)
 
 
 def _sniff(p: str) -> str | None:

@@ -12,6 +12,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..layouts import hub_repo
 from ..model import STATUSES, IndexEntry, human_bytes, plural, size_unit
 
 if TYPE_CHECKING:
@@ -125,17 +126,9 @@ def run_labels(entries: Iterable[IndexEntry]) -> dict[str, str]:
     return labels
 
 
-def hub_repo(name: str) -> str | None:
-    """The repo id a Hugging Face hub cache folder stands for, else None.
-
-    >>> hub_repo("models--meta-llama--Llama-3.1-8B"), hub_repo("datasets--org--set"), hub_repo("models")
-    ('meta-llama/Llama-3.1-8B', 'datasets/org/set', None)
-    """
-    kind, sep, repo = name.partition("--")
-    if not sep or not repo or kind not in ("models", "datasets", "spaces"):
-        return None
-    repo = repo.replace("--", "/")
-    return repo if kind == "models" else f"{kind}/{repo}"
+def run_name(run: str) -> str:
+    """A run's name on its own: a hub cache folder's repo id (`org/name`), else the folder's name."""
+    return hub_repo(_name(run)) or _name(run)
 
 
 def checkpoint_label(entry: IndexEntry) -> str:

@@ -24,6 +24,7 @@ from .names import (
     CHECKPOINT_NAME_LAST,
     CHECKPOINT_SUFFIXES,
     FILE_EXTENSION,
+    HF_CHECKPOINT_DIR,
     HF_CHECKPOINT_PREFIX,
     MULTIFILE_PART_NAMES,
     ORBAX_TMP_DIR_SUFFIX,
@@ -34,7 +35,7 @@ from .names import (
     parse_name,
 )
 from .order import Stage, in_run_order, natural_key, order_key, sort_checkpoints, stage
-from .runs import run_dir, run_dir_of_parent
+from .runs import hub_repo, run_dir, run_dir_of_parent
 
 __all__ = [
     "CHECKPOINT_EQUALS_CHAR",
@@ -42,6 +43,7 @@ __all__ = [
     "CHECKPOINT_NAME_LAST",
     "CHECKPOINT_SUFFIXES",
     "FILE_EXTENSION",
+    "HF_CHECKPOINT_DIR",
     "HF_CHECKPOINT_PREFIX",
     "MULTIFILE_PART_NAMES",
     "ORBAX_TMP_DIR_SUFFIX",
@@ -50,6 +52,7 @@ __all__ = [
     "NameInfo",
     "Stage",
     "debris_reason",
+    "hub_repo",
     "in_run_order",
     "looks_like_checkpoint_name",
     "natural_key",

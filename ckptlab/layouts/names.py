@@ -84,7 +84,7 @@ _LIGHTNING_PART = re.compile(
     re.IGNORECASE,
 )
 _VERSION = re.compile(rf"^(?P<rest>.+){CHECKPOINT_JOIN_CHAR}v(?P<ver>\d+)$")
-_HF = re.compile(rf"^{HF_CHECKPOINT_PREFIX}-(\d+)$")
+HF_CHECKPOINT_DIR = re.compile(rf"^{HF_CHECKPOINT_PREFIX}-(\d+)$")  # HF Trainer's checkpoint-N folder
 _TF_CKPT = re.compile(r"^(?:[\w.-]*\.)?ckpt-(\d+)$")  # CheckpointManager `ckpt-N`, TF1 Saver `model.ckpt-N`
 _NUMERIC = re.compile(r"^\d+$")
 # Keras `{name}.{epoch:02d}` with an optional `-{value}`: the value's metric name is not in the name.
@@ -224,7 +224,7 @@ def parse_name(name: str) -> NameInfo:
         template = "lightning"
 
     if template is None:
-        if ext == "" and (m := _HF.match(stem)):
+        if ext == "" and (m := HF_CHECKPOINT_DIR.match(stem)):
             step, template = int(m[1]), "hf"
         elif ext in _KERAS_SUFFIXES and (m := _KERAS.match(stem)):
             epoch, template = int(m["epoch"]), "keras"

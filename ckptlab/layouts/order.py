@@ -130,6 +130,14 @@ class Stage:
     metrics: Mapping[str, float]
     from_name: frozenset[str] = frozenset()
 
+    def note(self, field: str) -> str:
+        """' (from the name)' after a value only the name gave, else ''.
+
+        >>> Stage(None, 3, {}, frozenset({"epoch"})).note("epoch")
+        ' (from the name)'
+        """
+        return " (from the name)" if field in self.from_name else ""
+
 
 def stage(
     path: str | os.PathLike[str], step: int | None, epoch: int | float | None, metrics: Mapping[str, float]

@@ -11,7 +11,8 @@ from .names import CHECKPOINT_EQUALS_CHAR, parse_name, split_extension
 _CONTAINER_DIR = "checkpoints"  # Lightning's ModelCheckpoint dirpath: <run>/checkpoints/
 _CLIMB_TEMPLATES = ("hf", "global_step", "step", "iter", "epoch")
 _CLIMB_LEVELS = 3
-_HUB_REPOS = ("models--", "datasets--", "spaces--")  # the Hugging Face hub cache's repository folders
+HUB_KINDS = ("models", "datasets", "spaces")  # the Hugging Face hub cache's `<kind>--<org>--<name>` folders
+_HUB_REPOS = tuple(f"{kind}--" for kind in HUB_KINDS)
 
 
 def _is_step_dir(name: str) -> bool:
@@ -71,3 +72,16 @@ def run_dir_of_parent(parent: str) -> str:
     if above.name == _CONTAINER_DIR:
         return str(above.parent)
     return str(base)
+
+
+def hub_repo(name: str) -> str | None:
+    """The repo id a Hugging Face hub cache folder stands for, else None.
+
+    >>> hub_repo("models--meta-llama--Llama-3.1-8B"), hub_repo("datasets--org--set"), hub_repo("models")
+    ('meta-llama/Llama-3.1-8B', 'datasets/org/set', None)
+    """
+    kind, sep, repo = name.partition("--")
+    if not sep or not repo or kind not in HUB_KINDS:
+        return None
+    repo = repo.replace("--", "/")
+    return repo if kind == "models" else f"{kind}/{repo}"

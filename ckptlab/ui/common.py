@@ -87,8 +87,6 @@ def device_selector(key: str = "device") -> str:
         except (CkptlabError, ImportError) as e:
             st.caption(md_escape(error_line(e)))
             return "cpu"
-        if len(options) > 2:
-            options.insert(2, "cuda")
     return st.selectbox(
         "Device",
         options,

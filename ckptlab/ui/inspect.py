@@ -89,13 +89,13 @@ def _stats_cached(
 
 
 def load_stats(
-    meta: CheckpointMeta, name: str, device: str = "auto", bins: int = 64, sig: tuple[Any, ...] | None = None
+    meta: CheckpointMeta, name: str, sig: tuple[Any, ...], device: str = "auto", bins: int = 64
 ) -> tuple[TensorStats, Histogram]:
     """Stats and histogram of one tensor, cached by (checkpoint path + signature, tensor, device, bins);
-    `sig` is the checkpoint's signature when the caller has it (`load_meta_with_signature`).
+    `sig` is the checkpoint's signature, as `load_meta_with_signature` gave it with `meta`.
 
     Raises CkptlabError (e.g. DeviceError, LoadError) uncached."""
-    return _stats_cached(meta.path, _current_sig(meta.path) if sig is None else sig, name, device, bins, meta)
+    return _stats_cached(meta.path, sig, name, device, bins, meta)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
@@ -109,19 +109,11 @@ def _figures_cached(path: str, sig: tuple[Any, ...], _meta: CheckpointMeta) -> d
     }
 
 
-def checkpoint_figures(meta: CheckpointMeta, sig: tuple[Any, ...] | None = None) -> dict[str, go.Figure]:
+def checkpoint_figures(meta: CheckpointMeta, sig: tuple[Any, ...]) -> dict[str, go.Figure]:
     """The page's metadata figures ('dtype', 'largest', 'treemap'), built once per checkpoint version:
     a big model's treemap takes a noticeable fraction of a second, and every widget change reruns the page.
     `sig` as for `load_stats`."""
-    return _figures_cached(meta.path, _current_sig(meta.path) if sig is None else sig, meta)
-
-
-def _current_sig(path: str) -> tuple[Any, ...]:
-    """The cache key part for a checkpoint already read; () if it vanished since (the cached value stays)."""
-    try:
-        return signature(Path(path))
-    except OSError:
-        return ()
+    return _figures_cached(meta.path, sig, meta)
 
 
 # ---------------------------------------------------------------------------------------------- display
