@@ -125,16 +125,13 @@ _WALKED_TYPES = frozenset({dict, PickledDict, list, tuple, Obj})
 
 
 def _named_children(o: Any) -> Any:
+    """(name, child) pairs of one of `_WALKED_TYPES` (the only types its callers pass)."""
     t = type(o)
     if t is dict or t is PickledDict:
         return o.items()
     if t is list or t is tuple:
         return enumerate(o)
-    if isinstance(o, dict):
-        return o.items()
-    if isinstance(o, (list, tuple)):
-        return enumerate(o)
-    attrs = o.attrs()
+    attrs = o.attrs()  # an Obj
     if "_parameters" in attrs or "_modules" in attrs:  # a pickled nn.Module: mirror state_dict() names
         out: list[tuple[Any, Any]] = []
         for key in ("_parameters", "_buffers", "_modules"):
