@@ -152,6 +152,46 @@ def test_dcp_directory(dcp_dir: Path) -> None:
     assert [Path(f).name for f in meta.files] == [".metadata", "__0_0.distcp"]
 
 
+def _save_dcp(state: dict, d: Path) -> None:
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dcp.save(state, checkpoint_id=str(d))
+
+
+def test_dcp_app_state_nesting(tmp_path: Path) -> None:
+    """PyTorch's DCP tutorial saves `{"app": AppState(model, optimizer)}`: the weights sit at `app.model.*`
+    beside the optimizer at `app.optim.*` (found by its `param_groups`), scalars beside them."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    model(torch.randn(3, 4)).sum().backward()
+    opt.step()
+    sched = {"last_epoch": 1, "base_lrs": [0.01]}
+    app = {"model": model.state_dict(), "optim": opt.state_dict(), "scheduler": sched, "loss": 0.5}
+    _save_dcp({"app": app}, tmp_path / "app")
+    meta = read_meta(tmp_path / "app")
+    assert {t.name: t.shape for t in meta.tensors} == {"0.weight": (8, 4), "0.bias": (8,), "2.weight": (2, 8),
+                                                       "2.bias": (2,)}  # fmt: skip
+    assert len(meta.other_tensors) == 12 and all(t.name.startswith("app.optim.") for t in meta.other_tensors)
+    assert meta.has_optimizer and meta.has_scheduler
+    assert meta.metrics == {"loss": 0.5}
+    kinds = {e.name: (e.kind, e.summary) for e in meta.entries}
+    assert kinds["app.optim"][0] == "optimizer" and kinds["app.optim"][1].endswith("lr=0.01")
+    assert kinds["app"][0] == "items"  # the scheduler's and the loss's items, in one line
+
+
+def test_dcp_bare_model_names_kept(tmp_path: Path) -> None:
+    """No optimizer beside it: a nested module called `net` is the model's own name, never stripped."""
+    sd = {"encoder.net.weight": torch.zeros(2, 2), "encoder.net.bias": torch.zeros(2)}
+    _save_dcp(sd, tmp_path / "bare")
+    meta = read_meta(tmp_path / "bare")
+    assert sorted(t.name for t in meta.tensors) == ["encoder.net.bias", "encoder.net.weight"]
+    assert not meta.has_optimizer and meta.other_tensors == ()
+
+
 def test_dcp_missing_data_file(dcp_dir: Path) -> None:
     (dcp_dir / "__0_0.distcp").unlink()
     with pytest.raises(IncompleteError, match=r"data files listed in \.metadata are missing: __0_0\.distcp"):

@@ -167,6 +167,50 @@ def test_numpy_rng_state_is_safe(tmp_path: Path) -> None:
     assert meta.has_rng_state and meta.n_tensors == 0  # an RNG file holds no model weights
 
 
+def test_accelerate_random_states_file(tmp_path: Path) -> None:
+    """Accelerate's random_states_0.pkl on its own: RNG state, not a model; its `step` is the
+    gradient-accumulation counter, not a training step."""
+    import random
+
+    import numpy as np
+
+    p = tmp_path / "random_states_0.pkl"
+    states = {"step": 0, "random_state": random.getstate(), "numpy_random_seed": np.random.get_state()}
+    states |= {"torch_manual_seed": torch.get_rng_state(), "torch_cuda_manual_seed": [torch.get_rng_state()]}
+    torch.save(states, p)
+    meta = read_meta(p)
+    assert meta.n_tensors == 0 and meta.has_rng_state and meta.step is None
+    assert meta.framework == "accelerate" and meta.safety.safe
+    assert len(meta.other_tensors) == 2
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_numpy_scalars_are_values(tmp_path: Path, legacy: bool) -> None:
+    """A metric computed with numpy pickles as `multiarray.scalar(dtype, raw bytes)`: decoded to its value
+    (a metric, a step), in either byte order, never through numpy."""
+    import numpy as np
+
+    p = tmp_path / "ckpt.pt"
+    doc = {
+        "model": small_state_dict(),
+        "global_step": np.int64(1200),
+        "val_loss": np.float64(0.25),
+        "acc": np.float32(0.5),
+        "big_endian": np.array([1.5], dtype=">f8")[0],
+        "flag": np.bool_(True),
+        "name": np.str_("run-1"),
+    }
+    torch.save(doc, p, _use_new_zipfile_serialization=not legacy)
+    meta = read_meta(p)
+    assert meta.safety.safe
+    assert meta.step == 1200
+    assert meta.metrics == {"val_loss": 0.25, "acc": 0.5, "big_endian": 1.5}
+    kinds = {e.name: (e.kind, e.summary) for e in meta.entries}
+    assert kinds["val_loss"] == ("numpy.float64", "0.25")
+    assert kinds["flag"] == ("numpy.bool", "True")
+    assert kinds["name"][0] == "object"  # a numpy string is not decoded: reported as the object it is
+
+
 def test_detect_by_content_not_extension(zip_pt: Path, legacy_pt: Path, safetensors_file: Path) -> None:
     swapped = {zip_pt: "x.safetensors", legacy_pt: "y.h5", safetensors_file: "z.pt"}
     for src, name in swapped.items():

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..dtypes import BYTE_SIZES, nbytes_for
 from ..model import Entry, Location, TensorMeta, human_bytes, plural
+from .pickle_refs import numpy_scalar
 from .pickle_vm import DtypeRef, Global, Obj, PickledDict, StorageRef, TensorRef, as_global
 
 # Keys under which training scripts and frameworks keep the model weights, most specific first.
@@ -57,7 +58,7 @@ METRIC_DICT_KEYS = (
     "logs",
     "results",
 )
-_METRIC_NAME = re.compile(
+METRIC_NAME = re.compile(
     r"(loss|acc|accuracy|score|f1|bleu|rouge|ppl|perplexity|auc|map|iou|dice|reward|error|err|"
     r"precision|recall|wer|cer|top\d|metric|best)",
     re.I,
@@ -215,9 +216,8 @@ def _scalar(v: Any, read_scalar: ReadScalar) -> float | int | None:
         return v
     if type(v) is TensorRef and v.numel == 1:
         return read_scalar(v)
-    if isinstance(v, Obj) and v.qualname.endswith("multiarray.scalar"):
-        return None  # numpy scalars are bytes in a dtype we do not decode here
-    return None
+    n = numpy_scalar(v)  # np.float64(0.25): its bytes, decoded without numpy
+    return n[0] if n is not None and type(n[0]) is not bool else None
 
 
 def _tensor_metas(pairs: list[tuple[str, TensorRef]], locate: Locate) -> list[TensorMeta]:
@@ -233,11 +233,23 @@ def _tensor_metas(pairs: list[tuple[str, TensorRef]], locate: Locate) -> list[Te
 
 
 _RNG_FILE_KEYS = {"python", "numpy", "cpu", "cuda", "xla", "mps", "npu", "hpu", "mlu", "musa"}
+# Accelerate's random_states_<process>.pkl: `step` there is its gradient-accumulation counter, not a step
+_ACCELERATE_RNG_KEYS = {"random_state", "numpy_random_seed", "torch_manual_seed", "step", "xm_seed"}
+_ACCELERATE_DEVICE_SEED = re.compile(r"torch_\w+_manual_seed")
 
 
 def _is_rng_file(root: dict[Any, Any]) -> bool:
     keys = {str(k) for k in root}
     return bool(keys) and keys <= _RNG_FILE_KEYS and bool(keys & {"python", "numpy", "cpu"})
+
+
+def _is_accelerate_rng_file(root: dict[Any, Any]) -> bool:
+    keys = {str(k) for k in root}
+    return (
+        "random_state" in keys
+        and "torch_manual_seed" in keys
+        and all(k in _ACCELERATE_RNG_KEYS or _ACCELERATE_DEVICE_SEED.fullmatch(k) for k in keys)
+    )
 
 
 def _pick_model(root: dict[Any, Any]) -> tuple[str | None, Any]:
@@ -298,8 +310,10 @@ def _analyse(root: Any, locate: Locate, read_scalar: ReadScalar) -> Content:
         kind, summary = _summary(root)
         c.entries = [Entry("<root>", kind, summary)]
         return c
-    if _is_rng_file(root):  # HF's rng_state.pth: {"python", "numpy", "cpu", "cuda"}; no model weights
+    if _is_rng_file(root) or _is_accelerate_rng_file(root):  # HF's rng_state.pth, Accelerate's random_states
         c.has_rng_state = True
+        if "random_state" in root:
+            c.framework = "accelerate"
         c.other_tensors = _tensor_metas(collect_tensors(root), locate)
         c.entries = [Entry(str(k), *_summary(v)) for k, v in root.items()]
         return c
@@ -343,9 +357,7 @@ def _analyse(root: Any, locate: Locate, read_scalar: ReadScalar) -> Content:
         elif lk in EPOCH_KEYS and val is not None and c.epoch is None:
             c.epoch = (int(val) if float(val).is_integer() else float(val)) if math.isfinite(val) else None
         elif (
-            val is not None
-            and (isinstance(val, float) or _METRIC_NAME.search(key))
-            and lk not in _NOT_METRICS
+            val is not None and (isinstance(val, float) or METRIC_NAME.search(key)) and lk not in NOT_METRICS
         ):
             c.metrics.setdefault(key, float(val))
         elif lk in METRIC_DICT_KEYS and isinstance(v, dict):
@@ -360,7 +372,7 @@ def _analyse(root: Any, locate: Locate, read_scalar: ReadScalar) -> Content:
     return c
 
 
-_NOT_METRICS = {"seed", "version", "lr_step", "world_size", "rank", "batch_size", "num_workers"}
+NOT_METRICS = {"seed", "version", "lr_step", "world_size", "rank", "batch_size", "num_workers"}
 
 
 def _lightning(root: dict[Any, Any], c: Content, read_scalar: ReadScalar) -> None:
@@ -410,7 +422,8 @@ def _plain(v: Any, depth: int = 0) -> Any:
     if isinstance(v, dict):
         return {str(k): _plain(x, depth + 1) for k, x in list(v.items())[:100]}
     if isinstance(v, (Obj, Global)):
-        return f"<{v.qualname}>"
+        n = numpy_scalar(v)
+        return n[0] if n is not None else f"<{v.qualname}>"
     if isinstance(v, DtypeRef):
         return v.name
     return f"<{type(v).__name__}>"
@@ -476,6 +489,10 @@ def _summary(v: Any, metas: list[TensorMeta] | None = None, name: str = "") -> t
         return "str", v if len(v) <= 120 else v[:117] + "…"
     if isinstance(v, bytes):
         return "bytes", f"{len(v)} bytes"
+    scalar = numpy_scalar(v)
+    if scalar is not None:  # np.float64(0.25): kind as numpy names it, value as for a plain number
+        value, dtype = scalar
+        return f"numpy.{dtype}", f"{value:g}" if isinstance(value, float) else str(value)
     if isinstance(v, Obj):
         n, b = _counted(v, metas)
         extra = f" ({plural(n, 'tensor')}, {human_bytes(b)})" if n else ""

@@ -14,8 +14,16 @@ from typing import Any
 
 from ..dtypes import nbytes_for
 from ..errors import FormatError, IncompleteError, LimitError
-from ..model import CheckpointMeta, DcpChunk, DcpLocation, Entry, Safety, TensorMeta
-from .content import EPOCH_KEYS, MODEL_KEYS, OPTIMIZER_KEYS, SCHEDULER_KEYS, STEP_KEYS
+from ..model import CheckpointMeta, DcpChunk, DcpLocation, Entry, Safety, TensorMeta, human_bytes, plural
+from .content import (
+    EPOCH_KEYS,
+    METRIC_NAME,
+    MODEL_KEYS,
+    NOT_METRICS,
+    OPTIMIZER_KEYS,
+    SCHEDULER_KEYS,
+    STEP_KEYS,
+)
 from .limits import DEFAULT_LIMITS, Limits
 from .multifile import DCP_METADATA
 from .pickle_vm import DtypeRef, Obj, RestrictedUnpickler
@@ -106,11 +114,14 @@ def read_dcp(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
                 str(fqn), shape, dtype, nbytes_for(dtype, math.prod(shape)), loc=DcpLocation(tuple(chunks))
             )
         )
-    model, other = _split_model(tensors)
+    optimizer_roots = _optimizer_roots([t.name for t in tensors] + byte_items)
+    model, other = _split_model(tensors, optimizer_roots)
     step = epoch = None
+    metrics: dict[str, float] = {}
     unsafe = list(u.unsafe)
     findings = [f".metadata references {g} (not imported or called)" for g in unsafe]
     unverified: list[str] = []
+    values: dict[str, Any] = {}
     for name in byte_items:
         loc = where.get((name, None))
         try:
@@ -121,15 +132,20 @@ def read_dcp(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
             unverified.append(name)
             findings.append(f"item {name!r} could not be checked ({getattr(e, 'cause', e)})")
             continue
+        values[name] = val
         unsafe.extend(g for g in item_unsafe if g not in unsafe)
         findings.extend(f"item {name!r} references {g} (not imported or called)" for g in item_unsafe)
-        leaf = name.lower()
-        if isinstance(val, int) and not isinstance(val, bool) and "." not in name:
-            if leaf in STEP_KEYS and step is None:
-                step = val
-            elif leaf in EPOCH_KEYS and epoch is None:
-                epoch = val
-    tops = {n.split(".", 1)[0] for n in [t.name for t in tensors] + byte_items}
+        if _under(name, optimizer_roots) or type(val) not in (int, float):
+            continue
+        leaf = name.rsplit(".", 1)[-1]
+        if "." not in name and type(val) is int and leaf.lower() in STEP_KEYS and step is None:
+            step = val
+        elif "." not in name and type(val) is int and leaf.lower() in EPOCH_KEYS and epoch is None:
+            epoch = val
+        elif (type(val) is float or METRIC_NAME.search(leaf)) and leaf.lower() not in NOT_METRICS:
+            metrics.setdefault(leaf, float(val))  # `extra.loss`, `loss`: what the training loop saved
+    names = [t.name for t in tensors] + byte_items
+    containers = _containers(names, optimizer_roots)
     files = (str(mpath), *(str(path / f) for f in files_needed))
     return CheckpointMeta(
         path=p,
@@ -138,11 +154,12 @@ def read_dcp(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
         tensors=tuple(model),
         step=step,
         epoch=epoch,
-        has_optimizer=bool(tops & {*OPTIMIZER_KEYS, "optim"}),
-        has_scheduler=bool(tops & set(SCHEDULER_KEYS)),
-        has_rng_state=any("rng" in t.lower() for t in tops),
+        metrics=metrics,
+        has_optimizer=bool(optimizer_roots),
+        has_scheduler=bool(containers & set(SCHEDULER_KEYS)),
+        has_rng_state=any("rng" in c.lower() for c in containers),
         metadata={"dcp_version": attrs.get("version"), "data_files": len(files_needed)},
-        entries=tuple(Entry(n, "bytes", "pickled non-tensor item") for n in byte_items),
+        entries=_entries(byte_items, values, other, optimizer_roots),
         safety=Safety(tuple(unsafe), tuple(findings), tuple(unverified)),
         layout="dcp",
         framework="torch-dcp",
@@ -151,22 +168,102 @@ def read_dcp(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
     )
 
 
-def _split_model(tensors: list[TensorMeta]) -> tuple[list[TensorMeta], list[TensorMeta]]:
-    """Model weights are the tensors under a model-ish top key, named relative to it."""
+def _optimizer_roots(names: list[str]) -> set[str]:
+    """The keys under which optimizer state sits: a top key with an optimizer's name, or, at any depth,
+    the parent of `param_groups` (an optimizer's state_dict flattens to `R.state.*` + `R.param_groups.*`;
+    the DCP tutorial nests it as `app.optim`)."""
+    roots = set()
+    for n in names:
+        parts = n.split(".")
+        if parts[0] in OPTIMIZER_KEYS and len(parts) > 1:
+            roots.add(parts[0])
+        elif "param_groups" in parts[1:-1]:
+            roots.add(".".join(parts[: parts.index("param_groups", 1)]))
+    return roots
+
+
+def _under(name: str, roots: set[str]) -> bool:
+    return any(name.startswith(r + ".") for r in roots)
+
+
+def _model_root(tensors: list[TensorMeta], optimizer_roots: set[str]) -> str | None:
+    """The key the model weights sit under: a top key with a model's name, or one beside the optimizer
+    (`app.model` next to `app.optim`); None when the weights are not nested under such a key."""
     tops = {t.name.split(".", 1)[0] for t in tensors}
-    key = next((k for k in MODEL_KEYS if k in tops), None)
-    if key is None:
-        opt = {*OPTIMIZER_KEYS, *SCHEDULER_KEYS, "optim"}
-        return [t for t in tensors if t.name.split(".", 1)[0] not in opt], [
-            t for t in tensors if t.name.split(".", 1)[0] in opt
-        ]
+    for key in MODEL_KEYS:
+        if key in tops:
+            return key
+    parents = {r.rsplit(".", 1)[0] for r in optimizer_roots if "." in r}
+    for parent in sorted(parents):
+        children = {
+            t.name[len(parent) + 1 :].split(".", 1)[0] for t in tensors if t.name.startswith(parent + ".")
+        }
+        for key in MODEL_KEYS:
+            if key in children:
+                return f"{parent}.{key}"
+    return None
+
+
+def _split_model(
+    tensors: list[TensorMeta], optimizer_roots: set[str]
+) -> tuple[list[TensorMeta], list[TensorMeta]]:
+    """Model weights (named relative to their key) and the other tensors (optimizer state, ...)."""
+    root = _model_root(tensors, optimizer_roots)
+    if root is None:
+        other_tops = {*OPTIMIZER_KEYS, *SCHEDULER_KEYS, "optim"}
+        model, other = [], []
+        for t in tensors:
+            not_model = t.name.split(".", 1)[0] in other_tops or _under(t.name, optimizer_roots)
+            (other if not_model else model).append(t)
+        return model, other
     model, other = [], []
     for t in tensors:
-        if t.name.startswith(key + "."):
-            model.append(TensorMeta(t.name[len(key) + 1 :], t.shape, t.dtype, t.nbytes, t.storage, t.loc))
+        if t.name.startswith(root + "."):
+            model.append(TensorMeta(t.name[len(root) + 1 :], t.shape, t.dtype, t.nbytes, t.storage, t.loc))
         else:
             other.append(t)
     return model, other
+
+
+def _containers(names: list[str], optimizer_roots: set[str]) -> set[str]:
+    """The keys that hold whole kinds of state: the top keys, and the keys beside a nested optimizer
+    (`app.optim`, `app.scheduler`, `app.rng` in the tutorial's `{"app": AppState}`)."""
+    out = {n.split(".", 1)[0] for n in names}
+    for parent in {r.rsplit(".", 1)[0] for r in optimizer_roots if "." in r}:
+        out.update(n[len(parent) + 1 :].split(".", 1)[0] for n in names if n.startswith(parent + "."))
+    return out
+
+
+def _entries(
+    byte_items: list[str], values: dict[str, Any], other: list[TensorMeta], optimizer_roots: set[str]
+) -> tuple[Entry, ...]:
+    """One entry per top-level item, and one per optimizer or other group of nested items (DCP flattens
+    `optimizer.param_groups.0.lr` into an item of its own: a dozen lines per optimizer otherwise)."""
+    groups: dict[str, list[str]] = {}
+    for name in byte_items:
+        root = next((r for r in sorted(optimizer_roots) if name.startswith(r + ".")), name.split(".", 1)[0])
+        groups.setdefault(root, []).append(name)
+    out = []
+    for root, items in groups.items():
+        if root in optimizer_roots:
+            sizes = [t.nbytes for t in other if t.name.startswith(root + ".")]
+            lrs = sorted({v for n, v in values.items() if n.startswith(root + ".") and n.endswith(".lr")
+                          and type(v) in (int, float)})  # fmt: skip
+            lr = f", lr={lrs[0]:g}" if len(lrs) == 1 else ""
+            summary = (
+                f"{plural(len(sizes), 'tensor')} ({human_bytes(sum(sizes))}), {plural(len(items), 'item')}"
+            )
+            out.append(Entry(root, "optimizer", summary + lr))
+        elif items == [root]:  # a top-level item: its value
+            v = values.get(root)
+            if type(v) in (int, float, bool, str) and len(str(v)) <= 120:
+                out.append(Entry(root, type(v).__name__, str(v)))
+            else:
+                out.append(Entry(root, "bytes", "pickled non-tensor item"))
+        else:
+            keys = ", ".join(n[len(root) + 1 :] for n in items[:6]) + (", …" if len(items) > 6 else "")
+            out.append(Entry(root, "items", f"{plural(len(items), 'pickled item')}: {keys}"))
+    return tuple(out)
 
 
 def _walk_item(path: Path, loc: tuple[str, int, int], limits: Limits) -> tuple[Any, list[str]]:

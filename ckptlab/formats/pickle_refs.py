@@ -7,6 +7,7 @@ reader downstream can trust shape, stride, element count and that the view stays
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -371,6 +372,33 @@ def _set_like(args: tuple[Any, ...]) -> Any:
         return set(args[0]) if args and isinstance(args[0], (list, tuple, set)) else set()
     except TypeError:
         return set()
+
+
+# numpy scalar type codes -> struct formats: what `np.float64(0.25)` (a metric computed with numpy, an
+# `np.int64` step) pickles as, `numpy.core.multiarray.scalar(dtype('f8'), <8 raw bytes>)`
+_NUMPY_SCALARS = {
+    "f2": ("e", "float16"), "f4": ("f", "float32"), "f8": ("d", "float64"),
+    "i1": ("b", "int8"), "i2": ("h", "int16"), "i4": ("i", "int32"), "i8": ("q", "int64"),
+    "u1": ("B", "uint8"), "u2": ("H", "uint16"), "u4": ("I", "uint32"), "u8": ("Q", "uint64"),
+    "b1": ("?", "bool"),
+}  # fmt: skip
+
+
+def numpy_scalar(v: Any) -> tuple[int | float | bool, str] | None:
+    """(value, numpy dtype name) of a pickled numpy scalar of a plain numeric dtype, decoded from its bytes
+    (never through numpy); None for anything else. The dtype's byte order is in its BUILD state."""
+    if not isinstance(v, Obj) or not v.qualname.endswith("multiarray.scalar") or len(v.args) != 2:
+        return None
+    dtype, raw = v.args
+    if not isinstance(dtype, Obj) or dtype.qualname != "numpy.dtype" or not isinstance(raw, bytes):
+        return None
+    code = dtype.args[0] if dtype.args else None
+    known = _NUMPY_SCALARS.get(code) if isinstance(code, str) else None
+    if known is None or len(raw) != struct.calcsize(known[0]):
+        return None
+    state = dtype.state
+    order = ">" if isinstance(state, tuple) and len(state) > 1 and state[1] == ">" else "<"
+    return struct.unpack(order + known[0], raw)[0], known[1]
 
 
 def _codecs_encode(args: tuple[Any, ...]) -> Any:
