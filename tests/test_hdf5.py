@@ -309,17 +309,18 @@ def test_keras3_custom_objects_and_lambdas(tmp_path: Path) -> None:
     path = tmp_path / "custom.keras"
     write_dot_keras(path, config=keras3_config(layers))
     m = hr.read_keras(path, DEFAULT_LIMITS)
+    # names as the file records them: `module: null` and `module: builtins` (a function's type) name nothing
     assert m.safety.unsafe_globals == (
         "my_project.layers.Scale",
-        "__main__.Local",
-        "builtins.my_act",
+        "Local",
+        "my_act",
         "keras.layers.Lambda",
         "keras.__lambda__",
     )
     assert m.safety.findings == (
         "custom object my_project.layers.Scale (registered as 'my_project>Scale') in config.json "
         "(needs user code to load)",
-        "custom object __main__.Local in config.json (needs user code to load)",
+        "custom object Local (no module recorded) in config.json (needs user code to load)",
         "custom function 'my_act' in config.json (needs user code to load)",
         f"Lambda layer 'lam' in config.json {LAMBDA}",
         "serialized Python lambda in config.json (bytecode run when loaded)",
@@ -332,8 +333,60 @@ def test_config_safety_keras2_registered_names() -> None:
         "layers": [{"class_name": "mypkg>Scale", "config": {}}, {"class_name": "Custom>Adam", "config": {}}]
     }
     assert kr.config_safety(cfg, "model_config") == (
-        ["mypkg.Scale"],
-        ["custom object mypkg.Scale in model_config (needs user code to load)"],
+        ["mypkg>Scale"],  # a registration package, not an importable module
+        ["custom object mypkg>Scale in model_config (needs user code to load)"],
+    )
+
+
+def test_keras3_registered_names_as_keras_writes_them() -> None:
+    """What Keras 3.15 writes (checked against `model.save`): a class defined in the saving script has
+    `module: null` and is known only by its registered name; a function's `module` is `builtins` (the module
+    of the function type) and its registered name sits in `config`. Nothing says `__main__`."""
+
+    def obj(module: str | None, cls: str, registered: str | None, config: object = None) -> dict[str, object]:
+        return {
+            "module": module,
+            "class_name": cls,
+            "config": {} if config is None else config,
+            "registered_name": registered,
+        }
+
+    wrapped = obj("keras.layers", "TimeDistributed", None, {"layer": obj(None, "Scale", "realgen>Scale")})
+    cfg = obj(
+        "keras",
+        "Functional",
+        None,
+        {
+            "layers": [
+                wrapped,
+                obj(None, "Plain", "Plain"),  # not registered: its bare class name
+                obj("mymod", "Mine", "pkg>Mine"),  # imported from a module: the module is recorded
+                obj(
+                    "keras.layers",
+                    "Dense",
+                    None,
+                    {"activation": obj("builtins", "function", "function", "realgen>act")},
+                ),
+                obj(
+                    "keras.layers",
+                    "Dense",
+                    None,
+                    {"activation": obj("builtins", "function", "function", "my_act")},
+                ),
+                obj("keras.src.backend.torch.optimizers.torch_adam", "Adam", "Adam"),
+                obj("keras.layers", "BatchNormalization", None),
+            ]
+        },
+    )
+    assert kr.config_safety(cfg, "config.json") == (
+        ["realgen>Scale", "Plain", "mymod.Mine", "realgen>act", "my_act"],
+        [
+            "custom object realgen>Scale (no module recorded) in config.json (needs user code to load)",
+            "custom object Plain (no module recorded) in config.json (needs user code to load)",
+            "custom object mymod.Mine (registered as 'pkg>Mine') in config.json (needs user code to load)",
+            "custom function 'realgen>act' in config.json (needs user code to load)",
+            "custom function 'my_act' in config.json (needs user code to load)",
+        ],
     )
 
 

@@ -191,6 +191,9 @@ def read_meta(
 
             with gc_paused:
                 return read_directory(Path(p), limits, within)
+        part_of = _part_of_directory(p, sniffed[0])
+        if part_of is not None:
+            raise FormatError(p, part_of)
         if sniffed[1] < _SMALL_FILE:  # too few objects for the collector to matter
             return read_file(p, limits, sniffed, within)
         with gc_paused:
@@ -207,6 +210,40 @@ def read_meta(
         raise FormatError(p, f"cannot read: {e.strerror or e}") from None
     except Exception as e:  # a reader's bug met by some file: one line naming it, and a scan goes on
         raise FormatError(p, f"unexpected {type(e).__name__} while reading ({e}); please report it") from e
+
+
+def _part_of_directory(p: str, kind: str) -> str | None:
+    """Why the file `p` is to be inspected as its directory, or None. Read alone, a DCP shard looks like a
+    torch.save archive of one tensor, DCP's `.metadata` like a pickle of unknown classes, and the JSON of
+    an HF folder like a broken index; the folder holds the checkpoint. Only these names cost a listing.
+    torch.save files beside them (optimizer.pt, rng_state.pth) and weight indexes stay readable alone."""
+    name = os.path.basename(p)
+    # multifile.DCP_METADATA, spelled out: multifile is imported only past this test, not once per file
+    dcp_part = name == ".metadata" or name.endswith(".distcp")
+    if not dcp_part and (kind != "index-json" or os.path.normcase(name).endswith(".index.json")):
+        return None
+    from .multifile import DCP_METADATA, HF_INDEXES, HF_WEIGHTS, dir_layout
+
+    folder = os.path.dirname(p) or os.curdir
+    try:
+        with os.scandir(folder) as it:
+            listing = list(it)
+    except OSError:  # the file's own reader reports what is wrong
+        return None
+    files = {e.name for e in listing if e.is_file()}
+    layout = dir_layout(files, [e.name for e in listing if e.is_dir()])
+    if dcp_part:
+        if layout != "dcp":  # a shard without its index: not a checkpoint directory
+            return None
+        what = "the index" if name == DCP_METADATA else "a shard"
+        return f"{what} of the torch.distributed.checkpoint directory {folder}: inspect the directory"
+    if layout == "hf-checkpoint":
+        what = "checkpoint"
+    elif layout is None and not files.isdisjoint(HF_WEIGHTS + HF_INDEXES):
+        what = "model"  # a save_pretrained folder: weights (or their index) and the model's config
+    else:
+        return None
+    return f"a part of the Hugging Face {what} directory {folder}: inspect the directory"
 
 
 def read_file(

@@ -123,45 +123,54 @@ def config_safety(config: Any, where: str) -> tuple[list[str], list[str]]:
             _add(unsafe, LAMBDA_FN_GLOBAL)
             findings.append(f"serialized Python lambda in {where} (bytecode run when loaded)")
         elif isinstance(cls, str):
-            qual = _custom_object(module, cls, inner) if "module" in node else _registered_object(cls)
+            reg = node.get("registered_name")
+            keras3 = "module" in node  # Keras 2 records no modules at all
+            qual = _custom_object(module, cls, inner, reg) if keras3 else _registered_object(cls)
             if qual is not None:
                 _add(unsafe, qual)
-                reg = node.get("registered_name")
                 what = f"custom function {inner!r}" if cls == "function" else f"custom object {qual}"
-                shown = isinstance(reg, str) and reg not in (cls, "function")
-                detail = f" (registered as {reg!r})" if shown else ""
-                _add(findings, f"{what}{detail} in {where} (needs user code to load)")
+                if isinstance(reg, str) and reg not in (cls, "function", qual):
+                    what += f" (registered as {reg!r})"
+                elif keras3 and module is None and cls != "function":
+                    what += " (no module recorded)"  # why it is not a dotted import path
+                _add(findings, f"{what} in {where} (needs user code to load)")
         stack.extend([(v, in_lambda) for v in reversed(node.values()) if isinstance(v, (dict, list))])
     return unsafe, findings
 
 
-def _custom_object(module: Any, cls: str, inner: Any) -> str | None:
-    """`module.name` for an object that needs user code to load, None for Keras built-ins.
+def _custom_object(module: Any, cls: str, inner: Any, registered: Any) -> str | None:
+    """The name of an object that needs user code to load, as the config records it; None for Keras
+    built-ins. Nothing is inferred: `module.name` only where a module is recorded, else the registered name.
 
-    Keras writes public functions with a `keras.*` module; a function recorded with module `builtins`
-    is one it found no public name for (a user function), so it is reported as `builtins.<name>`.
+    Keras 3 writes `module: null` for a class defined in the saving script (it drops `__main__`); the
+    loader finds such a class by `registered_name` alone ('package>Name', or the bare class name when
+    it was not registered). A function is written with module `builtins`, the module of the function
+    *type*, not of the function: its registered name is the config string.
     """
     if cls == "function":
         if not isinstance(inner, str):
             return None
+        if module is None or module == "builtins":
+            return inner
         name = inner
+    elif module is None:
+        return registered if isinstance(registered, str) and registered else cls
     else:
         name = cls
-    if module is None:  # Keras writes None for objects defined in __main__
-        return f"__main__.{name}"
     if not isinstance(module, str) or _is_keras_module(module) or cls.startswith("__"):
         return None
     return f"{module}.{name}"
 
 
 def _registered_object(cls: str) -> str | None:
-    """Keras 2 configs name registered custom classes 'package>Name' without a module: 'package.Name'."""
+    """Keras 2 configs name a registered custom class 'package>Name', with no module: reported as is (the
+    package is a registration key, not something importable)."""
     if cls.startswith("__") or ">" not in cls:
         return None
     package, _, name = cls.partition(">")
     if package == "Custom" and name in _TF211_OPTIMIZERS:
         return None
-    return f"{package}.{name}"
+    return cls
 
 
 def _add(items: list[str], item: str) -> None:
