@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import __version__
@@ -80,12 +80,14 @@ def _print_lines(text: str) -> None:
 
 def render_inspect(meta: CheckpointMeta, limit: int | None = 40) -> str:
     """Human summary of a checkpoint: header, safety, dtypes, entries, tensor table."""
+    short, exact = human_count(meta.n_params), f"{meta.n_params:,}"
+    # the exact count only where the short form rounds it (`6.35K params (6,354)`), never `225 params (225)`
+    params = f"{short} params" + (f" ({exact})" if short != exact else "")
     lines = [
         f"{meta.path}",
         f"  format    {meta.format} ({meta.layout}{', ' + meta.framework if meta.framework else ''})",
         f"  size      {human_bytes(meta.size_bytes)} in {len(meta.files)} file(s)",
-        f"  tensors   {meta.n_tensors} model tensors, {human_count(meta.n_params)} params "
-        f"({meta.n_params:,}), {human_bytes(meta.tensor_bytes)}",
+        f"  tensors   {meta.n_tensors} model tensors, {params}, {human_bytes(meta.tensor_bytes)}",
     ]
     if meta.other_tensors:
         other_bytes = sum(t.nbytes for t in meta.other_tensors)
@@ -114,8 +116,11 @@ def render_inspect(meta: CheckpointMeta, limit: int | None = 40) -> str:
     if meta.entries:
         lines.append("")
         lines.append("  entries")
-        w = max(len(e.name) for e in meta.entries)
-        lines.extend(f"    {e.name:<{w}}  {e.kind:<10} {e.summary}" for e in meta.entries)
+        # both columns as wide as their longest cell (a long kind, `training_args`, must not run into its
+        # summary), measured on the escaped text that is printed, as in `render_entries`
+        cells = [(printable(e.name), printable(e.kind), e.summary) for e in meta.entries]
+        w, wk = (max(len(c[i]) for c in cells) for i in (0, 1))
+        lines.extend(f"    {name:<{w}}  {kind:<{wk}}  {summary}" for name, kind, summary in cells)
     if meta.tensors:
         lines.append("")
         shown = meta.tensors if limit is None else meta.tensors[:limit]
@@ -175,9 +180,20 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
+    from .index.views import run_labels
+
     with _store(args) as store:
-        entries = store.entries(run=args.run, with_meta=False)  # the table needs no inspect documents
+        # every row, also for --run: the run is matched by the label the full table shows it under, and the
+        # filtered table keeps those labels (the table needs no inspect documents)
+        entries = store.entries(with_meta=False)
         errors = store.errors()
+    labels = run_labels(entries)
+    problem = None
+    if args.run is not None:
+        runs = set(match_runs(args.run, labels))
+        entries = [e for e in entries if e.run in runs]
+        if not entries:
+            problem = _no_run_line(args.run, labels)
     if args.json:
         _emit_json(
             {
@@ -185,26 +201,83 @@ def cmd_ls(args: argparse.Namespace) -> int:
                 "errors": [{"path": p, "error": e} for p, e in errors],
             }
         )
-    else:
-        _print_lines(
-            render_entries(entries) if entries else "the index is empty: run `ckptlab scan ROOT` first"
-        )
+    elif entries:
+        _print_lines(render_entries(entries, labels))
+    elif problem is None:
+        _print_lines(_EMPTY_INDEX)
+    if problem is not None:
+        _err(problem)
+        return 1
     return 0
+
+
+_EMPTY_INDEX = "the index is empty: run `ckptlab scan ROOT` first"
+
+
+def match_runs(query: str, labels: Mapping[str, str]) -> list[str]:
+    """The indexed runs (keys of `labels`, from `views.run_labels`) that `ckptlab ls --run QUERY` means.
+
+    A path (relative to the current directory, with `.`, `..`, `~`, a trailing `/` or through a symlink) is
+    resolved and compared with the stored run paths, which are absolute and resolved (the scan resolves its
+    roots). Else, unless it is written as a path (absolute, `~`, `./`, `../`), the query names runs as the
+    table shows them (`views.runs_named`: a label, a folder name, the end of a path): every such run. A
+    path that is a run wins over names, so `--run version_0` inside `lightning/csv/` is that one run.
+    """
+    from .index.views import runs_named
+
+    where = os.path.expanduser(query)
+    forms = {os.path.normpath(os.path.abspath(where)), os.path.realpath(where)}
+    hits = [run for run in labels if run in forms]
+    if not hits and os.path.exists(where):  # a run reached through a link inside its root
+        hits = [run for run in labels if os.path.realpath(run) in forms]
+    if hits:
+        return hits
+    explicit = os.path.isabs(where) or query.startswith("~") or query.split("/")[0] in (".", "..")
+    return [] if explicit else runs_named(query, labels)
+
+
+def _no_run_line(query: str, labels: Mapping[str, str]) -> str:
+    """One line: no run matches `query`, and which runs there are (all when few, else the closest)."""
+    from .index.views import closest_runs
+
+    if not labels:
+        return f"--run {query}: no run matches: {_EMPTY_INDEX}"
+    names = list(dict.fromkeys(labels.values()))
+    line = f"--run {query}: no run matches"
+    if len(names) <= 8:
+        return f"{line}; the runs are: {', '.join(names)}"
+    # a folder holding runs (the path `out/lightning`, the table's `lightning`) is no run, but its runs are
+    # what the user is after
+    where, above = os.path.realpath(os.path.expanduser(query)), query.rstrip("/") + "/"
+    inside = [
+        label for run, label in labels.items() if run.startswith(where + os.sep) or label.startswith(above)
+    ]
+    if inside:
+        more = f", … ({len(inside)} in all)" if len(inside) > 5 else ""
+        return f"{line}; the runs inside it are: {', '.join(inside[:5])}{more}"
+    close = closest_runs(query, labels)
+    similar = f"; similar: {', '.join(close)}" if close else ""
+    return f"{line}{similar} ({len(names)} runs: `ckptlab ls` shows them in its run column)"
 
 
 _SAFETY_WORDS = {"safe": "safe", "unsafe": "UNSAFE", "unchecked": "-"}  # views.safety_class -> table
 
 
-def render_entries(entries: Sequence[Any]) -> str:
+def render_entries(entries: Sequence[Any], labels: Mapping[str, str] | None = None) -> str:
     """A table of index rows: run, checkpoint, step, epoch, format, size, params, safety, status. Cells are
-    escaped (`printable`) before the columns are measured, so an escaped name does not shift the others."""
-    from .index.views import checkpoint_label, run_name, safety_class
+    escaped (`printable`) before the columns are measured, so an escaped name does not shift the others.
+
+    Runs are shown by `labels` (default: `views.run_labels` of `entries`, as the app shows them): the path
+    relative to the root, so two `version_0` runs read `csv/version_0` and `tb/version_0`."""
+    from .index.views import checkpoint_label, run_labels, safety_class
 
     if not entries:
         return "no checkpoints found"
+    if labels is None:
+        labels = run_labels(entries)
     rows = []
     for e in entries:
-        run = run_name(e.run)
+        run = labels[e.run]
         safe = _SAFETY_WORDS[safety_class(e)]
         status = e.status if e.status == "ok" else f"{e.status}: {e.reason}"
         cells = (
@@ -223,7 +296,10 @@ def render_entries(entries: Sequence[Any]) -> str:
     widths = [min(48, max(len(r[i]) for r in [head, *rows])) for i in range(len(head) - 1)]
     lines = ["  ".join(f"{c:<{w}}" for c, w in zip(head, widths, strict=False)) + "  status"]
     for r in rows:
-        lines.append("  ".join(f"{c[:w]:<{w}}" for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+        # a long run label keeps its end, the folders that tell runs apart; other cells keep their start
+        run = r[0] if len(r[0]) <= widths[0] else "…" + r[0][len(r[0]) - widths[0] + 1 :]
+        cells = (run, *(c[:w] for c, w in zip(r[1:], widths[1:], strict=False)))
+        lines.append("  ".join(f"{c:<{w}}" for c, w in zip(cells, widths, strict=False)) + "  " + r[-1])
     return "\n".join(lines)
 
 
@@ -283,7 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
     sc.set_defaults(func=cmd_scan)
 
     ls = sub.add_parser("ls", help="list the index without scanning", description="List indexed checkpoints.")
-    ls.add_argument("--run", default=None, help="only this run (its path or directory name)")
+    ls.add_argument(
+        "--run",
+        default=None,
+        help="only this run: its path, its name in the table (`csv/version_0`, `org/name`) or folder name",
+    )
     ls.add_argument("--db", default=None, help=db_help)
     ls.add_argument("--json", action="store_true", help="print one JSON document")
     ls.set_defaults(func=cmd_ls)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from ui_fixtures import write_safetensors
+from ui_fixtures import backdate, write_safetensors
 
-from ckptlab.cli import build_parser, main, render_entries
-from ckptlab.model import IndexEntry
+from ckptlab.cli import build_parser, main, render_entries, render_inspect
+from ckptlab.model import CheckpointMeta, Entry, IndexEntry, TensorMeta
 
 DOC_KEYS = {
     "path",
@@ -83,6 +84,32 @@ def test_inspect_text(lightning_ckpt: Path, capsys: pytest.CaptureFixture[str]) 
     assert "model.0.weight" in text
 
 
+def test_inspect_text_params_and_entries_columns() -> None:
+    """The exact count is repeated only when the short form rounds it, and the entries' kind column is as
+    wide as its longest kind (HF's `training_args` ran into its summary)."""
+
+    def meta(*shapes: tuple[int, ...], entries: tuple[Entry, ...] = ()) -> CheckpointMeta:
+        tensors = tuple(TensorMeta(f"t{i}", s, "float32", 4 * math.prod(s)) for i, s in enumerate(shapes))
+        return CheckpointMeta("/r/m.safetensors", "safetensors", 1, tensors, entries=entries)
+
+    assert "  tensors   2 model tensors, 225 params, 900 B\n" in render_inspect(meta((15, 14), (15,)))
+    text = render_inspect(meta((6354,)))
+    assert "  tensors   1 model tensors, 6.35K params (6,354), 24.8 KiB\n" in text
+    assert ", 1K params (1,000)," in render_inspect(meta((1000,)))
+    hf = (
+        Entry("model.safetensors", "weights", "safetensors, 41 tensors"),
+        Entry("training_args.bin", "training_args", "torch-zip, 0 tensors"),
+        Entry("trainer_state.json", "trainer_state", "3 log entries"),
+    )
+    lines = render_inspect(meta((2,), entries=hf)).split("\n")
+    at = lines.index("  entries")
+    assert lines[at + 1 : at + 4] == [
+        "    model.safetensors   weights        safetensors, 41 tensors",
+        "    training_args.bin   training_args  torch-zip, 0 tensors",
+        "    trainer_state.json  trainer_state  3 log entries",
+    ]
+
+
 def test_inspect_text_fills_step_and_metrics_from_the_name(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -135,6 +162,162 @@ def test_untrusted_names_are_escaped_in_scan_output(
     out = capsys.readouterr()
     assert "\x1b" not in out.out + out.err
     assert "warning: " in out.err and "gone\\x1b[2J: no such file or directory" in out.err
+
+
+# ---------------------------------------------------------------- ls
+
+
+def write_runs(root: Path, *runs: str) -> dict[str, str]:
+    """One safetensors checkpoint per run folder under `root` (a Lightning `checkpoints/` file for runs
+    ending in `version_N`, a hub cache snapshot for `models--...`), dated back; run -> its resolved path."""
+    paths = {}
+    for run in runs:
+        d = root / run
+        if run.rsplit("/", 1)[-1].startswith("models--"):
+            d = d / "snapshots" / "r1"
+        elif "version_" in run:
+            d = d / "checkpoints"
+        d.mkdir(parents=True)
+        write_safetensors(d / ("epoch=0-step=4.safetensors" if "version_" in run else "model.safetensors"))
+        paths[run] = str((root / run).resolve())
+    backdate(root)
+    return paths
+
+
+@pytest.fixture
+def ls_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[Path, dict[str, str]]:
+    """An index of two Lightning runs both called `version_0`, a plain run and a hub cache repo."""
+    runs = write_runs(
+        tmp_path / "out",
+        "lightning/csv/version_0",
+        "lightning/tb/version_0",
+        "plain",
+        "hub/models--org--tiny",
+    )
+    db = tmp_path / "index.sqlite"
+    assert main(["scan", str(tmp_path / "out"), "--db", str(db), "--json"]) == 0
+    capsys.readouterr()
+    return db, runs
+
+
+def ls_runs_listed(db: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, set[str]]:
+    """(exit code, the runs `ckptlab ls --json` lists)."""
+    code = main(["ls", "--db", str(db), "--json", *args])
+    return code, {c["run"] for c in json.loads(capsys.readouterr().out)["checkpoints"]}
+
+
+def test_ls_run_takes_paths_as_typed_and_names_as_shown(
+    ls_runs: tuple[Path, dict[str, str]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    db, runs = ls_runs
+    csv, tb = runs["lightning/csv/version_0"], runs["lightning/tb/version_0"]
+    (tmp_path / "link").symlink_to(tmp_path / "out" / "lightning")
+    monkeypatch.chdir(tmp_path)
+    cases = {
+        "out/lightning/csv/version_0": {csv},  # relative to the cwd
+        "./out/lightning/csv/version_0/": {csv},
+        "out/lightning/tb/../csv/version_0": {csv},
+        f"{tb}/": {tb},  # absolute, trailing slash
+        "link/tb/version_0": {tb},  # through a symlink
+        "version_0": {csv, tb},  # a name two runs share: both
+        "csv/version_0": {csv},  # the end of the path
+        "lightning/tb/version_0": {tb},  # the table's label
+        "org/tiny": {runs["hub/models--org--tiny"]},  # a hub repo as the table shows it
+        "models--org--tiny/": {runs["hub/models--org--tiny"]},
+        "plain": {runs["plain"]},
+        str(tmp_path / "out" / "plain"): {runs["plain"]},  # the stored path as before
+    }
+    for query, expected in cases.items():
+        assert ls_runs_listed(db, capsys, "--run", query) == (0, expected), query
+    monkeypatch.chdir(tmp_path / "out" / "lightning" / "tb")
+    assert ls_runs_listed(db, capsys, "--run", "version_0") == (0, {tb})  # a path that is a run wins
+    assert ls_runs_listed(db, capsys, "--run", "../csv/version_0") == (0, {csv})
+    monkeypatch.chdir(tb)
+    assert ls_runs_listed(db, capsys, "--run", ".") == (0, {tb})
+    # the table tells the two `version_0` runs apart, also when it is filtered to them
+    assert main(["ls", "--db", str(db), "--run", "version_0"]) == 0
+    table = capsys.readouterr().out.split("\n")
+    assert [line.split()[0] for line in table[1:] if line] == [
+        "lightning/csv/version_0",
+        "lightning/tb/version_0",
+    ]
+
+
+def test_ls_run_without_a_match_says_so_and_exits_1(
+    ls_runs: tuple[Path, dict[str, str]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    db, _runs = ls_runs
+    monkeypatch.chdir(tmp_path)
+    every = "org/tiny, lightning/csv/version_0, lightning/tb/version_0, plain"
+    # `./version_0` is a path (none here), not the name; a typo matches nothing
+    for query in ("version_1", "./version_0", str(tmp_path / "version_0")):
+        assert main(["ls", "--db", str(db), "--run", query]) == 1
+        out = capsys.readouterr()
+        assert out.out == ""
+        assert out.err == f"error: --run {query}: no run matches; the runs are: {every}\n"
+    assert main(["ls", "--db", str(db), "--run", "version_1", "--json"]) == 1
+    out = capsys.readouterr()
+    assert json.loads(out.out) == {"checkpoints": [], "errors": []}  # still exactly one document
+    assert out.err.count("\n") == 1 and "no run matches" in out.err
+    # a truly empty index still says so, and fails only when a run was asked for
+    empty = str(tmp_path / "empty.sqlite")
+    assert main(["ls", "--db", empty]) == 0
+    assert capsys.readouterr().out == "the index is empty: run `ckptlab scan ROOT` first\n"
+    assert main(["ls", "--db", empty, "--run", "plain"]) == 1
+    out = capsys.readouterr()
+    assert (out.out, out.err) == (
+        "",
+        "error: --run plain: no run matches: the index is empty: run `ckptlab scan ROOT` first\n",
+    )
+
+
+def test_ls_run_without_a_match_among_many_runs_names_the_closest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "out"
+    write_runs(root, *(f"sweep/exp_{i:02}" for i in range(10)))
+    db = str(tmp_path / "index.sqlite")
+    assert main(["scan", str(root), "--db", db, "--json"]) == 0
+    capsys.readouterr()
+    monkeypatch.chdir(tmp_path)
+    assert main(["ls", "--db", db, "--run", "exp_1"]) == 1
+    err = capsys.readouterr().err
+    assert err == (  # the closest first, ties in the table's order, at most 5
+        "error: --run exp_1: no run matches; similar: sweep/exp_01, sweep/exp_00, sweep/exp_02, "
+        "sweep/exp_03, sweep/exp_04 (10 runs: `ckptlab ls` shows them in its run column)\n"
+    )
+    # a folder holding runs is no run: its runs are named, whether it is given as a path or as in the table
+    for query in ("out/sweep/", "out", "sweep"):
+        assert main(["ls", "--db", db, "--run", query]) == 1
+        assert capsys.readouterr().err == (
+            f"error: --run {query}: no run matches; the runs inside it are: sweep/exp_00, sweep/exp_01, "
+            "sweep/exp_02, sweep/exp_03, sweep/exp_04, … (10 in all)\n"
+        )
+
+
+def test_table_tells_runs_of_the_same_name_apart() -> None:
+    """The run column shows the path relative to the root (as the app does), a hub repo as `org/name`, and a
+    label too long for the column keeps its end."""
+    deep = "/r/" + "/".join(f"sweep_{i}" for i in range(8)) + "/version_0"
+    rows = [
+        IndexEntry(f"{run}/checkpoints/last.ckpt", run, "/r", "file", "ok", "", format="torch-zip")
+        for run in ("/r/csv/version_0", "/r/tb/version_0", "/r/hub/models--org--tiny", deep)
+    ]
+    lines = render_entries(rows).split("\n")
+    assert [line.split("  ")[0].strip() for line in lines] == [
+        "run",
+        "csv/version_0",
+        "tb/version_0",
+        "org/tiny",
+        "…" + deep[-47:],
+    ]
+    assert lines[-1].startswith("…eep_3/sweep_4/sweep_5/sweep_6/sweep_7/version_0  checkpoints/last.ckpt")
 
 
 def test_errors_are_one_line_exit_1(tmp_path: Path) -> None:

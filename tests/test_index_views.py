@@ -93,6 +93,64 @@ def test_hub_cache_runs_are_labelled_with_their_repo_id() -> None:
     assert [views.checkpoint_label(e) for e in rows[:1]] == ["snapshots/r1/model.safetensors"]
 
 
+def test_run_labels_of_runs_scanned_as_roots_take_the_shortest_distinct_end() -> None:
+    """Two Lightning `version_0` folders scanned as roots themselves: the folders above tell them apart
+    (it was the whole absolute path), as few as needed, never a label another run has already."""
+    rows = [
+        entry(
+            "/home/u/exp/csv/version_0/a.ckpt", "/home/u/exp/csv/version_0", root="/home/u/exp/csv/version_0"
+        ),
+        entry("/home/u/exp/tb/version_0/a.ckpt", "/home/u/exp/tb/version_0", root="/home/u/exp/tb/version_0"),
+    ]
+    assert views.run_labels(rows) == {
+        "/home/u/exp/csv/version_0": "csv/version_0",
+        "/home/u/exp/tb/version_0": "tb/version_0",
+    }
+    same_tail = [
+        entry("/a/x/run/m.pt", "/a/x/run", root="/a/x/run"),
+        entry("/b/x/run/m.pt", "/b/x/run", root="/b/x/run"),
+        entry("/c/x/run/m.pt", "/c/x/run", root="/c"),  # labelled `x/run`: taken
+    ]
+    assert views.run_labels(same_tail) == {"/a/x/run": "a/x/run", "/b/x/run": "b/x/run", "/c/x/run": "x/run"}
+    same_path_end = [
+        entry("/x/run/m.pt", "/x/run", root="/x/run"),
+        entry("/y/x/run/m.pt", "/y/x/run", root="/y/x/run"),
+    ]
+    assert views.run_labels(same_path_end) == {"/x/run": "/x/run", "/y/x/run": "y/x/run"}
+
+
+def test_runs_named_by_label_name_or_path_end() -> None:
+    labels = {
+        "/o/lightning/csv/version_0": "lightning/csv/version_0",
+        "/o/lightning/tb/version_0": "lightning/tb/version_0",
+        "/o/hub/models--org--tiny": "org/tiny",
+        "/o/version_0x": "version_0x",
+    }
+    csv, tb, hub = list(labels)[:3]
+    for name, expected in (
+        ("version_0", [csv, tb]),  # a name two runs share: both, in the labels' order
+        ("version_0/", [csv, tb]),
+        ("csv/version_0", [csv]),
+        ("lightning/tb/version_0", [tb]),
+        ("org/tiny", [hub]),
+        ("models--org--tiny", [hub]),
+        ("hub/models--org--tiny", [hub]),
+        ("sv/version_0", []),  # whole folders only
+        ("ersion_0", []),
+        ("", []),
+        ("/", []),
+    ):
+        assert views.runs_named(name, labels) == expected, name
+
+
+def test_closest_runs() -> None:
+    labels = {f"/o/{n}": n for n in ("lightning/csv/version_0", "lightning/tb/version_1", "hf", "keras")}
+    assert views.closest_runs("version_0", labels) == ["lightning/csv/version_0", "lightning/tb/version_1"]
+    assert views.closest_runs("/elsewhere/kears/", labels) == ["keras"]  # a path: by its last folder
+    assert views.closest_runs("zzz", labels) == []
+    assert len(views.closest_runs("version", labels, n=1)) == 1
+
+
 def test_checkpoint_label_and_safety() -> None:
     assert [views.checkpoint_label(e) for e in ENTRIES] == [
         "checkpoints/epoch=1-step=64.ckpt",

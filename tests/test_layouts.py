@@ -8,7 +8,7 @@ import math
 import pkgutil
 import random
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import pytest
 
@@ -19,6 +19,7 @@ from ckptlab.layouts import (
     TEMPLATES,
     NameInfo,
     debris_reason,
+    in_run_order,
     looks_like_checkpoint_name,
     natural_key,
     order_key,
@@ -187,6 +188,17 @@ SORTS = [
     (["x", "10", "2", "x1"], ["2", "10", "x", "x1"]),
     (["A1", "a1", "a01"], ["A1", "a01", "a1"]),  # numerically equal: ties broken by the string itself
     (["", "-", "_"], ["", "-", "_"]),
+    # Lightning writes `X-v1` when `X` exists: the newer save, right after `X` (as text `-` < `.`)
+    (
+        ["last-v1.ckpt", "best-epoch=1-v1.ckpt", "last.ckpt", "best-epoch=1.ckpt"],
+        ["best-epoch=1.ckpt", "best-epoch=1-v1.ckpt", "last.ckpt", "last-v1.ckpt"],
+    ),
+    (
+        ["epoch=1-v10.ckpt", "epoch=1-v2.ckpt", "epoch=1.ckpt", "epoch=1_x.ckpt", "epoch=1-v1.CKPT"],
+        ["epoch=1.ckpt", "epoch=1-v1.CKPT", "epoch=1-v2.ckpt", "epoch=1-v10.ckpt", "epoch=1_x.ckpt"],
+    ),
+    # not Lightning-shaped (`parse_name` gives no version): plain text order
+    (["model.safetensors", "model-v2.safetensors"], ["model-v2.safetensors", "model.safetensors"]),
 ]
 
 
@@ -198,7 +210,7 @@ def test_natural_key(names: list[str], expected: list[str]) -> None:
 SORT_CHECKPOINTS = [
     (
         ["last.ckpt", "epoch=10-step=110.ckpt", "epoch=9-step=100.ckpt", "epoch=9-step=100-v1.ckpt"],
-        ["epoch=9-step=100-v1.ckpt", "epoch=9-step=100.ckpt", "epoch=10-step=110.ckpt", "last.ckpt"],
+        ["epoch=9-step=100.ckpt", "epoch=9-step=100-v1.ckpt", "epoch=10-step=110.ckpt", "last.ckpt"],
     ),
     (["out/checkpoint-1000", "out/checkpoint-200/"], ["out/checkpoint-200/", "out/checkpoint-1000"]),
     (
@@ -210,12 +222,26 @@ SORT_CHECKPOINTS = [
         ["step_5.pt", "epoch_2.pt", "best.pt"],
     ),  # step first, unknown last
     ([Path("r/step_20"), Path("r/step_3")], [Path("r/step_3"), Path("r/step_20")]),
+    (["/r/last-v1.ckpt", "/r/last.ckpt"], ["/r/last.ckpt", "/r/last-v1.ckpt"]),  # whole paths too
 ]
 
 
 @pytest.mark.parametrize(("items", "expected"), SORT_CHECKPOINTS)
 def test_sort_checkpoints(items: list, expected: list) -> None:
     assert sort_checkpoints(items) == expected
+
+
+def test_in_run_order_puts_lightning_versions_after_the_name_they_duplicate() -> None:
+    """The index's listings (scan, `ls`, the app): a real Lightning `dirpath` run where every save is at the
+    same step and epoch, so the names alone decide."""
+    names = ["best-epoch=1-v1.ckpt", "best-epoch=1.ckpt", "last-v1.ckpt", "last.ckpt"]
+    es = [SimpleNamespace(path=f"/r/fixed_dir/{n}", run="/r/fixed_dir", step=8, epoch=1) for n in names]
+    assert [e.path.rsplit("/", 1)[1] for e in in_run_order(es)] == [
+        "best-epoch=1.ckpt",
+        "best-epoch=1-v1.ckpt",
+        "last.ckpt",
+        "last-v1.ckpt",
+    ]
 
 
 def test_sort_checkpoints_with_key() -> None:

@@ -6,6 +6,7 @@ built in memory. `ckptlab.ui` turns the rows into a DataFrame and the numbers in
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -112,23 +113,80 @@ def run_labels(entries: Iterable[IndexEntry]) -> dict[str, str]:
     >>> run_labels(e)
     {'/a/x': 'x', '/a': 'a'}
 
-    A Hugging Face hub cache folder is labelled with its repo id (`org/name`).
+    A Hugging Face hub cache folder is labelled with its repo id (`org/name`). Runs whose labels collide
+    (the same folder under two roots, two roots scanned that are runs of the same name) are labelled with
+    the shortest end of their paths that tells them apart (`csv/version_0`, `tb/version_0`).
     """
     runs: dict[str, str] = {}
     for e in entries:
         runs.setdefault(e.run, e.root)
     labels = {run: hub_repo(_name(run)) or _rel(run, root) or _name(run) for run, root in runs.items()}
     clashes = Counter(labels.values())
-    for run, root in runs.items():
-        if clashes[labels[run]] > 1:
-            rel = _rel(run, root)
-            labels[run] = f"{_name(root)}/{rel}" if rel else run
+    groups: dict[str, list[str]] = {}
+    for run, label in labels.items():
+        if clashes[label] > 1:
+            groups.setdefault(label, []).append(run)
+    taken = {label for label, n in clashes.items() if n == 1}
+    for group in groups.values():
+        labels.update(_distinct_tails(group, taken))
     return labels
+
+
+def _distinct_tails(runs: Sequence[str], taken: Collection[str]) -> dict[str, str]:
+    """run -> the last k folders of its path, for the smallest k (at least 2: one more than a folder name)
+    that makes them distinct and unlike any label in `taken`; the whole path when none does."""
+    split = {run: run.rstrip(os.sep).split(os.sep) for run in runs}
+    for k in range(2, max(len(parts) for parts in split.values())):
+        tails = {run: "/".join(parts[-k:]) for run, parts in split.items()}
+        if len(set(tails.values())) == len(tails) and not any(t in taken for t in tails.values()):
+            return tails
+    return {run: run for run in runs}
 
 
 def run_name(run: str) -> str:
     """A run's name on its own: a hub cache folder's repo id (`org/name`), else the folder's name."""
     return hub_repo(_name(run)) or _name(run)
+
+
+def runs_named(name: str, labels: Mapping[str, str]) -> list[str]:
+    """The runs (keys of `labels`: run paths, from `run_labels`) that `name` names as a user types it off
+    the table: the run's label (`lightning/csv/version_0`, a hub repo's `org/name`), its `run_name`, or the
+    end of its path in whole folders (`version_0`, `csv/version_0`). A trailing `/` is ignored.
+
+    Every run that matches is returned, in `labels`' order: a listing only reads, its run column tells the
+    matches apart, and one more folder (`csv/version_0`) narrows it; refusing a name two runs share would
+    make the user retype what the table already disambiguates.
+
+    >>> labels = {"/o/csv/version_0": "csv/version_0", "/o/tb/version_0": "tb/version_0", "/o/hf": "hf"}
+    >>> [runs_named(name, labels) for name in ("version_0", "tb/version_0/", "sv/version_0")]
+    [['/o/csv/version_0', '/o/tb/version_0'], ['/o/tb/version_0'], []]
+    """
+    want = name.rstrip("/" + os.sep)
+    if not want:
+        return []
+    tail = os.sep + want.replace("/", os.sep)
+    return [
+        run
+        for run, label in labels.items()
+        if want in (label, run_name(run)) or run.rstrip(os.sep).endswith(tail)
+    ]
+
+
+def closest_runs(name: str, labels: Mapping[str, str], n: int = 5) -> list[str]:
+    """Labels of up to `n` runs whose label or name is most like `name` (a "did you mean" hint), best first.
+
+    >>> closest_runs("version0", {"/o/csv/version_0": "csv/version_0", "/o/hf": "hf"})
+    ['csv/version_0']
+    """
+    want = name.rstrip("/" + os.sep).casefold()
+    scores: dict[str, float] = {}
+    for run, label in labels.items():
+        for text in (label, run_name(run)):
+            for query in (want, _name(want)):  # a path typed in full is compared by its last folder too
+                score = difflib.SequenceMatcher(None, query, text.casefold()).ratio()
+                scores[label] = max(scores.get(label, 0.0), score)
+    best = sorted((label for label, score in scores.items() if score >= 0.6), key=lambda k: -scores[k])
+    return best[:n]
 
 
 def checkpoint_label(entry: IndexEntry) -> str:

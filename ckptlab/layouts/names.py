@@ -144,6 +144,24 @@ def split_extension(name: str) -> tuple[str, str]:
     return name, ""
 
 
+def split_version(stem: str) -> tuple[str, int | None]:
+    """(stem without Lightning's `-vN` suffix, N), or (stem, None) when the stem has no such version.
+
+    Lightning appends `-vN` when the name it would write exists already, so `last-v1` is a newer save than
+    `last`. Only a Lightning-shaped stem (`key=value` parts or `last`) has a version: `model-v2` does not.
+
+    >>> split_version("epoch=1-step=8-v2"), split_version("last-v1"), split_version("model-v2")
+    (('epoch=1-step=8', 2), ('last', 1), ('model-v2', None))
+    """
+    # the substring test skips the regex for the many names that cannot match (a scan parses them all)
+    vm = _VERSION.match(stem) if CHECKPOINT_JOIN_CHAR + "v" in stem else None
+    if vm:
+        rest = vm["rest"]
+        if _LIGHTNING_PART.search(rest) or _is_last(rest):
+            return rest, int(vm["ver"])
+    return stem, None
+
+
 def parse_name(name: str) -> NameInfo:
     """Step, epoch, metrics, last/version flags from a checkpoint's file or directory name (a basename).
 
@@ -205,13 +223,9 @@ def parse_name(name: str) -> NameInfo:
     template: str | None = None
     version: int | None = None
 
-    # the substring tests skip regexes that cannot match (a scan parses every checkpoint's name)
-    vm = _VERSION.match(stem) if CHECKPOINT_JOIN_CHAR + "v" in stem else None
-    if vm:
-        rest = vm["rest"]
-        if _LIGHTNING_PART.search(rest) or _is_last(rest):
-            stem, version = rest, int(vm["ver"])
+    stem, version = split_version(stem)
 
+    # the substring tests skip regexes that cannot match (a scan parses every checkpoint's name)
     for m in _LIGHTNING_PART.finditer(stem) if CHECKPOINT_EQUALS_CHAR in stem else ():
         key, value = m["key"], float(m["val"])
         number, role = whole_number(value), key.lower().rsplit("_", 1)[-1]

@@ -3,7 +3,8 @@ its name) and how a run's checkpoints are ordered.
 
 How a run's checkpoints are ordered (`order_key`; the scan and the index's listings use `in_run_order`):
 by step, then epoch, then the name compared numerically (`natural_key`), unknown steps and epochs last;
-never as plain strings (`checkpoint-99` < `checkpoint-100`).
+never as plain strings (`checkpoint-99` < `checkpoint-100`), and a Lightning `-v1` duplicate right after the
+name it duplicates (`last.ckpt` < `last-v1.ckpt`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Protocol, TypeVar
 
-from .names import parse_name
+from .names import CHECKPOINT_JOIN_CHAR, parse_name, split_extension, split_version
 
 _T = TypeVar("_T")
 
@@ -38,7 +39,7 @@ _M = TypeVar("_M", bound=RunMember)
 _DIGIT_RUNS = re.compile(r"(\d+)", re.ASCII)
 
 
-def natural_key(s: str) -> tuple[tuple[tuple[int, int | str], ...], str]:
+def natural_key(s: str) -> tuple[tuple[tuple[int, int | str], ...], int, str]:
     """A sort key that compares digit runs as numbers and text case-insensitively; a total order.
 
     >>> sorted(["checkpoint-100", "checkpoint-99", "Checkpoint-5"], key=natural_key)
@@ -48,10 +49,35 @@ def natural_key(s: str) -> tuple[tuple[tuple[int, int | str], ...], str]:
 
     Numbers sort before text at the same position, ties (`09` vs `9`, case) fall back to the string
     itself, so any two strings compare. Decimals compare digit run by digit run (`0.12` > `0.9`).
+
+    Lightning's versioned duplicates come right after the name they duplicate, oldest first:
+
+    >>> names = ["last-v1.ckpt", "last.ckpt", "epoch=1-v2.ckpt", "epoch=1-v1.ckpt", "epoch=1.ckpt"]
+    >>> sorted(names, key=natural_key)
+    ['epoch=1.ckpt', 'epoch=1-v1.ckpt', 'epoch=1-v2.ckpt', 'last.ckpt', 'last-v1.ckpt']
     """
-    parts = _DIGIT_RUNS.split(s)
+    base, version = _unversioned(s)
+    parts = _DIGIT_RUNS.split(base)
     key = tuple((0, int(p)) if i % 2 else (1, p.casefold()) for i, p in enumerate(parts) if p)
-    return key, s
+    return key, version, s
+
+
+def _unversioned(s: str) -> tuple[str, int]:
+    """(`s` without the basename's Lightning `-vN` suffix, N), or (s, 0).
+
+    Lightning writes `X-v1.ckpt` when `X.ckpt` exists, so it is the newer save; compared as text it would
+    come first (`-` < `.`). Keyed as `X.ckpt` with version 1 it comes right after `X.ckpt` and before any
+    other name, and the rule (what counts as a version) is `split_version`'s, the one `parse_name` uses.
+    """
+    if CHECKPOINT_JOIN_CHAR + "v" not in s:  # most names: no split, no regex
+        return s, 0
+    cut = max(s.rfind("/"), s.rfind(os.sep)) + 1  # `sort_checkpoints` passes whole paths
+    stem, _ext = split_extension(s[cut:])
+    base, version = split_version(stem)
+    if version is None:
+        return s, 0
+    # the extension as written (`split_extension` returns it lower-cased, or "tf" for TF's suffixes)
+    return s[:cut] + base + s[cut + len(stem) :], version
 
 
 def order_key(step: int | None, epoch: int | None, name: str) -> tuple[Any, ...]:
