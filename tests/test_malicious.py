@@ -23,11 +23,16 @@ from typing import Any
 
 import pytest
 from adversarial import (
+    Build,
+    Call,
+    G,
+    Raw,
     armed,
     asm,
     assert_one_line_error,
     inject,
     member_name,
+    ops,
     patch_central,
     payload_objects,
     payload_ops,
@@ -583,3 +588,58 @@ def test_a_pickle_cannot_alter_the_shared_stand_ins(tmp_path: Path) -> None:
     with pytest.raises(FormatError, match="pickle tries to set the state of a global"):
         read_meta(path)
     assert read_meta(good).to_json() == before
+
+
+# HF Trainer's training_args.bin: TrainingArguments rebuilt empty (NEWOBJ) with its fields set (BUILD), enums
+# looked up by value. What Trainer writes, from transformers 4.57 / 5.23 (the globals of real files).
+_ARGS = G("transformers.training_args", "TrainingArguments")
+_ENUM = G("transformers.trainer_utils", "SchedulerType")
+
+
+def _newobj(cls: G) -> Raw:
+    return Raw(ops(cls) + pickle.EMPTY_TUPLE + pickle.NEWOBJ)
+
+
+def _training_args_zip(root: Any) -> bytes:
+    return torch_zip(asm(root), {}, prefix="training_args")
+
+
+_CACHED_FILE = G("transformers.utils", "cached_file")
+_AS_WRITTEN = Build(_newobj(_ARGS), {"learning_rate": 3e-4, "lr_scheduler_type": Call(_ENUM, ("cosine",))})
+
+
+@pytest.mark.parametrize(
+    "case,root,unsafe",
+    [
+        ("as written", _AS_WRITTEN, []),
+        ("with a payload", Build(_newobj(_ARGS), {"lr": system_call("id")}), ["os.system"]),
+        ("class called with arguments", Call(_ARGS, ("/tmp/out",)), [_ARGS.module + "." + _ARGS.name]),
+        ("enum called oddly", Build(_newobj(_ARGS), {"x": Call(_ENUM, ("a", "b"))}),
+         ["transformers.trainer_utils.SchedulerType"]),
+        ("another transformers global", Build(_newobj(_ARGS), {"x": Call(_CACHED_FILE, ())}),
+         ["transformers.utils.cached_file"]),
+    ],
+)  # fmt: skip
+def test_training_args_bin_allowlist(tmp_path: Path, case: str, root: Any, unsafe: list[str]) -> None:
+    """The TrainingArguments family is allowed in training_args.bin only, and only rebuilt inertly; anything
+    else there is reported, and the same classes in any other file are reported too."""
+    data = _training_args_zip(root)
+    meta = read_meta(write(tmp_path / "training_args.bin", data))
+    assert list(meta.safety.unsafe_globals) == unsafe, case
+    if not unsafe:
+        assert meta.metadata["training_args"] == {"learning_rate": 3e-4, "lr_scheduler_type": "cosine"}
+        assert meta.entries[0].summary == "TrainingArguments: lr=0.0003"
+    elsewhere = read_meta(write(tmp_path / "model.bin", data))
+    assert "transformers.training_args.TrainingArguments" in elsewhere.safety.unsafe_globals
+    assert not elsewhere.safety.safe
+
+
+def test_hf_checkpoint_with_tampered_training_args_is_unsafe(tmp_path: Path) -> None:
+    """A resume never loads training_args.bin, but a payload in it is still a payload: the folder says so."""
+    d = tmp_path / "checkpoint-10"
+    d.mkdir()
+    torch = pytest.importorskip("torch")
+    torch.save({"w": torch.zeros(2)}, d / "pytorch_model.bin")
+    write(d / "training_args.bin", _training_args_zip(Build(_newobj(_ARGS), {"lr": system_call("id")})))
+    meta = read_meta(d)
+    assert not meta.safety.safe and meta.safety.unsafe_globals == ("os.system",)

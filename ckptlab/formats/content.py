@@ -17,6 +17,7 @@ from typing import Any
 
 from ..dtypes import BYTE_SIZES, nbytes_for
 from ..model import Entry, Location, TensorMeta, human_bytes, plural
+from .pickle_allow import TRAINING_ARGS_ENUMS, TRAINING_ARGS_OBJECTS
 from .pickle_refs import numpy_scalar
 from .pickle_vm import DtypeRef, Global, Obj, PickledDict, StorageRef, TensorRef, as_global
 
@@ -281,6 +282,43 @@ def _pick_model(root: dict[Any, Any]) -> tuple[str | None, Any]:
     return None, {}
 
 
+# The TrainingArguments fields a user looks for (what the run was trained with), in this order
+_ARGS_SHOWN = (
+    "output_dir", "learning_rate", "lr_scheduler_type", "warmup_steps", "warmup_ratio", "weight_decay",
+    "optim", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+    "seed", "bf16", "fp16", "eval_strategy", "evaluation_strategy", "save_strategy", "save_steps",
+    "logging_steps", "metric_for_best_model", "resume_from_checkpoint",
+)  # fmt: skip
+
+
+def training_args(obj: Obj) -> dict[str, Any]:
+    """The fields of a pickled TrainingArguments that say how the run was trained (enums by value)."""
+    state = obj.attrs()
+    out: dict[str, Any] = {}
+    for key in _ARGS_SHOWN:
+        v = state.get(key)
+        if isinstance(v, Obj) and TRAINING_ARGS_ENUMS.match(v.qualname) and len(v.args) == 1:
+            v = v.args[0]
+        if v is not None and type(v) in (str, int, float, bool) and len(str(v)) <= 200:
+            out[key] = v
+    return out
+
+
+def _args_summary(qualname: str, args: dict[str, Any]) -> str:
+    parts = [f"lr={args['learning_rate']:g}"] if type(args.get("learning_rate")) in (int, float) else []
+    if type(args.get("max_steps")) is int and args["max_steps"] > 0:
+        parts.append(f"{args['max_steps']} steps")
+    elif type(args.get("num_train_epochs")) in (int, float):
+        parts.append(f"{args['num_train_epochs']:g} epochs")
+    if "per_device_train_batch_size" in args:
+        accumulate = args.get("gradient_accumulation_steps", 1)
+        per_step = f"×{accumulate}" if accumulate != 1 else ""
+        parts.append(f"batch {args['per_device_train_batch_size']}{per_step} per device")
+    if "seed" in args:
+        parts.append(f"seed {args['seed']}")
+    return f"{qualname.rsplit('.', 1)[-1]}: " + ", ".join(parts) if parts else qualname.rsplit(".", 1)[-1]
+
+
 def analyse(root: Any, locate: Locate, read_scalar: ReadScalar) -> Content:
     """Everything CheckpointMeta needs from a pickled object tree."""
     token = _COUNTS.set({})
@@ -294,6 +332,12 @@ def _analyse(root: Any, locate: Locate, read_scalar: ReadScalar) -> Content:
     c = Content(framework="pytorch")
     if isinstance(root, (TensorRef, list, tuple)):
         c.tensors = _tensor_metas(collect_tensors(root), locate)
+        return c
+    if isinstance(root, Obj) and TRAINING_ARGS_OBJECTS.match(root.qualname):  # HF's training_args.bin
+        args = training_args(root)
+        c.framework = "hf-trainer"
+        c.metadata["training_args"] = args
+        c.entries.append(Entry("<root>", "training_args", _args_summary(root.qualname, args)))
         return c
     if isinstance(root, Obj):
         c.tensors = _tensor_metas(collect_tensors(root), locate)

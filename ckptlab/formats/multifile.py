@@ -329,6 +329,7 @@ def read_hf_checkpoint(
     entries = [Entry(weights_name, "weights", f"{weights.format}, {plural(weights.n_tensors, 'tensor')}")]
     warnings = list(weights.warnings)
     has_opt = has_sched = has_rng = False
+    training: dict[str, Any] | None = None
     part_unsafe: list[str] = []
     part_findings: list[str] = []
     unverified: list[str] = []
@@ -362,9 +363,13 @@ def read_hf_checkpoint(
             parts.append(m)
             has_opt = has_opt or kind == "optimizer"
             has_sched = has_sched or kind == "scheduler"
-            entries.append(
-                Entry(name, kind, f"{m.format}, {plural(len(m.other_tensors) + m.n_tensors, 'tensor')}")
-            )
+            if "training_args" in m.metadata:  # HF's pickled TrainingArguments: what the run was trained with
+                training = m.metadata["training_args"]
+                entries.append(Entry(name, kind, m.entries[0].summary if m.entries else m.format))
+            else:
+                entries.append(
+                    Entry(name, kind, f"{m.format}, {plural(len(m.other_tensors) + m.n_tensors, 'tensor')}")
+                )
     has_state = HF_STATE in names and not leaves(path, HF_STATE, within)
     doc: Any = _load_json(path / HF_STATE, limits) if has_state else {}
     state = parse_trainer_state(doc, history=False)  # its metrics: latest_metrics, without a row each
@@ -381,6 +386,8 @@ def read_hf_checkpoint(
     for k in ("best_model_checkpoint", "max_steps", "num_train_epochs", "save_steps"):
         if getattr(state, k) is not None:
             meta[k] = getattr(state, k)
+    if training is not None:
+        meta["training_args"] = training
     config = model_config(path, names, limits, within)
     if config is not None:
         meta["model_config"] = config

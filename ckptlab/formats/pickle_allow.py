@@ -4,6 +4,7 @@ optimizer/scheduler state produces. A global outside it is reported as unsafe; n
 from __future__ import annotations
 
 import _compat_pickle
+import os
 import re
 
 from ..dtypes import TORCH_STORAGE_DTYPES
@@ -79,8 +80,28 @@ _SAFE_PATTERNS = (
     ),
     re.compile(r"^numpy\.dtypes\.\w+DType$"),
 )
-# Allowed only in the formats that produce them.
+# HF Trainer's training_args.bin is `torch.save(self.args)`: a TrainingArguments dataclass (or a subclass
+# from transformers or TRL) and the enums and small config objects its fields hold. Every Trainer checkpoint
+# has one and a resume never loads it. These classes are allowed there only, and only as pickle rebuilds
+# them without running their code: objects created empty (NEWOBJ, then their fields set), enums looked up
+# by one plain value. `misused_globals` reports any other use (arguments to a class's __init__).
+TRAINING_ARGS_FILE = "training_args.bin"
+TRAINING_ARGS_OBJECTS = re.compile(
+    r"^(transformers\.training_args(_seq2seq)?\.\w*TrainingArguments"
+    r"|transformers\.trainer_pt_utils\.AcceleratorConfig"
+    r"|accelerate\.state\.PartialState"
+    r"|trl\.trainer\.\w+_config\.\w+Config)$"
+)
+TRAINING_ARGS_ENUMS = re.compile(
+    r"^(transformers\.trainer_utils\.(IntervalStrategy|SaveStrategy|HubStrategy|SchedulerType|FSDPOption"
+    r"|EvaluationStrategy)"
+    r"|transformers\.training_args\.(OptimizerNames|ParallelMode)"
+    r"|transformers\.debug_utils\.DebugOption"
+    r"|accelerate\.utils\.dataclasses\.DistributedType)$"
+)
+# Allowed only in the formats (and files) that produce them.
 CONTEXT_GLOBALS: dict[str, tuple[re.Pattern[str], ...]] = {
+    "hf-training-args": (TRAINING_ARGS_OBJECTS, TRAINING_ARGS_ENUMS),
     "torchscript": (re.compile(r"^__torch__\."), re.compile(r"^torch\.jit\._pickle\.\w+$")),
     "dcp": (
         re.compile(r"^torch\.distributed\.checkpoint\.[\w.]+$"),
@@ -100,3 +121,8 @@ def is_safe_global(qualname: str, context: str | None = None) -> bool:
     if qualname in SAFE_GLOBALS or any(p.match(qualname) for p in _SAFE_PATTERNS):
         return True
     return any(p.match(qualname) for p in CONTEXT_GLOBALS.get(context or "", ()))
+
+
+def context_for(path: str) -> str | None:
+    """The allowlist context of a pickle by its file's name: HF Trainer's training_args.bin, else none."""
+    return "hf-training-args" if os.path.basename(path) == TRAINING_ARGS_FILE else None

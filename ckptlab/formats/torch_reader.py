@@ -22,6 +22,8 @@ from ..errors import FormatError, LimitError
 from ..model import CheckpointMeta, RawLocation, Safety
 from .content import Content, analyse
 from .limits import DEFAULT_LIMITS, Limits
+from .pickle_allow import context_for
+from .pickle_refs import misused_globals
 from .pickle_vm import Obj, RestrictedUnpickler, StorageRef, TensorRef, torch_persistent_load
 from .zipdir import ZipDirectory
 from .zipsafe import file_size, resolve_data_offset
@@ -85,13 +87,14 @@ def walk_data_pkl(
             path, f"{member} is {info.file_size} bytes, over the cap of {limits.max_pickle_bytes}"
         )
     raw = tz.dir.read_stored(tz.prefix + member)
-    u = RestrictedUnpickler(
-        io.BytesIO(raw), context="torchscript" if tz.is_torchscript else None, limits=limits
-    )
+    context = "torchscript" if tz.is_torchscript else context_for(path)
+    u = RestrictedUnpickler(io.BytesIO(raw), context=context, limits=limits)
     try:
         value = u.load()
     except FormatError as e:  # keep the type: a LimitError stays a LimitError
         raise type(e)(path, f"{member}: {e.cause}") from None
+    if context == "hf-training-args":
+        u.unsafe.extend(g for g in misused_globals(value) if g not in u.unsafe)
     return value, u
 
 
@@ -308,7 +311,12 @@ def read_torch_legacy(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> Chec
 
         def walk(what: str, pid: Any = None) -> tuple[Any, dict[str, StorageRef]]:
             # errors name no globals here: read_file names every unsafe global of a refused file
-            u = RestrictedUnpickler(stream, persistent_load=pid, limits=limits)  # type: ignore[arg-type]
+            u = RestrictedUnpickler(
+                stream,  # type: ignore[arg-type]
+                persistent_load=pid,
+                context=context_for(p),
+                limits=limits,
+            )
             try:
                 v = u.load()
             except FormatError as e:
@@ -329,6 +337,8 @@ def read_torch_legacy(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> Chec
         sys_info, _ = walk("sys info")
         little = not (isinstance(sys_info, dict) and sys_info.get("little_endian") is False)
         root, refs = walk("checkpoint object", torch_persistent_load)
+        if context_for(p) == "hf-training-args":
+            unsafe.extend(g for g in misused_globals(root) if g not in unsafe)
         keys, _ = walk("storage key list")
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise FormatError(p, "storage key list is malformed")
