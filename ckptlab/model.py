@@ -366,6 +366,9 @@ class IndexEntry:
     reason: str | None = None  # why the status is not ok
     mtime: float | None = None
     meta: Mapping[str, Any] | None = None  # the inspect document without tensors
+    # the checkpoint listed under this link's target, when the file is a symlink to another checkpoint of
+    # the root (Lightning's save_last="link", a `best.pt` link): its bytes are counted once, at the target
+    link_to: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -388,6 +391,7 @@ class IndexEntry:
             "status": self.status,
             "reason": self.reason,
             "mtime": self.mtime,
+            "link_to": self.link_to,
         }
 
 

@@ -312,6 +312,7 @@ def test_hub_cache_lists_each_revision_once_under_its_links(tmp_path: Path) -> N
         got[sharded].n_params == got[single].n_params == sum(v.numel() for v in small_state_dict().values())
     )
     assert got[single].size_bytes == len(single_bytes)  # the target's size
+    assert got[single].link_to is None  # its blob is not listed: the snapshot's row holds the bytes
 
 
 def test_cli_table_names_a_hub_run_by_its_repo_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -371,6 +372,43 @@ def test_a_link_to_a_named_checkpoint_keeps_both_rows(tmp_path: Path) -> None:
         result = scan([tmp_path / "run"], store)
     assert sorted(Path(e.path).name for e in result.entries) == ["epoch=1-step=20.ckpt", "last.ckpt"]
     assert {e.status for e in result.entries} == {"ok"}
+
+
+def test_a_link_to_another_checkpoint_takes_no_bytes(tmp_path: Path) -> None:
+    """last.ckpt -> epoch=2-step=40.ckpt: two rows, one file on disk. The link names its target, the run's
+    bytes (store, summary, disk chart) count the file once, and re-pointing the link is a change even when
+    both targets have the same size and mtime."""
+    from ckptlab.index.views import checkpoint_label, summarize, usage_rows
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("epoch=1-step=20.ckpt", "epoch=2-step=40.ckpt"):
+        torch.save(training_checkpoint(), run / name)
+    os.symlink("epoch=2-step=40.ckpt", run / "last.ckpt")
+    backdate(tmp_path)
+    size = (run / "epoch=1-step=20.ckpt").stat().st_size
+    mtime_ns = (run / "epoch=1-step=20.ckpt").stat().st_mtime_ns
+    os.utime(run / "epoch=2-step=40.ckpt", ns=(mtime_ns, mtime_ns))
+    with Store(tmp_path / "db.sqlite") as store:
+        result = scan([run], store)
+        got = {Path(e.path).name: e for e in result.entries}
+        last = got["last.ckpt"]
+        assert last.link_to == str(run / "epoch=2-step=40.ckpt") and last.size_bytes == size
+        assert got["epoch=1-step=20.ckpt"].link_to is None
+        assert checkpoint_label(last) == "last.ckpt → epoch=2-step=40.ckpt"
+        assert last.to_json()["link_to"] == str(run / "epoch=2-step=40.ckpt")
+        assert summarize(result.entries).total_bytes == 2 * size
+        assert sum(b for _, _, b in usage_rows(result.entries, {str(run): "run"})) == 2 * size
+        (summary,) = store.runs()
+        assert (summary.n_checkpoints, summary.size_bytes) == (3, 2 * size)
+        assert {Path(e.path).name: e.link_to for e in store.entries()} == {
+            n: e.link_to for n, e in got.items()
+        }
+        os.unlink(run / "last.ckpt")  # re-pointed: same size, same mtime, another checkpoint
+        os.symlink("epoch=1-step=20.ckpt", run / "last.ckpt")
+        again = scan([run], store)
+        (relinked,) = [e for e in again.entries if e.path.endswith("last.ckpt")]
+        assert relinked.link_to == str(run / "epoch=1-step=20.ckpt") and again.parsed == 1
 
 
 def test_store_schema_and_queries(tree: Path, tmp_path: Path) -> None:
@@ -791,7 +829,7 @@ def test_migration_moves_tensor_rows_into_shared_lists(
         old.db.executemany("INSERT INTO tensors VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
     monkeypatch.undo()
     with Store(db) as store:
-        assert store.applied_migrations() == ["0001_initial", "0002_shared_tensor_lists"]
+        assert store.applied_migrations() == ["0001_initial", "0002_shared_tensor_lists", "0003_link_to"]
         assert sorted(tuple(r) for r in store.db.execute("SELECT * FROM tensors")) == rows
         assert store.db.execute("SELECT COUNT(*) FROM tensor_lists").fetchone()[0] == 2
         assert [(t.name, t.shape) for t in store.tensors("/r/1.pt")] == [("a", (2, 3)), ("b", ())]

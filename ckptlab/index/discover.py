@@ -39,6 +39,9 @@ class Candidate(NamedTuple):
     # so the reading pool need not look again; None: not looked at
     kind: str | None = None
     run: str | None = None  # the run, when the path alone does not say it (an HF output_dir's final save)
+    # a file that is a link to another file listed in the root: that file's path in the root (not a
+    # digest-named hub blob, which is not listed under its own name)
+    link_to: str | None = None
 
 
 def _stat_all(entries: Sequence[os.DirEntry[str]]) -> tuple[os.stat_result, ...] | OSError:
@@ -163,9 +166,18 @@ def discover(
                     out.append(Candidate(e.path, "file", (e.path,), (), None, _stat_one(e), kind))
                 if name in links and len(out) > n_before:
                     linked.add(links[name])
+                    if not _DIGEST.fullmatch(os.path.basename(links[name])):  # see the end of the walk
+                        out[-1] = out[-1]._replace(
+                            link_to=os.path.join(root, os.path.relpath(links[name], real_root))
+                        )
             except OSError as err:
                 errors.append((e.path, f"cannot stat: {err.strerror or err}"))
-    if linked:  # a digest-named blob listed under a link's name is not listed again under its hash
+    if linked:
+        # a link names the checkpoint it duplicates only when that one is listed too (its bytes are counted
+        # there); a link to a file that is no checkpoint of its own is the only row of those bytes
+        listed = {c.path for c in out}
+        out = [c._replace(link_to=None) if c.link_to and c.link_to not in listed else c for c in out]
+        # a digest-named blob listed under a link's name is not listed again under its hash
         # discovery follows no folder link, so a file's real path is the root's plus the rest of its path
         out = [
             c

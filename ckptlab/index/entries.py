@@ -49,6 +49,7 @@ def entry_of(
                 "reason": reason,
                 "mtime": f.mtime,
                 "meta": None,
+                "link_to": c.link_to,
             }
         )
     doc, n_params = meta_document(meta)
@@ -78,6 +79,7 @@ def entry_of(
             "reason": "; ".join(meta.warnings) or None,
             "mtime": f.mtime,
             "meta": doc,
+            "link_to": c.link_to,
         }
     )
 

@@ -156,6 +156,13 @@ def _shared_tensor_lists(db: sqlite3.Connection) -> None:
     )
 
 
+@migration("0003_link_to")
+def _link_to(db: sqlite3.Connection) -> None:
+    """A checkpoint file that is a symlink to another checkpoint of the root names it, so that bytes per
+    run count the file once (a Lightning run with save_last="link" counted its last save twice)."""
+    db.execute("ALTER TABLE checkpoints ADD COLUMN link_to TEXT")
+
+
 def apply_pending(
     db: sqlite3.Connection, transaction: Callable[[], AbstractContextManager[sqlite3.Connection]]
 ) -> list[str]:

@@ -19,8 +19,9 @@ Files = tuple[tuple[str, int, int], ...]  # (path, size, mtime_ns) of every part
 
 def _fingerprint(c: Candidate, base: int) -> tuple[str, Files, float | None]:
     """(digest, parts, newest mtime). `base` is the root's length + 1: parts lie under the root, so slicing
-    gives what relpath would, for much less. The digest's bytes are the same as ever: an index written by
-    an earlier version is reused, not read again. Raises the OSError of a part that cannot be stat'ed."""
+    gives what relpath would, for much less. The digest's bytes are the same as ever (a link's now include
+    its target): an index written by an earlier version is reused, not read again. Raises the OSError of a
+    part that cannot be stat'ed."""
     stats = c.stats
     if stats is None:
         stats = tuple(os.stat(p) for p in c.parts)
@@ -30,6 +31,8 @@ def _fingerprint(c: Candidate, base: int) -> tuple[str, Files, float | None]:
         p, st = c.parts[0], stats[0]
         size, mtime_ns = st.st_size, st.st_mtime_ns
         text = f"{c.layout}{p[base:]}\0{size}\0{mtime_ns}\nmissing:"
+        if c.link_to:  # a link re-pointed at another checkpoint of the same size and mtime is a change
+            text += f"\nlink:{c.link_to[base:]}"
         digest = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
         return digest, ((p, size, mtime_ns),), max(0.0, st.st_mtime)
     files = tuple((p, st.st_size, st.st_mtime_ns) for p, st in zip(c.parts, stats, strict=True))

@@ -14,7 +14,7 @@ JOINS = "FROM checkpoints c JOIN runs r ON r.id = c.run_id JOIN roots o ON o.id 
 ENTRY_COLUMNS = (
     "c.id, c.path, r.path, o.path, c.layout, c.format, c.framework, c.step, c.epoch, c.size_bytes, "
     "c.n_tensors, c.n_params, c.has_optimizer, c.has_scheduler, c.has_rng_state, c.safe, c.unsafe_globals, "
-    "c.status, c.reason, c.mtime, c.fingerprint"
+    "c.status, c.reason, c.mtime, c.fingerprint, c.link_to"
 )
 
 
@@ -80,6 +80,7 @@ def row_entry(
             "mtime": r[19],
             "fingerprint": r[20],
             "files": files,
-            "meta": json.loads(r[21]) if r[21] else None,
+            "meta": json.loads(r[22]) if r[22] else None,
+            "link_to": r[21],
         }
     )

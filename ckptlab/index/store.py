@@ -194,14 +194,14 @@ class Store:
         db.executemany(
             "INSERT INTO checkpoints (id, path, run_id, layout, format, framework, step, epoch, size_bytes, "
             "n_tensors, n_params, has_optimizer, has_scheduler, has_rng_state, safe, unsafe_globals, status, "
-            "reason, mtime, fingerprint, meta_json, indexed_at, tensor_list_id) "
-            f"VALUES ({','.join('?' * 23)})",
+            "reason, mtime, fingerprint, meta_json, indexed_at, tensor_list_id, link_to) "
+            f"VALUES ({','.join('?' * 24)})",
             [
                 (
                     cid, e.path, runs[e.run], e.layout, e.format, e.framework, e.step, e.epoch, e.size_bytes,
                     e.n_tensors, e.n_params, _b(e.has_optimizer), _b(e.has_scheduler), _b(e.has_rng_state),
                     _b(e.safe), _json_list(e.unsafe_globals), e.status, e.reason, e.mtime, e.fingerprint,
-                    None if e.meta is None else _encode(e.meta), now, lists.get(e.path),
+                    None if e.meta is None else _encode(e.meta), now, lists.get(e.path), e.link_to,
                 )
                 for cid, e in enumerate(entries, first)
             ],
@@ -295,8 +295,10 @@ class Store:
 
     def runs(self) -> list[RunSummary]:
         rows = self.db.execute(
-            "SELECT r.path, r.name, COUNT(c.id), COALESCE(SUM(c.size_bytes), 0), MAX(c.step) FROM runs r "
-            "LEFT JOIN checkpoints c ON c.run_id = r.id GROUP BY r.id ORDER BY r.path"
+            # a link to another checkpoint takes no bytes of its own
+            "SELECT r.path, r.name, COUNT(c.id), "
+            "COALESCE(SUM(CASE WHEN c.link_to IS NULL THEN c.size_bytes ELSE 0 END), 0), MAX(c.step) "
+            "FROM runs r LEFT JOIN checkpoints c ON c.run_id = r.id GROUP BY r.id ORDER BY r.path"
         )
         return [RunSummary(*r) for r in rows]
 

@@ -72,7 +72,8 @@ class Summary:
 
 
 def summarize(entries: Sequence[IndexEntry]) -> Summary:
-    """Counts and bytes over `entries` (every file counted once: debris and incomplete sets take space too).
+    """Counts and bytes over `entries` (every file counted once: debris and incomplete sets take space too,
+    a link to another checkpoint takes none).
 
     >>> e = IndexEntry("/r/a.pt", "/r", "/r", "file", "ok", "fp", size_bytes=10, safe=False)
     >>> s = summarize([e]); (s.n_checkpoints, s.n_runs, s.total_bytes, s.n_unsafe, s.n_debris)
@@ -82,7 +83,7 @@ def summarize(entries: Sequence[IndexEntry]) -> Summary:
     return Summary(
         n_checkpoints=len(entries),
         n_runs=len({e.run for e in entries}),
-        total_bytes=sum(e.size_bytes for e in entries),
+        total_bytes=sum(e.size_bytes for e in entries if e.link_to is None),
         n_unsafe=sum(1 for e in entries if e.safe is False),
         by_status={s: status.get(s, 0) for s in STATUSES},
     )
@@ -190,8 +191,12 @@ def closest_runs(name: str, labels: Mapping[str, str], n: int = 5) -> list[str]:
 
 
 def checkpoint_label(entry: IndexEntry) -> str:
-    """The checkpoint's path relative to its run (`checkpoints/epoch=1-step=64.ckpt`), else its name."""
-    return _rel(entry.path, entry.run) or _name(entry.path)
+    """The checkpoint's path relative to its run (`checkpoints/epoch=1-step=64.ckpt`), else its name; a link
+    to another checkpoint says which (`last.ckpt → epoch=2-step=12.ckpt`)."""
+    label = _rel(entry.path, entry.run) or _name(entry.path)
+    if entry.link_to is None:
+        return label
+    return f"{label} → {_rel(entry.link_to, os.path.dirname(entry.path)) or entry.link_to}"
 
 
 def safety_class(entry: IndexEntry) -> str:
@@ -305,7 +310,7 @@ def table_rows(
 
 def usage_rows(entries: Iterable[IndexEntry], labels: Mapping[str, str]) -> list[tuple[str, str, int]]:
     """(run label, status, bytes) per checkpoint: the input of `plots.disk_usage_figure`."""
-    return [(labels[e.run], e.status, e.size_bytes) for e in entries]
+    return [(labels[e.run], e.status, e.size_bytes if e.link_to is None else 0) for e in entries]
 
 
 def picker_options(entries: Sequence[IndexEntry], labels: Mapping[str, str] | None = None) -> dict[str, str]:
