@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from adversarial import ReduceTo
-from conftest import EXPECTED, training_checkpoint
+from conftest import EXPECTED, training_checkpoint, write_sharded_safetensors
 from ui_fixtures import backdate
 
 from ckptlab.errors import FormatError, IncompleteError
@@ -219,6 +219,18 @@ def test_a_save_pretrained_folder_is_its_weights_file(tmp_path: Path, safetensor
     (d / "config.json").unlink()
     bin_only = read_meta(d)
     assert bin_only.path == str(d / "pytorch_model.bin") and "model_config" not in bin_only.metadata
+
+
+def test_a_sharded_save_pretrained_folder_has_its_config(tmp_path: Path) -> None:
+    # save_pretrained(max_shard_size=...) writes an index, its shards and config.json (transformers 5: dtype)
+    d = tmp_path / "export"
+    d.mkdir()
+    write_sharded_safetensors(d)
+    config = {"model_type": "mlp", "architectures": ["MLP"], "dtype": "bfloat16"}
+    (d / "config.json").write_text(json.dumps({**config, "hidden_size": 8}))
+    meta = read_meta(d)
+    assert meta.format == "safetensors-sharded"
+    assert meta.metadata["model_config"] == config
 
 
 def test_every_part_a_resume_unpickles_is_checked(hf_dir: Path) -> None:

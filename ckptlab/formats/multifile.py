@@ -223,8 +223,10 @@ def read_directory(path: Path, limits: Limits = DEFAULT_LIMITS, within: str | No
         return read_hf_checkpoint(path, limits, names, within)
     # as path.glob("*.index.json") matched (files or not; case-insensitively where the OS folds case)
     indexes = sorted(path / n for n in names if os.path.normcase(n).endswith(".index.json"))
-    if len(indexes) == 1:
-        return read_index(indexes[0], limits, within)
+    if len(indexes) == 1:  # a sharded set, or a save_pretrained folder of one: the model's config too
+        meta = read_index(indexes[0], limits, within)
+        config = model_config(path, names, limits, within)
+        return replace(meta, metadata={**meta.metadata, "model_config": config}) if config else meta
     weights = next((n for n in HF_WEIGHTS if n in names), None)  # safetensors first, as transformers
     if weights is not None and not indexes:
         from . import read_file
@@ -243,8 +245,9 @@ def read_directory(path: Path, limits: Limits = DEFAULT_LIMITS, within: str | No
 def model_config(
     path: Path, names: set[str], limits: Limits, within: str | None = None
 ) -> dict[str, Any] | None:
-    """What identifies the model in a folder's `config.json` (model_type, architectures, torch_dtype); None
-    when there is none or it cannot be read (it is not part of the checkpoint)."""
+    """What identifies the model in a folder's `config.json` (model_type, architectures, its dtype: `dtype`
+    since transformers 5, `torch_dtype` before); None when there is none or it cannot be read (it is not
+    part of the checkpoint)."""
     if "config.json" not in names or leaves(path, "config.json", within):
         return None
     try:
@@ -253,7 +256,7 @@ def model_config(
         return None
     if not isinstance(cfg, dict):
         return None
-    return {k: cfg[k] for k in ("model_type", "architectures", "torch_dtype") if k in cfg}
+    return {k: cfg[k] for k in ("model_type", "architectures", "dtype", "torch_dtype") if k in cfg}
 
 
 def dir_layout(file_names: set[str], dir_names: Collection[str] = ()) -> str | None:
