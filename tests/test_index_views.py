@@ -170,6 +170,9 @@ def test_checkpoint_label_and_safety() -> None:
     ]
     assert [views.safety_text(e) for e in ENTRIES[:3]] == ["safe", "⚠ unsafe: posix.system +1", None]
     assert views.safety_text(entry("/r/x.pt", "/r", safe=False)) == "⚠ unsafe"
+    # an HF output_dir's final save_model() is a checkpoint whose path is its run's: named as such
+    final = entry("/r/hf-run", "/r/hf-run", layout="hf-checkpoint")
+    assert views.checkpoint_label(final) == "hf-run/ (final save)"
 
 
 @pytest.mark.parametrize(

@@ -341,7 +341,8 @@ def index_frame(
     df = pd.DataFrame(views.table_rows(entries, labels, unit), columns=list(views.TABLE_COLUMNS))
     for c in ("step", "params"):
         df[c] = df[c].astype("Int64")
-    df["epoch"] = pd.to_numeric(df["epoch"], errors="coerce")
+    # 2 decimals: HF's fractional epochs (1.3333333333) overflow the column; Inspect shows the whole value
+    df["epoch"] = pd.to_numeric(df["epoch"], errors="coerce").round(2)
     df["size"] = df["size"].astype(float)
     return df
 
