@@ -233,6 +233,22 @@ def test_a_sharded_save_pretrained_folder_has_its_config(tmp_path: Path) -> None
     assert meta.metadata["model_config"] == config
 
 
+def test_a_peft_adapter_folder_says_what_it_adapts(tmp_path: Path, safetensors_file: Path) -> None:
+    # PEFT's save_pretrained: adapter_model.safetensors + adapter_config.json (as peft 0.21 writes it)
+    d = tmp_path / "lora"
+    d.mkdir()
+    (d / "adapter_model.safetensors").write_bytes(safetensors_file.read_bytes())
+    cfg = {"peft_type": "LORA", "base_model_name_or_path": "org/base", "r": 8, "lora_alpha": 16,
+           "target_modules": ["q_proj", "v_proj"], "task_type": None, "inference_mode": True}  # fmt: skip
+    (d / "adapter_config.json").write_text(json.dumps(cfg))
+    meta = read_meta(d)
+    assert meta.path == str(d / "adapter_model.safetensors")
+    assert meta.metadata["adapter_config"] == {
+        "peft_type": "LORA", "base_model_name_or_path": "org/base", "r": 8, "lora_alpha": 16,
+        "target_modules": ["q_proj", "v_proj"],
+    }  # fmt: skip
+
+
 def test_every_part_a_resume_unpickles_is_checked(hf_dir: Path) -> None:
     # HF Trainer also saves scaler.pt (AMP); a file of any torch suffix in the folder is read too
     torch.save({"scale": torch.tensor(65536.0), "growth_factor": 2.0}, hf_dir / "scaler.pt")

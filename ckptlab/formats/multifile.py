@@ -225,16 +225,14 @@ def read_directory(path: Path, limits: Limits = DEFAULT_LIMITS, within: str | No
     indexes = sorted(path / n for n in names if os.path.normcase(n).endswith(".index.json"))
     if len(indexes) == 1:  # a sharded set, or a save_pretrained folder of one: the model's config too
         meta = read_index(indexes[0], limits, within)
-        config = model_config(path, names, limits, within)
-        return replace(meta, metadata={**meta.metadata, "model_config": config}) if config else meta
+        return replace(meta, metadata={**meta.metadata, **folder_configs(path, names, limits, within)})
     weights = next((n for n in HF_WEIGHTS if n in names), None)  # safetensors first, as transformers
     if weights is not None and not indexes:
         from . import read_file
 
         _refuse_outside(path, weights, within)
         meta = read_file(str(path / weights), limits)
-        config = model_config(path, names, limits, within)
-        return replace(meta, metadata={**meta.metadata, "model_config": config}) if config else meta
+        return replace(meta, metadata={**meta.metadata, **folder_configs(path, names, limits, within)})
     raise FormatError(
         p,
         "directory is not a checkpoint (no .metadata, trainer_state.json, weights or index.json); "
@@ -242,21 +240,33 @@ def read_directory(path: Path, limits: Limits = DEFAULT_LIMITS, within: str | No
     )
 
 
-def model_config(
-    path: Path, names: set[str], limits: Limits, within: str | None = None
-) -> dict[str, Any] | None:
-    """What identifies the model in a folder's `config.json` (model_type, architectures, its dtype: `dtype`
-    since transformers 5, `torch_dtype` before); None when there is none or it cannot be read (it is not
-    part of the checkpoint)."""
-    if "config.json" not in names or leaves(path, "config.json", within):
-        return None
-    try:
-        cfg = _load_json(path / "config.json", limits)
-    except (FormatError, OSError):
-        return None
-    if not isinstance(cfg, dict):
-        return None
-    return {k: cfg[k] for k in ("model_type", "architectures", "dtype", "torch_dtype") if k in cfg}
+# What identifies the model in a folder's `config.json` (its dtype: `dtype` since transformers 5,
+# `torch_dtype` before), and a PEFT adapter in `adapter_config.json` (what it adapts, and how)
+_CONFIG_KEYS = {
+    "config.json": ("model_config", ("model_type", "architectures", "dtype", "torch_dtype")),
+    "adapter_config.json": (
+        "adapter_config",
+        ("peft_type", "task_type", "base_model_name_or_path", "r", "lora_alpha", "lora_dropout",
+         "target_modules", "modules_to_save", "use_dora"),
+    ),
+}  # fmt: skip
+
+
+def folder_configs(path: Path, names: set[str], limits: Limits, within: str | None = None) -> dict[str, Any]:
+    """`model_config` / `adapter_config`: the fields of a folder's config.json and adapter_config.json that
+    say what the weights are; a file that is absent or cannot be read is left out (it is not part of the
+    checkpoint)."""
+    out: dict[str, Any] = {}
+    for name, (key, fields) in _CONFIG_KEYS.items():
+        if name not in names or leaves(path, name, within):
+            continue
+        try:
+            cfg = _load_json(path / name, limits)
+        except (FormatError, OSError):
+            continue
+        if isinstance(cfg, dict) and (picked := {k: cfg[k] for k in fields if cfg.get(k) is not None}):
+            out[key] = picked
+    return out
 
 
 def dir_layout(file_names: set[str], dir_names: Collection[str] = ()) -> str | None:
@@ -391,9 +401,7 @@ def read_hf_checkpoint(
             meta[k] = getattr(state, k)
     if training is not None:
         meta["training_args"] = training
-    config = model_config(path, names, limits, within)
-    if config is not None:
-        meta["model_config"] = config
+    meta.update(folder_configs(path, names, limits, within))
     all_parts = [weights, *parts]
     unsafe = tuple(dict.fromkeys([*(g for m in all_parts for g in m.safety.unsafe_globals), *part_unsafe]))
     read_findings = [f"{os.path.basename(m.path)}: {f}" for m in all_parts for f in m.safety.findings]
