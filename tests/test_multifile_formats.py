@@ -176,7 +176,7 @@ def test_dcp_app_state_nesting(tmp_path: Path) -> None:
     assert {t.name: t.shape for t in meta.tensors} == {"0.weight": (8, 4), "0.bias": (8,), "2.weight": (2, 8),
                                                        "2.bias": (2,)}  # fmt: skip
     assert len(meta.other_tensors) == 12 and all(t.name.startswith("app.optim.") for t in meta.other_tensors)
-    assert meta.has_optimizer and meta.has_scheduler
+    assert meta.has_optimizer and meta.has_scheduler and meta.metadata["model_key"] == "app.model"
     assert meta.metrics == {"loss": 0.5}
     kinds = {e.name: (e.kind, e.summary) for e in meta.entries}
     assert kinds["app.optim"][0] == "optimizer" and kinds["app.optim"][1].endswith("lr=0.01")

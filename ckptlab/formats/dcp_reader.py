@@ -115,7 +115,8 @@ def read_dcp(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
             )
         )
     optimizer_roots = _optimizer_roots([t.name for t in tensors] + byte_items)
-    model, other = _split_model(tensors, optimizer_roots)
+    model_key = _model_root(tensors, optimizer_roots)
+    model, other = _split_model(tensors, model_key, optimizer_roots)
     step = epoch = None
     metrics: dict[str, float] = {}
     unsafe = list(u.unsafe)
@@ -158,7 +159,11 @@ def read_dcp(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
         has_optimizer=bool(optimizer_roots),
         has_scheduler=bool(containers & set(SCHEDULER_KEYS)),
         has_rng_state=any("rng" in c.lower() for c in containers),
-        metadata={"dcp_version": attrs.get("version"), "data_files": len(files_needed)},
+        metadata={
+            "dcp_version": attrs.get("version"),
+            "data_files": len(files_needed),
+            **({"model_key": model_key} if model_key else {}),  # as torch files say where the weights sat
+        },
         entries=_entries(byte_items, values, other, optimizer_roots),
         safety=Safety(tuple(unsafe), tuple(findings), tuple(unverified)),
         layout="dcp",
@@ -205,10 +210,9 @@ def _model_root(tensors: list[TensorMeta], optimizer_roots: set[str]) -> str | N
 
 
 def _split_model(
-    tensors: list[TensorMeta], optimizer_roots: set[str]
+    tensors: list[TensorMeta], root: str | None, optimizer_roots: set[str]
 ) -> tuple[list[TensorMeta], list[TensorMeta]]:
-    """Model weights (named relative to their key) and the other tensors (optimizer state, ...)."""
-    root = _model_root(tensors, optimizer_roots)
+    """Model weights (named relative to `root`, their key) and the other tensors (optimizer state, ...)."""
     if root is None:
         other_tops = {*OPTIMIZER_KEYS, *SCHEDULER_KEYS, "optim"}
         model, other = [], []
