@@ -55,9 +55,10 @@ class Budget(io.RawIOBase):
 
     def _take(self, n: int) -> int:
         room = self.cap - self.used
-        if room <= 0:
+        # an opcode's argument that crosses the cap is a pickle longer than the cap, not a truncated one
+        if room <= 0 or (n is not None and n > room):
             raise TooBigForFastPath
-        return room if n is None or n < 0 else min(n, room)
+        return room if n is None or n < 0 else n
 
     def read(self, n: int = -1) -> bytes:  # type: ignore[override]
         data = self.stream.read(self._take(n))
@@ -67,6 +68,8 @@ class Budget(io.RawIOBase):
     def readline(self, size: int | None = -1) -> bytes:  # type: ignore[override]
         data = self.stream.readline(self._take(size if size is not None else -1))
         self.used += len(data)
+        if not data.endswith(b"\n") and self.used >= self.cap:  # a line cut by the cap, not by the file
+            raise TooBigForFastPath
         return data
 
     def readinto(self, b: Any) -> int:  # type: ignore[override]
