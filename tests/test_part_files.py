@@ -92,6 +92,24 @@ def test_save_pretrained_json_points_at_the_folder(tmp_path: Path) -> None:
     assert (m.format, m.metadata["shards"]) == ("safetensors-sharded", 2)
 
 
+def test_only_the_json_an_hf_folder_holds_is_refused(tmp_path: Path) -> None:
+    """An index under another name (another case, a backup copy) beside the weights is a checkpoint of its
+    own; any other JSON there reports why it is no index; the folder's own JSON files point at it."""
+    d = tmp_path / "export"
+    d.mkdir()
+    index = write_sharded_safetensors(d)
+    (d / "config.json").write_text(json.dumps({"model_type": "mlp"}))
+    for name in ("weights.index.JSON", "index_backup.json"):
+        shutil.copy(index, d / name)
+        m = read_meta(d / name)
+        assert (m.format, m.metadata["shards"], m.path) == ("safetensors-sharded", 2, str(d / name))
+    (d / "notes.json").write_text("{}")
+    assert _refused(d / "notes.json") == "JSON file without a weight_map: not a sharded checkpoint index"
+    for name in ("generation_config.json", "tokenizer_config.json", "Special_Tokens_Map.JSON"):
+        (d / name).write_text("{}")
+        assert _refused(d / name) == f"a part of the Hugging Face model directory {d}: inspect the directory"
+
+
 def test_json_elsewhere_keeps_its_message(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     assert _refused(tmp_path / "config.json") == (

@@ -17,6 +17,7 @@ from pathlib import Path
 from ..errors import CkptlabError, FormatError, IncompleteError
 from ..model import CheckpointMeta
 from .limits import DEFAULT_LIMITS, Limits
+from .pickle_allow import context_for
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _PICKLE_START = set(b"c(]})NILFSVGXUTJKMhq") | {0x80}
@@ -195,9 +196,9 @@ def read_meta(
         if part_of is not None:
             raise FormatError(p, part_of)
         if sniffed[1] < _SMALL_FILE:  # too few objects for the collector to matter
-            return read_file(p, limits, sniffed, within)
+            return read_file(p, limits, sniffed, within, context_for(p))
         with gc_paused:
-            return read_file(p, limits, sniffed, within)
+            return read_file(p, limits, sniffed, within, context_for(p))
     except CkptlabError as e:
         if e.path is None:  # inner layers raise without a path; name the file for the user
             raise type(e)(p, e.cause) from None
@@ -216,11 +217,25 @@ def _part_of_directory(p: str, kind: str) -> str | None:
     """Why the file `p` is to be inspected as its directory, or None. Read alone, a DCP shard looks like a
     torch.save archive of one tensor, DCP's `.metadata` like a pickle of unknown classes, and the JSON of
     an HF folder like a broken index; the folder holds the checkpoint. Only these names cost a listing.
-    torch.save files beside them (optimizer.pt, rng_state.pth) and weight indexes stay readable alone."""
+    torch.save files beside them (optimizer.pt, rng_state.pth) and weight indexes stay readable alone:
+    any JSON but the ones an HF folder is known to hold, whatever its name (`weights.index.JSON`, an
+    `index_backup.json` copy), is read as an index, or reports why it is none."""
     name = os.path.basename(p)
     # multifile.DCP_METADATA, spelled out: multifile is imported only past this test, not once per file
     dcp_part = name == ".metadata" or name.endswith(".distcp")
-    if not dcp_part and (kind != "index-json" or os.path.normcase(name).endswith(".index.json")):
+    if not dcp_part and kind != "index-json":
+        return None
+    # the JSON files that transformers, PEFT and the Trainer write beside the weights (lower-case: a
+    # case-folding file system opens `Config.JSON` as `config.json`)
+    hf_json = frozenset(
+        {
+            "config.json", "generation_config.json", "adapter_config.json", "trainer_state.json",
+            "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+            "vocab.json", "preprocessor_config.json", "processor_config.json", "chat_template.json",
+            "all_results.json", "train_results.json", "eval_results.json",
+        }
+    )  # fmt: skip
+    if not dcp_part and name.lower() not in hf_json:
         return None
     from .multifile import DCP_METADATA, HF_INDEXES, HF_WEIGHTS, dir_layout
 
@@ -251,13 +266,17 @@ def read_file(
     limits: Limits = DEFAULT_LIMITS,
     sniffed: Sniffed | None = None,
     within: str | None = None,
+    context: str | None = None,
 ) -> CheckpointMeta:
     """Metadata of one file, dispatched on its content (`sniffed`: what `sniff` already found). A zip or
     pickle that cannot be read is an error that names the unsafe globals found in it: torch.load may still
-    unpickle what ckptlab refuses; such an error carries what the scan found as `unsafe_globals`."""
+    unpickle what ckptlab refuses; such an error carries what the scan found as `unsafe_globals`.
+    `context`: the allowlist context of its pickle (`pickle_allow.context_for`), given only by the callers
+    that know the file's role (inspect of the file itself, an HF folder's part), never taken from a name
+    another file chose (a DCP data file, a shard)."""
     kind, size, head = sniffed or sniff(Path(path))
     try:
-        return _dispatch(path, kind, limits, (size, head), within)
+        return _dispatch(path, kind, limits, (size, head), within, context)
     except FormatError as e:
         if kind not in ("zip", "pickle") or isinstance(e, IncompleteError):
             raise
@@ -274,14 +293,19 @@ def read_file(
 
 
 def _dispatch(
-    path: str | Path, kind: str, limits: Limits, prefix: tuple[int, bytes], within: str | None = None
+    path: str | Path,
+    kind: str,
+    limits: Limits,
+    prefix: tuple[int, bytes],
+    within: str | None = None,
+    context: str | None = None,
 ) -> CheckpointMeta:
     if kind == "safetensors":
         return _readers().safetensors(path, limits, prefix)
     if kind == "zip":
-        return _read_zip(path, limits)
+        return _read_zip(path, limits, context)
     if kind == "pickle":
-        return _readers().legacy(path, limits)
+        return _readers().legacy(path, limits, context)
     if kind == "hdf5":
         from .hdf5_reader import read_hdf5
 
@@ -314,14 +338,14 @@ def _readers() -> _Readers:
     return _Readers()
 
 
-def _read_zip(path: str | Path, limits: Limits) -> CheckpointMeta:
+def _read_zip(path: str | Path, limits: Limits, context: str | None = None) -> CheckpointMeta:
     r = _readers()
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         zd = r.zip_directory(f, size, str(path), limits)
         prefix = r.find_prefix(zd.members)
         if prefix is not None:
-            return r.torch_zip(path, limits, opened=(f, zd, size, prefix))
+            return r.torch_zip(path, limits, opened=(f, zd, size, prefix), context=context)
         if "config.json" in zd or "model.weights.h5" in zd:
             from .hdf5_reader import read_keras
 

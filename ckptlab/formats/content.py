@@ -297,7 +297,7 @@ def training_args(obj: Obj) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in _ARGS_SHOWN:
         v = state.get(key)
-        if isinstance(v, Obj) and TRAINING_ARGS_ENUMS.match(v.qualname) and len(v.args) == 1:
+        if isinstance(v, Obj) and v.qualname in TRAINING_ARGS_ENUMS and len(v.args) == 1:
             v = v.args[0]
         if v is not None and type(v) in (str, int, float, bool) and len(str(v)) <= 200:
             out[key] = v
@@ -333,7 +333,7 @@ def _analyse(root: Any, locate: Locate, read_scalar: ReadScalar) -> Content:
     if isinstance(root, (TensorRef, list, tuple)):
         c.tensors = _tensor_metas(collect_tensors(root), locate)
         return c
-    if isinstance(root, Obj) and TRAINING_ARGS_OBJECTS.match(root.qualname):  # HF's training_args.bin
+    if isinstance(root, Obj) and root.qualname in TRAINING_ARGS_OBJECTS:  # HF's training_args.bin
         args = training_args(root)
         c.framework = "hf-trainer"
         c.metadata["training_args"] = args

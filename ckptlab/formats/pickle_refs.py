@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from ..dtypes import TORCH_STORAGE_DTYPES, itemsize
 from ..errors import FormatError
-from .pickle_allow import TRAINING_ARGS_ENUMS, TRAINING_ARGS_OBJECTS, is_safe_global
+from .pickle_allow import is_safe_global
 
 
 @dataclass(eq=False)
@@ -344,7 +344,13 @@ def _rebuild_parameter(args: tuple[Any, ...]) -> Any:
 
 
 def _from_type_v2(args: tuple[Any, ...]) -> Any:
-    # (func, new_type, func_args, state): Parameter subclasses and plain tensors go through here
+    # (func, new_type, func_args, state): Parameter subclasses and plain tensors go through here. torch calls
+    # func(*func_args): anything but one of its tensor rebuilds would be a call hidden from the unpickler
+    func = args[0] if args else None
+    g = Global("torch._utils", "_rebuild_tensor_v2") if func is TensorCall else getattr(func, "_global", func)
+    if not (isinstance(g, Global) and g.qualname.startswith("torch._utils._rebuild")):
+        what = g.qualname if isinstance(g, Global) else type(g).__name__
+        raise FormatError(None, f"pickle: _rebuild_from_type_v2 calls {what}, not a tensor rebuild")
     if len(args) >= 3 and isinstance(args[2], tuple) and args[2]:
         inner = as_tensor(args[2][0])
         if isinstance(inner, TensorRef):
@@ -372,34 +378,6 @@ def _set_like(args: tuple[Any, ...]) -> Any:
         return set(args[0]) if args and isinstance(args[0], (list, tuple, set)) else set()
     except TypeError:
         return set()
-
-
-def misused_globals(root: Any, budget: int = 100_000) -> list[str]:
-    """The training-args classes of `root` used otherwise than pickle rebuilds them without running their
-    code (see pickle_allow): a class called with arguments, an enum looked up by anything but one plain
-    value. Iterative and bounded (`budget` objects, depth 32): the tree comes from an untrusted file."""
-    out: list[str] = []
-    stack: list[tuple[Any, int]] = [(root, 0)]
-    seen: set[int] = set()
-    while stack and budget > 0:
-        x, depth = stack.pop()
-        if depth > 32 or id(x) in seen:
-            continue
-        seen.add(id(x))
-        budget -= 1
-        if isinstance(x, Obj):
-            q = x.qualname
-            called = TRAINING_ARGS_OBJECTS.match(q) and x.args
-            plain = len(x.args) == 1 and type(x.args[0]) in (str, int)
-            odd_enum = TRAINING_ARGS_ENUMS.match(q) and not plain
-            if (called or odd_enum) and q not in out:
-                out.append(q)
-            stack.extend((v, depth + 1) for v in (x.args, x.state, x.items, x.list_items))
-        elif isinstance(x, dict):
-            stack.extend((v, depth + 1) for v in x.values())
-        elif isinstance(x, (list, tuple, set, frozenset)):
-            stack.extend((v, depth + 1) for v in x)
-    return out
 
 
 # numpy scalar type codes -> struct formats: what `np.float64(0.25)` (a metric computed with numpy, an

@@ -18,7 +18,7 @@ from typing import IO, Any
 from ..dtypes import torch_dtype_name
 from ..errors import FormatError, LimitError
 from .limits import DEFAULT_LIMITS, Limits
-from .pickle_allow import is_safe_global, python3_name
+from .pickle_allow import guarded, inert_use, is_safe_global, python3_name
 from .pickle_fast import TooBigForFastPath, as_global, load_fast
 from .pickle_refs import DtypeRef, Global, Obj, PickledDict, StorageRef, TensorRef, handler_for, storage_ref
 
@@ -81,9 +81,18 @@ class RestrictedUnpickler:
                 return DtypeRef(dt)
         return Global(module, name)
 
-    def _call(self, fn: Any, args: Any) -> Any:
+    def flag(self, qualname: str) -> None:
+        """Report a global allowed only for inert use (pickle_allow.inert_use) that was used otherwise."""
+        if qualname not in self.unsafe:
+            self.unsafe.append(qualname)
+
+    def _call(self, fn: Any, args: Any, how: str = "call", kwargs: Any = None) -> Any:
         if not isinstance(args, tuple):
             args = tuple(args) if isinstance(args, list) else (args,)
+        if isinstance(fn, Global) and guarded(fn.qualname, self.context):
+            if not inert_use(fn.qualname, args, kwargs, how):
+                self.flag(fn.qualname)
+            return Obj(fn, args)
         if isinstance(fn, Global):
             handler = handler_for(fn.qualname, self.context)
             if handler is not None:
@@ -277,12 +286,12 @@ class RestrictedUnpickler:
                 elif name == "NEWOBJ":
                     args = stack.pop()
                     cls = stack.pop()
-                    stack.append(self._call(cls, args))
+                    stack.append(self._call(cls, args, "new"))
                 elif name == "NEWOBJ_EX":
-                    stack.pop()  # kwargs
+                    kwargs = stack.pop()
                     args = stack.pop()
                     cls = stack.pop()
-                    stack.append(self._call(cls, args))
+                    stack.append(self._call(cls, args, "new", kwargs))
                 elif name == "INST":
                     module, _, gname = str(arg).partition(" ")
                     args = pop_mark()
@@ -296,6 +305,10 @@ class RestrictedUnpickler:
                     state = stack.pop()
                     target = stack[-1]
                     if isinstance(target, Obj):
+                        if guarded(target.qualname, self.context) and not inert_use(
+                            target.qualname, (), None, "build"
+                        ):
+                            self.flag(target.qualname)
                         target.state = state
                 elif name in ("PERSID", "BINPERSID"):
                     pid = arg if name == "PERSID" else stack.pop()

@@ -22,8 +22,6 @@ from ..errors import FormatError, LimitError
 from ..model import CheckpointMeta, RawLocation, Safety
 from .content import Content, analyse
 from .limits import DEFAULT_LIMITS, Limits
-from .pickle_allow import context_for
-from .pickle_refs import misused_globals
 from .pickle_vm import Obj, RestrictedUnpickler, StorageRef, TensorRef, torch_persistent_load
 from .zipdir import ZipDirectory
 from .zipsafe import file_size, resolve_data_offset
@@ -77,7 +75,12 @@ def open_torch_zip(
 
 
 def walk_data_pkl(
-    f: IO[bytes], tz: TorchZip, path: str, limits: Limits, member: str = "data.pkl"
+    f: IO[bytes],
+    tz: TorchZip,
+    path: str,
+    limits: Limits,
+    member: str = "data.pkl",
+    context: str | None = None,
 ) -> tuple[Any, RestrictedUnpickler]:
     """The object pickled in `member`, with TensorRefs for tensors; the unpickler lists unsafe globals and
     the storages the tensors use."""
@@ -87,14 +90,12 @@ def walk_data_pkl(
             path, f"{member} is {info.file_size} bytes, over the cap of {limits.max_pickle_bytes}"
         )
     raw = tz.dir.read_stored(tz.prefix + member)
-    context = "torchscript" if tz.is_torchscript else context_for(path)
+    context = "torchscript" if tz.is_torchscript else context
     u = RestrictedUnpickler(io.BytesIO(raw), context=context, limits=limits)
     try:
         value = u.load()
     except FormatError as e:  # keep the type: a LimitError stays a LimitError
         raise type(e)(path, f"{member}: {e.cause}") from None
-    if context == "hf-training-args":
-        u.unsafe.extend(g for g in misused_globals(value) if g not in u.unsafe)
     return value, u
 
 
@@ -222,21 +223,28 @@ def read_torch_zip(
     path: str | Path,
     limits: Limits = DEFAULT_LIMITS,
     opened: tuple[IO[bytes], ZipDirectory, int, str] | None = None,
+    context: str | None = None,
 ) -> CheckpointMeta:
     """A torch.save / TorchScript archive. `opened`: the file, zip directory, file size and archive prefix
     (find_prefix) a caller already has, so none is computed twice."""
     if opened is None:
         with open(path, "rb") as f:
-            return _read_torch_zip(path, limits, f, None, file_size(f), None)
-    return _read_torch_zip(path, limits, *opened)
+            return _read_torch_zip(path, limits, f, None, file_size(f), None, context)
+    return _read_torch_zip(path, limits, *opened, context)
 
 
 def _read_torch_zip(
-    path: str | Path, limits: Limits, f: IO[bytes], zd: ZipDirectory | None, size: int, prefix: str | None
+    path: str | Path,
+    limits: Limits,
+    f: IO[bytes],
+    zd: ZipDirectory | None,
+    size: int,
+    prefix: str | None,
+    context: str | None = None,
 ) -> CheckpointMeta:
     p = str(path)
     tz = open_torch_zip(f, size, p, limits, zd, prefix)
-    root, u = walk_data_pkl(f, tz, p, limits)
+    root, u = walk_data_pkl(f, tz, p, limits, context=context)
     locate = zip_locator(f, tz, p, size)
     content = analyse(root, locate, scalar_reader(f, locate))
     _check_count(path, content, limits)
@@ -302,7 +310,9 @@ class _CappedReader(io.RawIOBase):
         return data
 
 
-def read_torch_legacy(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
+def read_torch_legacy(
+    path: str | Path, limits: Limits = DEFAULT_LIMITS, context: str | None = None
+) -> CheckpointMeta:
     p = str(path)
     with open(path, "rb") as f:
         size = file_size(f)
@@ -314,7 +324,7 @@ def read_torch_legacy(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> Chec
             u = RestrictedUnpickler(
                 stream,  # type: ignore[arg-type]
                 persistent_load=pid,
-                context=context_for(p),
+                context=context,
                 limits=limits,
             )
             try:
@@ -337,8 +347,6 @@ def read_torch_legacy(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> Chec
         sys_info, _ = walk("sys info")
         little = not (isinstance(sys_info, dict) and sys_info.get("little_endian") is False)
         root, refs = walk("checkpoint object", torch_persistent_load)
-        if context_for(p) == "hf-training-args":
-            unsafe.extend(g for g in misused_globals(root) if g not in unsafe)
         keys, _ = walk("storage key list")
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise FormatError(p, "storage key list is malformed")
