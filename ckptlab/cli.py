@@ -182,6 +182,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
 def cmd_ls(args: argparse.Namespace) -> int:
     from .index.views import run_labels
 
+    if args.run is not None and not args.run.strip():
+        # as a path, "" would be the current directory and list its run: a usage error, not a query
+        _err("--run needs a run: its path or its name as `ckptlab ls` shows it")
+        return 2
     with _store(args) as store:
         # every row, also for --run: the run is matched by the label the full table shows it under, and the
         # filtered table keeps those labels (the table needs no inspect documents)
@@ -298,9 +302,27 @@ def render_entries(entries: Sequence[Any], labels: Mapping[str, str] | None = No
     for r in rows:
         # a long run label keeps its end, the folders that tell runs apart; other cells keep their start
         run = r[0] if len(r[0]) <= widths[0] else "…" + r[0][len(r[0]) - widths[0] + 1 :]
-        cells = (run, *(c[:w] for c, w in zip(r[1:], widths[1:], strict=False)))
+        cells = (run, *(_fit(c, w) for c, w in zip(r[1:], widths[1:], strict=False)))
         lines.append("  ".join(f"{c:<{w}}" for c, w in zip(cells, widths, strict=False)) + "  " + r[-1])
     return "\n".join(lines)
+
+
+def _fit(cell: str, width: int) -> str:
+    """`cell` cut to `width` with `…` where it is cut. A link's label keeps the link's name and the end of
+    its target, the file name that tells targets apart:
+
+    >>> _fit("checkpoints/imported.ckpt → ../../run1/checkpoints/epoch=2-step=12.ckpt", 48)
+    'checkpoints/imported.ckpt → …poch=2-step=12.ckpt'
+    >>> _fit("checkpoints/epoch=10-step=4000-val_loss=0.1234-v1.ckpt", 40)
+    'checkpoints/epoch=10-step=4000-val_loss…'
+    """
+    if len(cell) <= width:
+        return cell
+    name, arrow, target = cell.partition(" → ")
+    room = width - len(name) - len(arrow) - 1  # for the target's end, after its `…`
+    if arrow and room >= 12:
+        return f"{name}{arrow}…{target[len(target) - room :]}"
+    return cell[: width - 1] + "…"
 
 
 # ---------------------------------------------------------------- demo

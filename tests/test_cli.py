@@ -277,6 +277,38 @@ def test_ls_run_without_a_match_says_so_and_exits_1(
     )
 
 
+@pytest.mark.parametrize("query", ["", "  "])
+def test_ls_empty_run_is_a_usage_error(
+    ls_runs: tuple[Path, dict[str, str]],
+    query: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """As a path, "" is the current directory: inside a run it would list that run, not fail."""
+    db, runs = ls_runs
+    monkeypatch.chdir(runs["plain"])
+    assert main(["ls", "--db", str(db), "--run", query]) == 2
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert out.err == "error: --run needs a run: its path or its name as `ckptlab ls` shows it\n"
+
+
+def test_long_checkpoint_cells_are_cut_with_an_ellipsis() -> None:
+    """A link's label keeps the link's name and the end of its target; other long cells keep their start."""
+    target = "/r/run1/checkpoints/epoch=2-step=12-val_loss=2.89.ckpt"
+    long = "/r/run1/checkpoints/epoch=10-step=4000-val_loss=0.1234-v1-final.ckpt"
+    rows = [
+        IndexEntry("/r/run2/checkpoints/imported.ckpt", "/r/run2", "/r", "file", "ok", "", link_to=target),
+        IndexEntry(long, "/r/run1", "/r", "file", "ok", ""),
+    ]
+    cells = [line.split("  ")[1] for line in render_entries(rows).split("\n")[1:]]
+    assert cells == [
+        "checkpoints/imported.ckpt → …-val_loss=2.89.ckpt",
+        "checkpoints/epoch=10-step=4000-val_loss=0.1234-…",
+    ]
+    assert all(len(c) == 48 for c in cells)
+
+
 def test_ls_run_without_a_match_among_many_runs_names_the_closest(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -411,6 +411,65 @@ def test_a_link_to_another_checkpoint_takes_no_bytes(tmp_path: Path) -> None:
         assert relinked.link_to == str(run / "epoch=1-step=20.ckpt") and again.parsed == 1
 
 
+def test_an_index_from_before_0004_reads_every_checkpoint_again(tmp_path: Path) -> None:
+    """Rows are reused while files are unchanged; after the readers changed what they say of unchanged
+    files, migration 0004 makes the next scan read everything once, then reuse as before."""
+    run = tmp_path / "run"
+    run.mkdir()
+    for i in (1, 2):
+        torch.save(training_checkpoint(), run / f"checkpoint_epoch_{i}.pth")
+    backdate(tmp_path)
+    with Store(tmp_path / "index.sqlite") as store:
+        assert scan([run], store).parsed == 2
+        assert scan([run], store).reused == 2
+        # the index as a version before 0004 left it
+        store.db.execute("DELETE FROM _migrations WHERE name LIKE '0004%'")
+        store.db.commit()
+    with Store(tmp_path / "index.sqlite") as store:
+        assert scan([run], store).parsed == 2  # read again once
+        assert scan([run], store).reused == 2
+
+
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute_root", "relative_root"])
+def test_a_link_to_a_part_names_the_checkpoint_holding_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, relative: bool
+) -> None:
+    """sh/model.safetensors -> hf/checkpoint-4/model.safetensors: the HF checkpoint's row counts those
+    bytes, so the link names it; the same for a link to a shard of a sharded checkpoint."""
+    from ckptlab.index.discover import discover
+    from ckptlab.index.views import summarize
+
+    root = tmp_path / "root"
+    write_hf_checkpoint(root / "hf" / "checkpoint-4")
+    (root / "sharded").mkdir()
+    write_sharded_safetensors(root / "sharded")
+    for name, target in (
+        ("sh/model.safetensors", "../hf/checkpoint-4/model.safetensors"),
+        ("sh2/part.safetensors", "../sharded/model-00001-of-00002.safetensors"),
+    ):
+        (root / name).parent.mkdir()
+        os.symlink(target, root / name)
+    where = str(root)
+    if relative:  # the parts of a sharded checkpoint are joined by Path: `./x` becomes `x`
+        monkeypatch.chdir(root)
+        where = "."
+    errors: list[tuple[str, str]] = []
+    found, _ = discover(where, errors)
+    got = {os.path.relpath(c.path, where): c.link_to and os.path.relpath(c.link_to, where) for c in found}
+    assert got == {
+        "hf/checkpoint-4": None,
+        "sharded/model.safetensors.index.json": None,
+        "sh/model.safetensors": "hf/checkpoint-4",
+        "sh2/part.safetensors": "sharded/model.safetensors.index.json",
+    }
+    assert errors == []
+    backdate(tmp_path)
+    with Store(tmp_path / "db.sqlite") as store:
+        result = scan([root], store)
+    on_disk = sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+    assert summarize(result.entries).total_bytes == on_disk  # each byte counted once
+
+
 def test_store_schema_and_queries(tree: Path, tmp_path: Path) -> None:
     db = tmp_path / "index.sqlite"
     with Store(db) as store:
@@ -502,7 +561,9 @@ def test_cli_scan_missing_root(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 # ckptlab.index.scan is not here: its examples are all +SKIP (they need a tree of checkpoints), so nothing
 # would run; every case here must run at least one example
-@pytest.mark.parametrize("module,at_least", [("ckptlab.index.entries", 3), ("ckptlab.model", 1)])
+@pytest.mark.parametrize(
+    "module,at_least", [("ckptlab.index.entries", 3), ("ckptlab.model", 1), ("ckptlab.cli", 2)]
+)
 def test_doctests(module: str, at_least: int) -> None:
     import doctest
     import importlib
@@ -829,7 +890,12 @@ def test_migration_moves_tensor_rows_into_shared_lists(
         old.db.executemany("INSERT INTO tensors VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
     monkeypatch.undo()
     with Store(db) as store:
-        assert store.applied_migrations() == ["0001_initial", "0002_shared_tensor_lists", "0003_link_to"]
+        assert store.applied_migrations() == [
+            "0001_initial",
+            "0002_shared_tensor_lists",
+            "0003_link_to",
+            "0004_read_again_2026_11",
+        ]
         assert sorted(tuple(r) for r in store.db.execute("SELECT * FROM tensors")) == rows
         assert store.db.execute("SELECT COUNT(*) FROM tensor_lists").fetchone()[0] == 2
         assert [(t.name, t.shape) for t in store.tensors("/r/1.pt")] == [("a", (2, 3)), ("b", ())]

@@ -175,6 +175,17 @@ def test_checkpoint_label_and_safety() -> None:
     assert views.checkpoint_label(final) == "hf-run/ (final save)"
 
 
+def test_a_link_names_its_target_relative_to_its_folder() -> None:
+    """As `ls -l` shows a relative link: the target of a link into another folder is not an absolute path."""
+    cases = [  # (link, its run, target, label)
+        ("/r/run/last.ckpt", "/r/run", "/r/run/epoch=2.ckpt", "last.ckpt → epoch=2.ckpt"),
+        ("/r/sh/model.safetensors", "/r/sh", "/r/hf/checkpoint-4", "model.safetensors → ../hf/checkpoint-4"),
+        ("/r/run2/c/imported.ckpt", "/r/run2", "/r/run1/c/e.ckpt", "c/imported.ckpt → ../../run1/c/e.ckpt"),
+    ]
+    for path, run, target, label in cases:
+        assert views.checkpoint_label(entry(path, run, link_to=target)) == label
+
+
 @pytest.mark.parametrize(
     ("metrics", "text"),
     [

@@ -177,7 +177,8 @@ def test_dcp_app_state_nesting(tmp_path: Path) -> None:
                                                        "2.bias": (2,)}  # fmt: skip
     assert len(meta.other_tensors) == 12 and all(t.name.startswith("app.optim.") for t in meta.other_tensors)
     assert meta.has_optimizer and meta.has_scheduler and meta.metadata["model_key"] == "app.model"
-    assert meta.metrics == {"loss": 0.5}
+    # a nested metric keeps its full name, as its entry and a `val.loss` beside it would
+    assert meta.metrics == {"app.loss": 0.5}
     kinds = {e.name: (e.kind, e.summary) for e in meta.entries}
     assert kinds["app.optim"][0] == "optimizer" and kinds["app.optim"][1].endswith("lr=0.01")
     assert kinds["app"][0] == "items"  # the scheduler's and the loss's items, in one line
@@ -190,6 +191,43 @@ def test_dcp_bare_model_names_kept(tmp_path: Path) -> None:
     meta = read_meta(tmp_path / "bare")
     assert sorted(t.name for t in meta.tensors) == ["encoder.net.bias", "encoder.net.weight"]
     assert not meta.has_optimizer and meta.other_tensors == ()
+
+
+@pytest.mark.parametrize("wrap", [False, True], ids=["flat", "under_model_key"])
+def test_dcp_module_named_param_groups_is_no_optimizer(tmp_path: Path, wrap: bool) -> None:
+    """A module called `param_groups` holds tensors; an optimizer's param groups are pickled values."""
+    sd = {"encoder.param_groups.weight": torch.zeros(4, 4), "encoder.param_groups.bias": torch.zeros(4),
+          "head.weight": torch.zeros(2, 4)}  # fmt: skip
+    _save_dcp({"model": sd, "step": 3} if wrap else sd, tmp_path / "m")
+    meta = read_meta(tmp_path / "m")
+    assert [t.name for t in meta.tensors] == list(sd)
+    assert not meta.has_optimizer and meta.other_tensors == ()
+    assert meta.metadata.get("model_key") == ("model" if wrap else None)
+
+
+def test_dcp_metrics_are_results_not_settings(tmp_path: Path) -> None:
+    """Nested items count as metrics by their own name, keyed by their full name; a scheduler's, an
+    optimizer's or a config's numbers are settings; top-level items are read as torch files' top keys."""
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt)
+    plateau.step(0.7)  # its state now has `best=0.7`: the monitored value, not this checkpoint's score
+    state = {
+        "app": {"model": model.state_dict(), "optim": opt.state_dict(), "scheduler": plateau.state_dict()},
+        "train": {"loss": 0.5, "lr": 0.01},
+        "val": {"loss": 0.9, "accuracy": 1},
+        "config": {"dropout": 0.1, "loss_scale": 2.0},
+        "gamma": 0.25,  # a top-level float, as a torch file's top key
+        "errors": 3,  # an int named like a metric
+        "tokens": 1000,  # an int that is not
+        "seed": 0,
+        "step": 12,
+    }
+    _save_dcp(state, tmp_path / "app")
+    meta = read_meta(tmp_path / "app")
+    assert meta.metrics == {"train.loss": 0.5, "val.loss": 0.9, "val.accuracy": 1.0, "gamma": 0.25,
+                            "errors": 3.0}  # fmt: skip
+    assert meta.step == 12 and meta.has_optimizer and meta.has_scheduler
 
 
 def test_dcp_missing_data_file(dcp_dir: Path) -> None:

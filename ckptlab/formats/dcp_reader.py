@@ -67,13 +67,56 @@ def read_dcp(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
         raise FormatError(p, ".metadata is not a torch.distributed.checkpoint Metadata record")
     attrs = root.attrs()
     sdm = attrs.get("state_dict_metadata")
-    storage = attrs.get("storage_data")
     if not isinstance(sdm, dict):
         raise FormatError(p, ".metadata has no state_dict_metadata")
     if len(sdm) > limits.max_tensors:
         raise LimitError(p, f"{len(sdm)} entries exceed the cap of {limits.max_tensors}")
-    # (fqn, chunk offsets) -> (relative_path, offset, length)
-    where: dict[tuple[str, tuple[int, ...] | None], tuple[str, int, int]] = {}
+    where = _storage_map(p, attrs.get("storage_data"))
+    files_needed = sorted({w[0] for w in where.values()})
+    missing = [f for f in files_needed if not (path / f).is_file()]
+    if missing:
+        raise IncompleteError(p, f"data files listed in .metadata are missing: {', '.join(missing[:3])}")
+    tensors, byte_items = _classify(path, sdm, where)
+    names = [t.name for t in tensors] + byte_items
+    optimizer_roots = _optimizer_roots(names, byte_items)
+    parents = _parents(optimizer_roots)
+    model_key = _model_root(tensors, parents)
+    model, other = _split_model(tensors, model_key, optimizer_roots)
+    values, safety = _check_items(path, byte_items, where, u.unsafe, limits)
+    step, epoch, metrics = _scalars(values, optimizer_roots)
+    containers = _containers(names, parents)
+    files = (str(mpath), *(str(path / f) for f in files_needed))
+    return CheckpointMeta(
+        path=p,
+        format="torch-dcp",
+        size_bytes=sum(os.path.getsize(f) for f in files),
+        tensors=tuple(model),
+        step=step,
+        epoch=epoch,
+        metrics=metrics,
+        has_optimizer=bool(optimizer_roots),
+        has_scheduler=bool(containers & set(SCHEDULER_KEYS)),
+        has_rng_state=any("rng" in c.lower() for c in containers),
+        metadata={
+            "dcp_version": attrs.get("version"),
+            "data_files": len(files_needed),
+            **({"model_key": model_key} if model_key else {}),  # as torch files say where the weights sat
+        },
+        entries=_entries(byte_items, values, other, optimizer_roots),
+        safety=safety,
+        layout="dcp",
+        framework="torch-dcp",
+        files=files,
+        other_tensors=tuple(other),
+    )
+
+
+_Where = dict[tuple[str, tuple[int, ...] | None], tuple[str, int, int]]
+
+
+def _storage_map(p: str, storage: Any) -> _Where:
+    """(fqn, chunk offsets; None for a non-tensor item) -> (relative path, offset, length) in a data file."""
+    where: _Where = {}
     for idx, info in (storage or {}).items():
         ia, sa = _attrs(idx), _attrs(info)
         rel, off, length = sa.get("relative_path"), sa.get("offset"), sa.get("length")
@@ -84,10 +127,12 @@ def read_dcp(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
             raise FormatError(p, f"storage path {rel!r} escapes the checkpoint directory")
         offs = ia.get("offset")
         where[(str(ia.get("fqn")), _size(offs) if offs is not None else None)] = (rel, off, length)
-    files_needed = sorted({w[0] for w in where.values()})
-    missing = [f for f in files_needed if not (path / f).is_file()]
-    if missing:
-        raise IncompleteError(p, f"data files listed in .metadata are missing: {', '.join(missing[:3])}")
+    return where
+
+
+def _classify(path: Path, sdm: dict[Any, Any], where: _Where) -> tuple[list[TensorMeta], list[str]]:
+    """The tensors, each with its chunks' places in the data files, and the names of the non-tensor items."""
+    p = str(path)
     tensors: list[TensorMeta] = []
     byte_items: list[str] = []
     for fqn, md in sdm.items():
@@ -114,12 +159,16 @@ def read_dcp(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
                 str(fqn), shape, dtype, nbytes_for(dtype, math.prod(shape)), loc=DcpLocation(tuple(chunks))
             )
         )
-    optimizer_roots = _optimizer_roots([t.name for t in tensors] + byte_items)
-    model_key = _model_root(tensors, optimizer_roots)
-    model, other = _split_model(tensors, model_key, optimizer_roots)
-    step = epoch = None
-    metrics: dict[str, float] = {}
-    unsafe = list(u.unsafe)
+    return tensors, byte_items
+
+
+def _check_items(
+    path: Path, byte_items: list[str], where: _Where, metadata_unsafe: list[str], limits: Limits
+) -> tuple[dict[str, Any], Safety]:
+    """Each non-tensor item's value, and the verdict over `.metadata` and every item (one that cannot be
+    walked is unverified: torch would unpickle it unchecked)."""
+    p = str(path)
+    unsafe = list(metadata_unsafe)
     findings = [f".metadata references {g} (not imported or called)" for g in unsafe]
     unverified: list[str] = []
     values: dict[str, Any] = {}
@@ -136,69 +185,77 @@ def read_dcp(path: Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
         values[name] = val
         unsafe.extend(g for g in item_unsafe if g not in unsafe)
         findings.extend(f"item {name!r} references {g} (not imported or called)" for g in item_unsafe)
-        if _under(name, optimizer_roots) or type(val) not in (int, float):
+    return values, Safety(tuple(unsafe), tuple(findings), tuple(unverified))
+
+
+# Containers whose numbers are settings, not results: a config's `dropout` or `loss_scale`, a scheduler's
+# `gamma` or ReduceLROnPlateau's `best` (compared lower-case: DCP keeps the user's spelling)
+_CONFIG_KEYS = frozenset(
+    {"config", "cfg", "conf", "args", "hparams", "hyper_parameters", "hyperparameters", "training_args"}
+)
+_NOT_METRIC_CONTAINERS = _CONFIG_KEYS | set(SCHEDULER_KEYS)
+
+
+def _scalars(
+    values: dict[str, Any], optimizer_roots: set[str]
+) -> tuple[int | None, int | float | None, dict[str, float]]:
+    """(step, epoch, metrics) from the items' values. A top-level item is read as a torch file's top key
+    is (`content._analyse`: a float, or an int named like a metric). A nested item counts only when its
+    own name is a metric's, keyed by its full name (`train.loss` and `val.loss` are two metrics), and
+    never inside optimizer, scheduler or config state (an lr, a gamma or a dropout is a setting)."""
+    step: int | None = None
+    epoch: int | float | None = None
+    metrics: dict[str, float] = {}
+    for name, val in values.items():
+        if type(val) not in (int, float) or _under(name, optimizer_roots):
             continue
-        leaf = name.rsplit(".", 1)[-1]
-        if "." not in name and type(val) is int and leaf.lower() in STEP_KEYS and step is None:
-            step = val
-        elif "." not in name and type(val) is int and leaf.lower() in EPOCH_KEYS and epoch is None:
-            epoch = val
-        elif (type(val) is float or METRIC_NAME.search(leaf)) and leaf.lower() not in NOT_METRICS:
-            metrics.setdefault(leaf, float(val))  # `extra.loss`, `loss`: what the training loop saved
-    names = [t.name for t in tensors] + byte_items
-    containers = _containers(names, optimizer_roots)
-    files = (str(mpath), *(str(path / f) for f in files_needed))
-    return CheckpointMeta(
-        path=p,
-        format="torch-dcp",
-        size_bytes=sum(os.path.getsize(f) for f in files),
-        tensors=tuple(model),
-        step=step,
-        epoch=epoch,
-        metrics=metrics,
-        has_optimizer=bool(optimizer_roots),
-        has_scheduler=bool(containers & set(SCHEDULER_KEYS)),
-        has_rng_state=any("rng" in c.lower() for c in containers),
-        metadata={
-            "dcp_version": attrs.get("version"),
-            "data_files": len(files_needed),
-            **({"model_key": model_key} if model_key else {}),  # as torch files say where the weights sat
-        },
-        entries=_entries(byte_items, values, other, optimizer_roots),
-        safety=Safety(tuple(unsafe), tuple(findings), tuple(unverified)),
-        layout="dcp",
-        framework="torch-dcp",
-        files=files,
-        other_tensors=tuple(other),
-    )
+        *containers, leaf = name.split(".")
+        lk = leaf.lower()
+        if lk in NOT_METRICS:
+            continue
+        if containers:
+            if METRIC_NAME.search(leaf) and not any(c.lower() in _NOT_METRIC_CONTAINERS for c in containers):
+                metrics[name] = float(val)
+        elif lk in STEP_KEYS:
+            step = int(val) if step is None and math.isfinite(val) else step
+        elif lk in EPOCH_KEYS:
+            if epoch is None and math.isfinite(val):
+                epoch = int(val) if float(val).is_integer() else float(val)
+        elif type(val) is float or METRIC_NAME.search(leaf):
+            metrics[name] = float(val)
+    return step, epoch, metrics
 
 
-def _optimizer_roots(names: list[str]) -> set[str]:
-    """The keys under which optimizer state sits: a top key with an optimizer's name, or, at any depth,
-    the parent of `param_groups` (an optimizer's state_dict flattens to `R.state.*` + `R.param_groups.*`;
-    the DCP tutorial nests it as `app.optim`)."""
-    roots = set()
-    for n in names:
+def _optimizer_roots(names: list[str], byte_items: list[str]) -> set[str]:
+    """The keys under which optimizer state sits: a top key with an optimizer's name, or, at any depth, a
+    key R with non-tensor items under `R.param_groups.` (an optimizer's state_dict flattens to `R.state.*`
+    + `R.param_groups.*`, the DCP tutorial nests it as `app.optim`). Its param groups are always pickled
+    values (lr, betas, params): tensors under a `param_groups` key are a module's weights of that name."""
+    roots = {n.split(".", 1)[0] for n in names if "." in n and n.split(".", 1)[0] in OPTIMIZER_KEYS}
+    for n in byte_items:
         parts = n.split(".")
-        if parts[0] in OPTIMIZER_KEYS and len(parts) > 1:
-            roots.add(parts[0])
-        elif "param_groups" in parts[1:-1]:
+        if "param_groups" in parts[1:-1]:
             roots.add(".".join(parts[: parts.index("param_groups", 1)]))
     return roots
+
+
+def _parents(optimizer_roots: set[str]) -> set[str]:
+    """The keys that hold a nested optimizer (`app` for `app.optim`): their other children are the model,
+    the scheduler, the RNG state, as in the tutorial's `{"app": AppState}`."""
+    return {r.rsplit(".", 1)[0] for r in optimizer_roots if "." in r}
 
 
 def _under(name: str, roots: set[str]) -> bool:
     return any(name.startswith(r + ".") for r in roots)
 
 
-def _model_root(tensors: list[TensorMeta], optimizer_roots: set[str]) -> str | None:
+def _model_root(tensors: list[TensorMeta], parents: set[str]) -> str | None:
     """The key the model weights sit under: a top key with a model's name, or one beside the optimizer
     (`app.model` next to `app.optim`); None when the weights are not nested under such a key."""
     tops = {t.name.split(".", 1)[0] for t in tensors}
     for key in MODEL_KEYS:
         if key in tops:
             return key
-    parents = {r.rsplit(".", 1)[0] for r in optimizer_roots if "." in r}
     for parent in sorted(parents):
         children = {
             t.name[len(parent) + 1 :].split(".", 1)[0] for t in tensors if t.name.startswith(parent + ".")
@@ -214,7 +271,7 @@ def _split_model(
 ) -> tuple[list[TensorMeta], list[TensorMeta]]:
     """Model weights (named relative to `root`, their key) and the other tensors (optimizer state, ...)."""
     if root is None:
-        other_tops = {*OPTIMIZER_KEYS, *SCHEDULER_KEYS, "optim"}
+        other_tops = {*OPTIMIZER_KEYS, *SCHEDULER_KEYS}
         model, other = [], []
         for t in tensors:
             not_model = t.name.split(".", 1)[0] in other_tops or _under(t.name, optimizer_roots)
@@ -229,11 +286,11 @@ def _split_model(
     return model, other
 
 
-def _containers(names: list[str], optimizer_roots: set[str]) -> set[str]:
+def _containers(names: list[str], parents: set[str]) -> set[str]:
     """The keys that hold whole kinds of state: the top keys, and the keys beside a nested optimizer
     (`app.optim`, `app.scheduler`, `app.rng` in the tutorial's `{"app": AppState}`)."""
     out = {n.split(".", 1)[0] for n in names}
-    for parent in {r.rsplit(".", 1)[0] for r in optimizer_roots if "." in r}:
+    for parent in parents:
         out.update(n[len(parent) + 1 :].split(".", 1)[0] for n in names if n.startswith(parent + "."))
     return out
 

@@ -39,8 +39,9 @@ class Candidate(NamedTuple):
     # so the reading pool need not look again; None: not looked at
     kind: str | None = None
     run: str | None = None  # the run, when the path alone does not say it (an HF output_dir's final save)
-    # a file that is a link to another file listed in the root: that file's path in the root (not a
-    # digest-named hub blob, which is not listed under its own name)
+    # a file that is a link to a file in the root: the listed checkpoint that holds the target's bytes (the
+    # target itself, or the sharded, HF or DCP checkpoint it is a part of); None for a digest-named hub
+    # blob, which is not listed under its own name, and for a target no checkpoint holds
     link_to: str | None = None
 
 
@@ -173,10 +174,13 @@ def discover(
             except OSError as err:
                 errors.append((e.path, f"cannot stat: {err.strerror or err}"))
     if linked:
-        # a link names the checkpoint it duplicates only when that one is listed too (its bytes are counted
-        # there); a link to a file that is no checkpoint of its own is the only row of those bytes
-        listed = {c.path for c in out}
-        out = [c._replace(link_to=None) if c.link_to and c.link_to not in listed else c for c in out]
+        # a link names the checkpoint whose row counts its target's bytes: the target when it is listed on
+        # its own, else the multi-file checkpoint it is a part of (`sh/model.safetensors` ->
+        # `hf/checkpoint-4`); a link to a file that no listed checkpoint holds is the only row of those
+        # bytes. Paths compared normalized: a sharded index's parts are joined by Path ("./x" gives "x")
+        holder = {os.path.normpath(p): c.path for c in out if c.layout != "file" for p in c.parts}
+        holder.update((os.path.normpath(c.path), c.path) for c in out)
+        out = [c._replace(link_to=holder.get(os.path.normpath(c.link_to))) if c.link_to else c for c in out]
         # a digest-named blob listed under a link's name is not listed again under its hash
         # discovery follows no folder link, so a file's real path is the root's plus the rest of its path
         out = [

@@ -163,6 +163,15 @@ def _link_to(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE checkpoints ADD COLUMN link_to TEXT")
 
 
+@migration("0004_read_again_2026_11")
+def _read_again(db: sqlite3.Connection) -> None:
+    """Every checkpoint is read again on the next scan. A row is reused while its files are unchanged, but
+    the readers changed what they say of unchanged files (HF training_args.bin is no longer unsafe, DCP's
+    nested optimizers and metrics, numpy-scalar metrics): a stale verdict would stay in the index until
+    the file changed. A reader change of that kind adds a migration like this one."""
+    db.execute("UPDATE checkpoints SET fingerprint = ''")
+
+
 def apply_pending(
     db: sqlite3.Connection, transaction: Callable[[], AbstractContextManager[sqlite3.Connection]]
 ) -> list[str]:

@@ -192,14 +192,19 @@ def closest_runs(name: str, labels: Mapping[str, str], n: int = 5) -> list[str]:
 
 def checkpoint_label(entry: IndexEntry) -> str:
     """The checkpoint's path relative to its run (`checkpoints/epoch=1-step=64.ckpt`), else its name (an HF
-    output_dir's own final save: `hf-run/ (final save)`); a link to another checkpoint says which
-    (`last.ckpt → epoch=2-step=12.ckpt`)."""
+    output_dir's own final save: `hf-run/ (final save)`); a link to another checkpoint says which, relative
+    to the link's folder as `ls -l` would show it (`last.ckpt → epoch=2-step=12.ckpt`,
+    `model.safetensors → ../hf/checkpoint-4`)."""
     label = _rel(entry.path, entry.run) or _name(entry.path)
     if entry.path == entry.run and entry.layout == "hf-checkpoint":  # the output_dir's own final save
         label = f"{label}/ (final save)"
     if entry.link_to is None:
         return label
-    return f"{label} → {_rel(entry.link_to, os.path.dirname(entry.path)) or entry.link_to}"
+    try:
+        target = os.path.relpath(entry.link_to, os.path.dirname(entry.path))
+    except ValueError:  # another drive on Windows: no relative path
+        target = entry.link_to
+    return f"{label} → {target}"
 
 
 def safety_class(entry: IndexEntry) -> str:

@@ -650,7 +650,7 @@ def gen_dcp(work: Path) -> None:
 
     dcp.save({"app": AppState(model, opt)}, checkpoint_id=str(d / "app_state"))
     for sub, prefix, extra in (
-        ("raw", "model.", {"step": 3, "metrics": {"loss": float(loss)}}),
+        ("raw", "model.", {"step": 3, "metrics": {"extra.loss": float(loss)}}),
         ("app_state", "app.model.", {"step": None, "metrics": {}}),
     ):
         md = FileSystemReader(str(d / sub)).read_metadata().state_dict_metadata
