@@ -356,11 +356,11 @@ def test_home_on_the_real_demo(env: Path, monkeypatch: pytest.MonkeyPatch) -> No
     (line,) = scan_lines(at)
     assert line.startswith("Scanned: 28 checkpoints (28 read, 0 unchanged), 0 errors")
     m = metrics(at)
-    # HF Trainer's training_args.bin pickles a TrainingArguments: allowlisted there, so nothing is unsafe
+    # HF Trainer's training_args.bin pickles a TrainingArguments: the three checkpoint-N dirs are unsafe
     assert (m["Checkpoints"], m["Runs"], m["Unsafe / unreadable"], m["Incomplete / debris"]) == (
         "28",
         "7",
-        "0 / 0",
+        "3 / 0",
         "0 / 0",
     )
     df = frame(at, "run")

@@ -273,7 +273,7 @@ def test_lightning_csv_logger(demo: Path) -> None:
     )
 
 
-def test_hf_checkpoint_files(demo: Path, tmp_path: Path) -> None:
+def test_hf_checkpoint_files(demo: Path) -> None:
     ckpt = demo / "hf-run" / "checkpoint-128"
     state = json.loads((ckpt / "trainer_state.json").read_text())
     assert {
@@ -322,16 +322,12 @@ def test_hf_checkpoint_files(demo: Path, tmp_path: Path) -> None:
 
     args = read_meta(ckpt / "training_args.bin")
     assert args.format == "torch-zip" and args.framework == "hf-trainer"
-    # the TrainingArguments family is allowlisted in training_args.bin (rebuilt inertly, never loaded by a
-    # resume) and shown as what the run was trained with; the same bytes under any other name are not
-    assert args.safety.safe and args.safety.unsafe_globals == ()
+    # loading it takes weights_only=False: its classes are reported; what it says of the run is shown
+    assert list(args.safety.unsafe_globals) == TRANSFORMERS_GLOBALS
     assert args.metadata["training_args"]["lr_scheduler_type"] == "linear"
     assert args.entries[0].kind == "training_args" and args.entries[0].summary.startswith(
         "TrainingArguments: lr="
     )
-    elsewhere = tmp_path / "args.bin"
-    elsewhere.write_bytes((ckpt / "training_args.bin").read_bytes())
-    assert list(read_meta(elsewhere).safety.unsafe_globals) == TRANSFORMERS_GLOBALS
     with zipfile.ZipFile(ckpt / "training_args.bin") as z:
         out = io.StringIO()
         pickletools.dis(z.read("training_args/data.pkl"), out=out)
@@ -355,7 +351,8 @@ def test_hf_checkpoint_directories(demo: Path) -> None:
         assert (m.has_optimizer, m.has_scheduler, m.has_rng_state) == (True, True, True)
         assert m.n_params == N_PARAMS
         assert "eval_loss" in m.metrics and "loss" in m.metrics
-        assert m.safety.safe, m.safety.unsafe_globals
+        assert not m.safety.safe  # training_args.bin pickles a TrainingArguments
+        assert "transformers.training_args.TrainingArguments" in m.safety.unsafe_globals
         assert m.metadata["training_args"]["metric_for_best_model"] == "eval_loss"
     final = read_meta(demo / "hf-run" / "model.safetensors")
     last = read_meta(demo / "hf-run" / "checkpoint-192" / "model.safetensors")

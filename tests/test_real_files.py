@@ -25,12 +25,27 @@ REAL = Path(__file__).parent / "data" / "real"
 TRUTH: dict[str, dict[str, Any]] = json.loads((REAL / "truth.json").read_text())["checkpoints"]
 
 _LIGHTNING = ("torch-zip", "file", "lightning")
+_HF_ARGS_V5 = (
+    "transformers.training_args.TrainingArguments", "transformers.trainer_utils.SchedulerType",
+    "transformers.training_args.OptimizerNames", "transformers.trainer_utils.IntervalStrategy",
+    "transformers.trainer_utils.SaveStrategy", "transformers.trainer_utils.HubStrategy",
+    "transformers.trainer_pt_utils.AcceleratorConfig", "accelerate.state.PartialState",
+    "accelerate.utils.dataclasses.DistributedType",
+)  # fmt: skip
+_HF_ARGS_V4 = (
+    "transformers.training_args.TrainingArguments", "transformers.trainer_utils.IntervalStrategy",
+    "transformers.trainer_utils.SchedulerType", "transformers.trainer_utils.SaveStrategy",
+    "transformers.trainer_pt_utils.AcceleratorConfig", "transformers.training_args.OptimizerNames",
+    "transformers.trainer_utils.HubStrategy", "accelerate.state.PartialState",
+    "accelerate.utils.dataclasses.DistributedType",
+)  # fmt: skip
 # checkpoint (relative to REAL) -> (format, layout, framework, unsafe globals): how ckptlab classifies it.
 # What it holds (tensors, step, epoch, metrics, parts) is asserted from truth.json.
 CASES: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
-    "hf/checkpoint-12": ("safetensors", "hf-checkpoint", "hf-trainer", ()),
-    "hf": ("safetensors", "hf-checkpoint", "hf-trainer", ()),  # the output_dir's final save
-    "hf_v4/checkpoint-6": ("torch-zip", "hf-checkpoint", "hf-trainer", ()),
+    # training_args.bin pickles TrainingArguments and its fields: loading it takes weights_only=False
+    "hf/checkpoint-12": ("safetensors", "hf-checkpoint", "hf-trainer", _HF_ARGS_V5),
+    "hf": ("safetensors", "hf-checkpoint", "hf-trainer", _HF_ARGS_V5),  # the output_dir's final save
+    "hf_v4/checkpoint-6": ("torch-zip", "hf-checkpoint", "hf-trainer", _HF_ARGS_V4),
     "hf_v4_export_bin_sharded/pytorch_model.bin.index.json": ("torch-sharded", "sharded", "pytorch", ()),
     "lightning/csv/version_0/checkpoints/epoch=2-step=12-val_loss=2.89.ckpt": (*_LIGHTNING, ()),
     "lightning/csv/version_0/checkpoints/epoch=3-step=16-val_loss=2.78.ckpt": (*_LIGHTNING, ()),
@@ -106,7 +121,7 @@ def test_real_checkpoint_matches_framework_truth(rel: str) -> None:
 
 @pytest.mark.parametrize("rel", [rel for rel, t in TRUTH.items() if "training_args" in t])
 def test_hf_training_args_are_read(rel: str) -> None:
-    """training_args.bin (a pickled TrainingArguments) is allowlisted, and its settings shown."""
+    """training_args.bin (a pickled TrainingArguments, reported unsafe) has its settings shown."""
     args = read_meta(REAL / rel).metadata["training_args"]
     assert {k: args[k] for k in TRUTH[rel]["training_args"]} == TRUTH[rel]["training_args"]
 
@@ -134,9 +149,9 @@ SCAN_ROWS = {
     ("accelerate", "accelerate/state", "ok", True),
     ("dcp", "dcp/app_state", "ok", True),
     ("dcp", "dcp/raw", "ok", True),
-    ("hf", "hf", "ok", True),
-    ("hf", "hf/checkpoint-12", "ok", True),
-    ("hf_v4", "hf_v4/checkpoint-6", "ok", True),
+    ("hf", "hf", "ok", False),
+    ("hf", "hf/checkpoint-12", "ok", False),
+    ("hf_v4", "hf_v4/checkpoint-6", "ok", False),
     ("hf_v4_export_bin_sharded", "hf_v4_export_bin_sharded/pytorch_model.bin.index.json", "ok", True),
     ("keras", "keras/custom_layer_model.keras", "ok", False),
     ("keras", "keras/lambda_model.keras", "ok", False),

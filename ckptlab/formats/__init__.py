@@ -17,7 +17,6 @@ from pathlib import Path
 from ..errors import CkptlabError, FormatError, IncompleteError
 from ..model import CheckpointMeta
 from .limits import DEFAULT_LIMITS, Limits
-from .pickle_allow import context_for
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _PICKLE_START = set(b"c(]})NILFSVGXUTJKMhq") | {0x80}
@@ -196,9 +195,9 @@ def read_meta(
         if part_of is not None:
             raise FormatError(p, part_of)
         if sniffed[1] < _SMALL_FILE:  # too few objects for the collector to matter
-            return read_file(p, limits, sniffed, within, context_for(p))
+            return read_file(p, limits, sniffed, within)
         with gc_paused:
-            return read_file(p, limits, sniffed, within, context_for(p))
+            return read_file(p, limits, sniffed, within)
     except CkptlabError as e:
         if e.path is None:  # inner layers raise without a path; name the file for the user
             raise type(e)(p, e.cause) from None
@@ -266,17 +265,13 @@ def read_file(
     limits: Limits = DEFAULT_LIMITS,
     sniffed: Sniffed | None = None,
     within: str | None = None,
-    context: str | None = None,
 ) -> CheckpointMeta:
     """Metadata of one file, dispatched on its content (`sniffed`: what `sniff` already found). A zip or
     pickle that cannot be read is an error that names the unsafe globals found in it: torch.load may still
-    unpickle what ckptlab refuses; such an error carries what the scan found as `unsafe_globals`.
-    `context`: the allowlist context of its pickle (`pickle_allow.context_for`), given only by the callers
-    that know the file's role (inspect of the file itself, an HF folder's part), never taken from a name
-    another file chose (a DCP data file, a shard)."""
+    unpickle what ckptlab refuses; such an error carries what the scan found as `unsafe_globals`."""
     kind, size, head = sniffed or sniff(Path(path))
     try:
-        return _dispatch(path, kind, limits, (size, head), within, context)
+        return _dispatch(path, kind, limits, (size, head), within)
     except FormatError as e:
         if kind not in ("zip", "pickle") or isinstance(e, IncompleteError):
             raise
@@ -298,14 +293,13 @@ def _dispatch(
     limits: Limits,
     prefix: tuple[int, bytes],
     within: str | None = None,
-    context: str | None = None,
 ) -> CheckpointMeta:
     if kind == "safetensors":
         return _readers().safetensors(path, limits, prefix)
     if kind == "zip":
-        return _read_zip(path, limits, context)
+        return _read_zip(path, limits)
     if kind == "pickle":
-        return _readers().legacy(path, limits, context)
+        return _readers().legacy(path, limits)
     if kind == "hdf5":
         from .hdf5_reader import read_hdf5
 
@@ -338,14 +332,14 @@ def _readers() -> _Readers:
     return _Readers()
 
 
-def _read_zip(path: str | Path, limits: Limits, context: str | None = None) -> CheckpointMeta:
+def _read_zip(path: str | Path, limits: Limits) -> CheckpointMeta:
     r = _readers()
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         zd = r.zip_directory(f, size, str(path), limits)
         prefix = r.find_prefix(zd.members)
         if prefix is not None:
-            return r.torch_zip(path, limits, opened=(f, zd, size, prefix), context=context)
+            return r.torch_zip(path, limits, opened=(f, zd, size, prefix))
         if "config.json" in zd or "model.weights.h5" in zd:
             from .hdf5_reader import read_keras
 

@@ -17,7 +17,6 @@ from typing import Any
 
 from ..dtypes import BYTE_SIZES, nbytes_for
 from ..model import Entry, Location, TensorMeta, human_bytes, plural
-from .pickle_allow import TRAINING_ARGS_ENUMS, TRAINING_ARGS_OBJECTS
 from .pickle_refs import numpy_scalar
 from .pickle_vm import DtypeRef, Global, Obj, PickledDict, StorageRef, TensorRef, as_global
 
@@ -291,13 +290,26 @@ _ARGS_SHOWN = (
 )  # fmt: skip
 
 
+# HF Trainer's training_args.bin pickles its TrainingArguments (TRL's trainers: a *Config subclass) and the
+# enums its fields hold by reference. Those globals are reported as unsafe like any others: loading the
+# file takes weights_only=False (a resume never loads it). What it says about the run is shown.
+_ARGS_ENUM_MODULES = ("transformers.", "accelerate.")
+
+
+def _is_training_args(qualname: str) -> bool:
+    module, _, name = qualname.rpartition(".")
+    return (module.startswith("transformers.training_args") and name.endswith("TrainingArguments")) or (
+        module.startswith("trl.trainer.") and name.endswith("Config")
+    )
+
+
 def training_args(obj: Obj) -> dict[str, Any]:
     """The fields of a pickled TrainingArguments that say how the run was trained (enums by value)."""
     state = obj.attrs()
     out: dict[str, Any] = {}
     for key in _ARGS_SHOWN:
         v = state.get(key)
-        if isinstance(v, Obj) and v.qualname in TRAINING_ARGS_ENUMS and len(v.args) == 1:
+        if isinstance(v, Obj) and v.qualname.startswith(_ARGS_ENUM_MODULES) and len(v.args) == 1:
             v = v.args[0]
         if v is not None and type(v) in (str, int, float, bool) and len(str(v)) <= 200:
             out[key] = v
@@ -333,7 +345,7 @@ def _analyse(root: Any, locate: Locate, read_scalar: ReadScalar) -> Content:
     if isinstance(root, (TensorRef, list, tuple)):
         c.tensors = _tensor_metas(collect_tensors(root), locate)
         return c
-    if isinstance(root, Obj) and root.qualname in TRAINING_ARGS_OBJECTS:  # HF's training_args.bin
+    if isinstance(root, Obj) and _is_training_args(root.qualname):  # HF's training_args.bin
         args = training_args(root)
         c.framework = "hf-trainer"
         c.metadata["training_args"] = args

@@ -23,7 +23,6 @@ from ..runlogs import latest_metrics, log_length, parse_trainer_state
 from . import OPEN_FLAGS
 from .globals_scan import unsafe_globals_in_file
 from .limits import DEFAULT_LIMITS, Limits
-from .pickle_allow import TRAINING_ARGS_FILE, context_for
 
 # HF Trainer's file names (transformers.trainer: WEIGHTS_NAME, SAFE_WEIGHTS_NAME, OPTIMIZER_NAME, ...)
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "adapter_model.safetensors", "adapter_model.bin")
@@ -31,7 +30,7 @@ HF_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 HF_OPTIMIZER = ("optimizer.pt", "optimizer.bin")
 HF_SCHEDULER = ("scheduler.pt",)
 HF_STATE = "trainer_state.json"
-HF_ARGS = TRAINING_ARGS_FILE
+HF_ARGS = "training_args.bin"
 # Accelerate's `save_state` folder (accelerate.utils.constants): model.safetensors, optimizer.bin,
 # scheduler.bin, random_states_<process>.pkl, scaler.pt, sampler.bin; a second model/optimizer is `_1`
 ACCELERATE_RNG = re.compile(r"random_states_\d+\.pkl")
@@ -360,9 +359,7 @@ def read_hf_checkpoint(
             unverified.append(name)
         elif kind is not None and (fp.is_file() or name in fsdp):
             try:
-                # training_args.bin's pickle may hold the TrainingArguments family (pickle_allow)
-                context = context_for(name) if kind == "training_args" else None
-                m = _read_dcp_part(fp, limits) if name in fsdp else read_file(fp, limits, context=context)
+                m = _read_dcp_part(fp, limits) if name in fsdp else read_file(fp, limits)
             except FormatError as e:
                 # torch.load may still unpickle a part ckptlab cannot read: its globals count, and a part
                 # that could not be checked at all keeps the checkpoint from being called safe

@@ -16,7 +16,6 @@ import pickle
 from typing import TYPE_CHECKING, Any
 
 from ..errors import FormatError
-from .pickle_allow import TRAINING_ARGS_ENUMS, guarded, inert_use
 from .pickle_refs import (
     STORAGE_CLASS_DTYPES,
     TENSOR_REBUILDS,
@@ -104,51 +103,6 @@ class StandIn(metaclass=FrozenClass):
         return Obj(cls._global, args)
 
 
-class GuardedClass(FrozenClass):
-    """Metaclass of the stand-ins of globals allowed only for inert use (`pickle_allow.inert_use`). REDUCE,
-    INST and OBJ call the class (through here); NEWOBJ and NEWOBJ_EX call `__new__` directly: so every use
-    is seen as it happens, also one whose result the pickle then drops, and reported to the read that made
-    the class (one per read, unlike the shared stand-ins)."""
-
-    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        return cls._use(args, kwargs, "call")  # type: ignore[attr-defined]
-
-
-class GuardedStandIn(metaclass=GuardedClass):
-    _global: Global
-    _owner: Any
-    __slots__ = ()
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        return cls._use(args, kwargs, "new")
-
-    @classmethod
-    def _use(cls, args: tuple[Any, ...], kwargs: dict[str, Any], how: str) -> Obj:
-        qual = cls._global.qualname
-        if not inert_use(qual, args, kwargs, how):
-            cls._owner.flag(qual)
-        if qual in TRAINING_ARGS_ENUMS:
-            member = _EnumMember(cls._global, args)
-            member.owner = cls._owner
-            return member
-        return Obj(cls._global, args)
-
-
-class _EnumMember(Obj):
-    """An enum member from a guarded class: BUILD on it would rewrite the member for the whole process."""
-
-    owner: Any = None
-
-    def __setstate__(self, state: Any) -> None:
-        if not inert_use(self.qualname, (), None, "build"):
-            self.owner.flag(self.qualname)
-        self.state = state
-
-
-def guarded_stand_in(g: Global, owner: RestrictedUnpickler) -> Any:
-    return GuardedClass(f"Guarded_{g.name}"[:100], (GuardedStandIn,), {"_global": g, "_owner": owner})
-
-
 _STAND_INS: dict[tuple[str, str, str | None], Any] = {}
 
 
@@ -198,8 +152,6 @@ class StandInUnpickler(pickle.Unpickler):
         ref = self._owner.record_global(module, name)
         if isinstance(ref, DtypeRef):
             return ref
-        if guarded(ref.qualname, self._owner.context):
-            return guarded_stand_in(ref, self._owner)
         return stand_in(ref.module, ref.name, self._owner.context)
 
     def persistent_load(self, pid: Any) -> Any:

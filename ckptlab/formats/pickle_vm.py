@@ -18,7 +18,7 @@ from typing import IO, Any
 from ..dtypes import torch_dtype_name
 from ..errors import FormatError, LimitError
 from .limits import DEFAULT_LIMITS, Limits
-from .pickle_allow import guarded, inert_use, is_safe_global, python3_name
+from .pickle_allow import is_safe_global, python3_name
 from .pickle_fast import TooBigForFastPath, as_global, load_fast
 from .pickle_refs import DtypeRef, Global, Obj, PickledDict, StorageRef, TensorRef, handler_for, storage_ref
 
@@ -73,7 +73,9 @@ class RestrictedUnpickler:
         qual = f"{module}.{name}"
         if qual not in self.globals_seen:
             self.globals_seen.append(qual)
-            if not is_safe_global(qual, self.context) and qual not in self.unsafe:
+            # a dotted name is resolved attribute by attribute (protocol 4): `pkg.mod` + `os.system` reaches
+            # os.system through the module's imports, whatever the module: never allowed
+            if ("." in name or not is_safe_global(qual, self.context)) and qual not in self.unsafe:
                 self.unsafe.append(qual)
         if module == "torch":
             dt = torch_dtype_name(name)
@@ -81,18 +83,9 @@ class RestrictedUnpickler:
                 return DtypeRef(dt)
         return Global(module, name)
 
-    def flag(self, qualname: str) -> None:
-        """Report a global allowed only for inert use (pickle_allow.inert_use) that was used otherwise."""
-        if qualname not in self.unsafe:
-            self.unsafe.append(qualname)
-
-    def _call(self, fn: Any, args: Any, how: str = "call", kwargs: Any = None) -> Any:
+    def _call(self, fn: Any, args: Any) -> Any:
         if not isinstance(args, tuple):
             args = tuple(args) if isinstance(args, list) else (args,)
-        if isinstance(fn, Global) and guarded(fn.qualname, self.context):
-            if not inert_use(fn.qualname, args, kwargs, how):
-                self.flag(fn.qualname)
-            return Obj(fn, args)
         if isinstance(fn, Global):
             handler = handler_for(fn.qualname, self.context)
             if handler is not None:
@@ -286,12 +279,12 @@ class RestrictedUnpickler:
                 elif name == "NEWOBJ":
                     args = stack.pop()
                     cls = stack.pop()
-                    stack.append(self._call(cls, args, "new"))
+                    stack.append(self._call(cls, args))
                 elif name == "NEWOBJ_EX":
-                    kwargs = stack.pop()
+                    stack.pop()  # kwargs
                     args = stack.pop()
                     cls = stack.pop()
-                    stack.append(self._call(cls, args, "new", kwargs))
+                    stack.append(self._call(cls, args))
                 elif name == "INST":
                     module, _, gname = str(arg).partition(" ")
                     args = pop_mark()
@@ -304,11 +297,9 @@ class RestrictedUnpickler:
                 elif name == "BUILD":
                     state = stack.pop()
                     target = stack[-1]
+                    if isinstance(target, (Global, DtypeRef)):  # as the C path: it would set class attributes
+                        raise FormatError(None, "pickle tries to set the state of a global")
                     if isinstance(target, Obj):
-                        if guarded(target.qualname, self.context) and not inert_use(
-                            target.qualname, (), None, "build"
-                        ):
-                            self.flag(target.qualname)
                         target.state = state
                 elif name in ("PERSID", "BINPERSID"):
                     pid = arg if name == "PERSID" else stack.pop()

@@ -80,7 +80,6 @@ def walk_data_pkl(
     path: str,
     limits: Limits,
     member: str = "data.pkl",
-    context: str | None = None,
 ) -> tuple[Any, RestrictedUnpickler]:
     """The object pickled in `member`, with TensorRefs for tensors; the unpickler lists unsafe globals and
     the storages the tensors use."""
@@ -90,7 +89,7 @@ def walk_data_pkl(
             path, f"{member} is {info.file_size} bytes, over the cap of {limits.max_pickle_bytes}"
         )
     raw = tz.dir.read_stored(tz.prefix + member)
-    context = "torchscript" if tz.is_torchscript else context
+    context = "torchscript" if tz.is_torchscript else None
     u = RestrictedUnpickler(io.BytesIO(raw), context=context, limits=limits)
     try:
         value = u.load()
@@ -223,14 +222,13 @@ def read_torch_zip(
     path: str | Path,
     limits: Limits = DEFAULT_LIMITS,
     opened: tuple[IO[bytes], ZipDirectory, int, str] | None = None,
-    context: str | None = None,
 ) -> CheckpointMeta:
     """A torch.save / TorchScript archive. `opened`: the file, zip directory, file size and archive prefix
     (find_prefix) a caller already has, so none is computed twice."""
     if opened is None:
         with open(path, "rb") as f:
-            return _read_torch_zip(path, limits, f, None, file_size(f), None, context)
-    return _read_torch_zip(path, limits, *opened, context)
+            return _read_torch_zip(path, limits, f, None, file_size(f), None)
+    return _read_torch_zip(path, limits, *opened)
 
 
 def _read_torch_zip(
@@ -240,11 +238,10 @@ def _read_torch_zip(
     zd: ZipDirectory | None,
     size: int,
     prefix: str | None,
-    context: str | None = None,
 ) -> CheckpointMeta:
     p = str(path)
     tz = open_torch_zip(f, size, p, limits, zd, prefix)
-    root, u = walk_data_pkl(f, tz, p, limits, context=context)
+    root, u = walk_data_pkl(f, tz, p, limits)
     locate = zip_locator(f, tz, p, size)
     content = analyse(root, locate, scalar_reader(f, locate))
     _check_count(path, content, limits)
@@ -310,9 +307,7 @@ class _CappedReader(io.RawIOBase):
         return data
 
 
-def read_torch_legacy(
-    path: str | Path, limits: Limits = DEFAULT_LIMITS, context: str | None = None
-) -> CheckpointMeta:
+def read_torch_legacy(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> CheckpointMeta:
     p = str(path)
     with open(path, "rb") as f:
         size = file_size(f)
@@ -321,12 +316,7 @@ def read_torch_legacy(
 
         def walk(what: str, pid: Any = None) -> tuple[Any, dict[str, StorageRef]]:
             # errors name no globals here: read_file names every unsafe global of a refused file
-            u = RestrictedUnpickler(
-                stream,  # type: ignore[arg-type]
-                persistent_load=pid,
-                context=context,
-                limits=limits,
-            )
+            u = RestrictedUnpickler(stream, persistent_load=pid, limits=limits)  # type: ignore[arg-type]
             try:
                 v = u.load()
             except FormatError as e:
