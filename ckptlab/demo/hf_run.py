@@ -1,10 +1,9 @@
 """An HF-Trainer-shaped output directory and a `save_pretrained`-style sharded export, without transformers.
 
 `training_args.bin` is what `Trainer` really writes, `torch.save(self.args)`: a torch zip whose data.pkl
-builds a `transformers.training_args.TrainingArguments` (and its enum fields) by reference. ckptlab allows
-those globals in that file only (rebuilt inertly; a resume never loads it) and reports them anywhere else,
-so the demo writes the same bytes: a pickler that emits GLOBAL opcodes for stand-in classes, never
-importing transformers. Timing fields (`eval_runtime`, throughput) are nominal
+builds a `transformers.training_args.TrainingArguments` (and its enum fields) by reference. ckptlab must
+report those globals as unsafe, so the demo writes the same bytes: a pickler that emits GLOBAL opcodes for
+stand-in classes, never importing transformers. Timing fields (`eval_runtime`, throughput) are nominal
 constants so that one seed gives byte-identical files.
 """
 
