@@ -562,7 +562,8 @@ def test_cli_scan_missing_root(tmp_path: Path, capsys: pytest.CaptureFixture[str
 # ckptlab.index.scan is not here: its examples are all +SKIP (they need a tree of checkpoints), so nothing
 # would run; every case here must run at least one example
 @pytest.mark.parametrize(
-    "module,at_least", [("ckptlab.index.entries", 3), ("ckptlab.model", 1), ("ckptlab.cli", 2)]
+    "module,at_least",
+    [("ckptlab.index.entries", 3), ("ckptlab.model", 1), ("ckptlab.cli", 2), ("ckptlab.ui.common", 2)],
 )
 def test_doctests(module: str, at_least: int) -> None:
     import doctest

@@ -64,10 +64,29 @@ def safety_badge(safety: Safety) -> None:
             icon=":material/verified_user:",
         )
         return
-    names = ", ".join(f"`{g}`" for g in safety.reasons)
-    lines = [f"**Unsafe:** {names} — never load this file with `torch.load(weights_only=False)`"]
+    lines = [unsafe_headline(safety)]
     lines += [f"- {md_escape(f)}" for f in safety.findings]
     st.error("\n".join(lines), icon=":material/gpp_bad:")
+
+
+def unsafe_headline(safety: Safety) -> str:
+    """The red badge's first line: what is unsafe, and which file not to load. In a checkpoint folder the
+    findings name their part (`training_args.bin: pickle references ...`): when one part holds them all,
+    the line names it, and for HF Trainer's pickled arguments says that a resume does not load that file.
+
+    >>> line = unsafe_headline(Safety(("os.system",), ("training_args.bin: pickle references os.system",)))
+    >>> line.split(" — ")[1].split(" (")[0]
+    'never load `training_args.bin` with `torch.load(weights_only=False)`'
+    """
+    names = ", ".join(f"`{g}`" for g in safety.reasons)
+    parts = {f.split(": ", 1)[0] for f in safety.findings if ": " in f}
+    whole = all(": " in f for f in safety.findings) and len(parts) == 1 and safety.findings
+    # shown in a code span, where escapes would show
+    subject = "`" + next(iter(parts)).replace("`", "'") + "`" if whole else "this file"
+    line = f"**Unsafe:** {names} — never load {subject} with `torch.load(weights_only=False)`"
+    if whole and parts == {"training_args.bin"}:
+        line += " (HF Trainer's pickled arguments: a resume does not load it)"
+    return line
 
 
 def device_selector(key: str = "device") -> str:
