@@ -180,7 +180,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from .index.views import run_labels
+    from .index.views import match_runs, run_labels
 
     if args.run is not None and not args.run.strip():
         # as a path, "" would be the current directory and list its run: a usage error, not a query
@@ -216,28 +216,6 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 _EMPTY_INDEX = "the index is empty: run `ckptlab scan ROOT` first"
-
-
-def match_runs(query: str, labels: Mapping[str, str]) -> list[str]:
-    """The indexed runs (keys of `labels`, from `views.run_labels`) that `ckptlab ls --run QUERY` means.
-
-    A path (relative to the current directory, with `.`, `..`, `~`, a trailing `/` or through a symlink) is
-    resolved and compared with the stored run paths, which are absolute and resolved (the scan resolves its
-    roots). Else, unless it is written as a path (absolute, `~`, `./`, `../`), the query names runs as the
-    table shows them (`views.runs_named`: a label, a folder name, the end of a path): every such run. A
-    path that is a run wins over names, so `--run version_0` inside `lightning/csv/` is that one run.
-    """
-    from .index.views import runs_named
-
-    where = os.path.expanduser(query)
-    forms = {os.path.normpath(os.path.abspath(where)), os.path.realpath(where)}
-    hits = [run for run in labels if run in forms]
-    if not hits and os.path.exists(where):  # a run reached through a link inside its root
-        hits = [run for run in labels if os.path.realpath(run) in forms]
-    if hits:
-        return hits
-    explicit = os.path.isabs(where) or query.startswith("~") or query.split("/")[0] in (".", "..")
-    return [] if explicit else runs_named(query, labels)
 
 
 def _no_run_line(query: str, labels: Mapping[str, str]) -> str:

@@ -212,6 +212,18 @@ def read_meta(
         raise FormatError(p, f"unexpected {type(e).__name__} while reading ({e}); please report it") from e
 
 
+# the JSON files that transformers, PEFT and the Trainer write beside the weights (lower-case: a case-folding
+# file system opens `Config.JSON` as `config.json`)
+_HF_FOLDER_JSON = frozenset(
+    {
+        "config.json", "generation_config.json", "adapter_config.json", "trainer_state.json",
+        "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+        "vocab.json", "preprocessor_config.json", "processor_config.json", "chat_template.json",
+        "all_results.json", "train_results.json", "eval_results.json",
+    }
+)  # fmt: skip
+
+
 def _part_of_directory(p: str, kind: str) -> str | None:
     """Why the file `p` is to be inspected as its directory, or None. Read alone, a DCP shard looks like a
     torch.save archive of one tensor, DCP's `.metadata` like a pickle of unknown classes, and the JSON of
@@ -224,17 +236,7 @@ def _part_of_directory(p: str, kind: str) -> str | None:
     dcp_part = name == ".metadata" or name.endswith(".distcp")
     if not dcp_part and kind != "index-json":
         return None
-    # the JSON files that transformers, PEFT and the Trainer write beside the weights (lower-case: a
-    # case-folding file system opens `Config.JSON` as `config.json`)
-    hf_json = frozenset(
-        {
-            "config.json", "generation_config.json", "adapter_config.json", "trainer_state.json",
-            "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-            "vocab.json", "preprocessor_config.json", "processor_config.json", "chat_template.json",
-            "all_results.json", "train_results.json", "eval_results.json",
-        }
-    )  # fmt: skip
-    if not dcp_part and name.lower() not in hf_json:
+    if not dcp_part and name.lower() not in _HF_FOLDER_JSON:
         return None
     from .multifile import DCP_METADATA, HF_INDEXES, HF_WEIGHTS, dir_layout
 

@@ -281,6 +281,10 @@ def _pick_model(root: dict[Any, Any]) -> tuple[str | None, Any]:
     return None, {}
 
 
+# HF Trainer's training_args.bin pickles its TrainingArguments (TRL's trainers: a *Config subclass) and the
+# enums its fields hold by reference. Those globals are reported as unsafe like any others: loading the
+# file takes weights_only=False (a resume never loads it). What it says about the run is shown.
+_ARGS_ENUM_MODULES = ("transformers.", "accelerate.")
 # The TrainingArguments fields a user looks for (what the run was trained with), in this order
 _ARGS_SHOWN = (
     "output_dir", "learning_rate", "lr_scheduler_type", "warmup_steps", "warmup_ratio", "weight_decay",
@@ -288,12 +292,6 @@ _ARGS_SHOWN = (
     "seed", "bf16", "fp16", "eval_strategy", "evaluation_strategy", "save_strategy", "save_steps",
     "logging_steps", "metric_for_best_model", "resume_from_checkpoint",
 )  # fmt: skip
-
-
-# HF Trainer's training_args.bin pickles its TrainingArguments (TRL's trainers: a *Config subclass) and the
-# enums its fields hold by reference. Those globals are reported as unsafe like any others: loading the
-# file takes weights_only=False (a resume never loads it). What it says about the run is shown.
-_ARGS_ENUM_MODULES = ("transformers.", "accelerate.")
 
 
 def _is_training_args(qualname: str) -> bool:

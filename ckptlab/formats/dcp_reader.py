@@ -301,8 +301,9 @@ def _entries(
     """One entry per top-level item, and one per optimizer or other group of nested items (DCP flattens
     `optimizer.param_groups.0.lr` into an item of its own: a dozen lines per optimizer otherwise)."""
     groups: dict[str, list[str]] = {}
+    roots = sorted(optimizer_roots)
     for name in byte_items:
-        root = next((r for r in sorted(optimizer_roots) if name.startswith(r + ".")), name.split(".", 1)[0])
+        root = next((r for r in roots if name.startswith(r + ".")), name.split(".", 1)[0])
         groups.setdefault(root, []).append(name)
     out = []
     for root, items in groups.items():

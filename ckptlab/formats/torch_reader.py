@@ -75,11 +75,7 @@ def open_torch_zip(
 
 
 def walk_data_pkl(
-    f: IO[bytes],
-    tz: TorchZip,
-    path: str,
-    limits: Limits,
-    member: str = "data.pkl",
+    f: IO[bytes], tz: TorchZip, path: str, limits: Limits, member: str = "data.pkl"
 ) -> tuple[Any, RestrictedUnpickler]:
     """The object pickled in `member`, with TensorRefs for tensors; the unpickler lists unsafe globals and
     the storages the tensors use."""
@@ -89,8 +85,9 @@ def walk_data_pkl(
             path, f"{member} is {info.file_size} bytes, over the cap of {limits.max_pickle_bytes}"
         )
     raw = tz.dir.read_stored(tz.prefix + member)
-    context = "torchscript" if tz.is_torchscript else None
-    u = RestrictedUnpickler(io.BytesIO(raw), context=context, limits=limits)
+    u = RestrictedUnpickler(
+        io.BytesIO(raw), context="torchscript" if tz.is_torchscript else None, limits=limits
+    )
     try:
         value = u.load()
     except FormatError as e:  # keep the type: a LimitError stays a LimitError

@@ -166,9 +166,9 @@ def _link_to(db: sqlite3.Connection) -> None:
 @migration("0004_read_again_2026_11")
 def _read_again(db: sqlite3.Connection) -> None:
     """Every checkpoint is read again on the next scan. A row is reused while its files are unchanged, but
-    the readers changed what they say of unchanged files (HF training_args.bin is no longer unsafe, DCP's
-    nested optimizers and metrics, numpy-scalar metrics): a stale verdict would stay in the index until
-    the file changed. A reader change of that kind adds a migration like this one."""
+    the readers changed what they say of unchanged files (DCP's nested optimizers and metrics, numpy-scalar
+    metrics, Accelerate's RNG files, dotted pickle globals now unsafe): a stale verdict would stay in the
+    index until the file changed. A reader change of that kind adds a migration like this one."""
     db.execute("UPDATE checkpoints SET fingerprint = ''")
 
 

@@ -173,6 +173,26 @@ def runs_named(name: str, labels: Mapping[str, str]) -> list[str]:
     ]
 
 
+def match_runs(query: str, labels: Mapping[str, str]) -> list[str]:
+    """The indexed runs (keys of `labels`, from `run_labels`) that `ckptlab ls --run QUERY` means.
+
+    A path (relative to the current directory, with `.`, `..`, `~`, a trailing `/` or through a symlink) is
+    resolved and compared with the stored run paths, which are absolute and resolved (the scan resolves its
+    roots). Else, unless it is written as a path (absolute, `~`, `./`, `../`), the query names runs as the
+    table shows them (`runs_named`: a label, a folder name, the end of a path): every such run. A
+    path that is a run wins over names, so `--run version_0` inside `lightning/csv/` is that one run.
+    """
+    where = os.path.expanduser(query)
+    forms = {os.path.normpath(os.path.abspath(where)), os.path.realpath(where)}
+    hits = [run for run in labels if run in forms]
+    if not hits and os.path.exists(where):  # a run reached through a link inside its root
+        hits = [run for run in labels if os.path.realpath(run) in forms]
+    if hits:
+        return hits
+    explicit = os.path.isabs(where) or query.startswith("~") or query.split("/")[0] in (".", "..")
+    return [] if explicit else runs_named(query, labels)
+
+
 def closest_runs(name: str, labels: Mapping[str, str], n: int = 5) -> list[str]:
     """Labels of up to `n` runs whose label or name is most like `name` (a "did you mean" hint), best first.
 

@@ -80,7 +80,7 @@ def unsafe_headline(safety: Safety) -> str:
     """
     names = ", ".join(f"`{g}`" for g in safety.reasons)
     parts = {f.split(": ", 1)[0] for f in safety.findings if ": " in f}
-    whole = all(": " in f for f in safety.findings) and len(parts) == 1 and safety.findings
+    whole = bool(safety.findings) and len(parts) == 1 and all(": " in f for f in safety.findings)
     # shown in a code span, where escapes would show
     subject = "`" + next(iter(parts)).replace("`", "'") + "`" if whole else "this file"
     line = f"**Unsafe:** {names} — never load {subject} with `torch.load(weights_only=False)`"
