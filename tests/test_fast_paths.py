@@ -11,10 +11,12 @@ import random
 import struct
 import weakref
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from adversarial import assert_one_line_error, run_cli, st_entry, torch_zip
+from adversarial import assert_one_line_error, run_cli, st_bytes, st_entry, torch_zip
 
 from ckptlab.errors import FormatError, LimitError
 from ckptlab.formats import read_meta
@@ -241,6 +243,19 @@ def _st_header() -> tuple[bytes, int]:
     return json.dumps(entries, separators=(",", ":")).encode().ljust(256), 52
 
 
+def _st_header_in_order() -> tuple[bytes, int]:
+    """A header as the reference writes it: metadata first (with braces, commas and escaped quotes inside
+    its strings), then the tensors in file order."""
+    entries = {
+        "__metadata__": {"format": "pt", "note": 'a "quoted" {brace}, \\ and more'},
+        "a.weight": st_entry("F32", [2, 2], 0, 16),
+        "b": st_entry("I8", [3], 16, 19),
+        "c.empty": st_entry("F16", [0], 19, 19),
+        "d.bias": st_entry("BF16", [1], 19, 21),
+    }
+    return json.dumps(entries, separators=(",", ":")).encode().ljust(200), 21
+
+
 def _exact(raw: bytes, buffer_len: int, limits: Limits = DEFAULT_LIMITS) -> object:
     size = 8 + len(raw) + buffer_len
     try:
@@ -259,6 +274,38 @@ def test_safetensors_fast_path_matches_the_exact_checks() -> None:
     assert [t.nbytes for t in tensors] == [24, 2, 2, 16, 8, 0] and tensors[4].shape == ()
     assert meta == {"format": "pt", "step": "12"}
     assert st._fast_parse("m", b"{}", 0, DEFAULT_LIMITS) == ([], {})
+
+
+def test_safetensors_fast_path_on_a_header_in_file_order() -> None:
+    # the common layout takes the fast path without sorting; the metadata object is decoded on its own
+    raw, buffer_len = _st_header_in_order()
+    fast = st._fast_parse("m", raw, buffer_len, DEFAULT_LIMITS)
+    assert fast is not None and fast == _exact(raw, buffer_len)
+    tensors, meta = fast
+    assert [t.name for t in tensors] == ["a.weight", "b", "c.empty", "d.bias"]
+    assert meta == {"format": "pt", "note": 'a "quoted" {brace}, \\ and more'}
+    for blen in (buffer_len - 1, buffer_len + 1):  # the data must end exactly where the last tensor does
+        assert st._fast_parse("m", raw, blen, DEFAULT_LIMITS) is None
+    # not the reference's layout: the whole header is decoded for the metadata
+    spaced = raw.replace(b'"__metadata__":{', b'"__metadata__": {')
+    assert st._fast_parse("m", spaced, buffer_len, DEFAULT_LIMITS) == fast
+
+
+def test_a_header_longer_than_the_first_read(tmp_path: Path) -> None:
+    # detection reads 4 KiB; the rest of a longer header is read on the same descriptor, not reopened
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    header |= {f"layer.{i:03d}.weight": st_entry("F32", [2], 8 * i, 8 * i + 8) for i in range(400)}
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    assert len(raw) > 4 * 4096
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(st_bytes(raw, bytes(8 * 400)))
+    meta = read_meta(path)
+    assert meta.n_tensors == 400 and meta.metadata == {"format": "pt"}
+    assert [t.name for t in meta.tensors[:2]] == ["layer.000.weight", "layer.001.weight"]
+    # the same file cut inside its header: one clear error, whichever read notices it
+    path.write_bytes(st_bytes(raw)[: 4096 * 2])
+    with pytest.raises(FormatError, match="runs past the end of the file"):
+        read_meta(path)
 
 
 @pytest.mark.parametrize(
@@ -295,10 +342,13 @@ def test_safetensors_fast_path_takes_a_plain_header_within_the_cap() -> None:
     assert st._fast_parse("m", plain, 4, Limits(max_tensors=0)) is None  # the cap is the exact path's error
 
 
-def test_safetensors_fast_path_never_accepts_what_the_exact_checks_refuse() -> None:
+@pytest.mark.parametrize("header", [_st_header, _st_header_in_order])
+def test_safetensors_fast_path_never_accepts_what_the_exact_checks_refuse(
+    header: Callable[[], tuple[bytes, int]],
+) -> None:
     # differential fuzzing: random byte edits of a valid header; whenever the fast path answers, the exact
     # checks must give the same answer (never an error), and many edits (inside names) must stay fast
-    raw, buffer_len = _st_header()
+    raw, buffer_len = header()
     rng = random.Random(20261122)
     alphabet = b'{}[]":,. 0123456789aeFIUBx\\-'
     taken = 0

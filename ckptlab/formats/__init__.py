@@ -11,6 +11,7 @@ import functools
 import gc
 import os
 import stat
+import struct
 import threading
 from pathlib import Path
 
@@ -87,7 +88,7 @@ def _sniff_fd(fd: int, p: str, size: int) -> Sniffed:
     if head[:8] == HDF5_SIGNATURE:
         return "hdf5", size, head
     if len(head) >= 9 and head[8:9] == b"{":
-        return "safetensors", size, head
+        return "safetensors", size, _with_whole_header(fd, head, size)
     # an HDF5 user block puts the signature at 512, 1024, ...: probed only when nothing matched
     if head[0] not in _PICKLE_START and _hdf5_at(fd, size):
         return "hdf5", size, head
@@ -106,6 +107,20 @@ def _sniff_fd(fd: int, p: str, size: int) -> Sniffed:
     if len(head) < 8:
         raise FormatError(p, f"file too small to be a checkpoint ({size} bytes)")
     raise FormatError(p, f"unrecognised format (first bytes {head[:8].hex(' ')})")
+
+
+_WHOLE_HEADER_MAX = 1 << 20  # a header of ~10,000 tensors; a longer one is read by the reader, under its cap
+
+
+def _with_whole_header(fd: int, head: bytes, size: int) -> bytes:
+    """`head` extended to the whole safetensors header when it is longer than the first read: a big model's
+    header is tens of KiB, and reading the rest here spares the reader opening the file again."""
+    (n,) = struct.unpack_from("<Q", head)
+    want = 8 + n
+    if len(head) >= want or want > min(size, _WHOLE_HEADER_MAX):
+        return head
+    rest = os.read(fd, want - len(head))
+    return head + rest  # short (the file shrank): the reader sees too few bytes and reads on its own
 
 
 def detect(path: str | os.PathLike[str]) -> str:

@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import struct
 from collections.abc import Sequence
 from itertools import chain
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 
@@ -285,36 +286,61 @@ def _fast_parse(
     try:
         header = _DECODE_ENTRIES(raw)
         has_meta = header.pop("__metadata__", None) is not None
-        meta = (_DECODE_METADATA(raw).metadata or {}) if has_meta else {}
+        meta = _metadata(raw) if has_meta else {}
         # JSON parsers keep the last of duplicate keys silently. Every key is followed by one `:`, so when
         # the colons in the text are exactly the keys parsed (top level, 3 per tensor, the metadata's), no
         # key was dropped; a `:` inside a string only adds to the count (and sends the header the exact way).
         if raw.count(b":") != len(header) * 4 + has_meta + len(meta) or len(header) > limits.max_tensors:
             return None
         loc = SafetensorsLocation(p)  # one per file: the key is the tensor's name
-        new, codes, keyed = tuple.__new__, _CODES, []
-        add = keyed.append
+        new, codes, prod, out = tuple.__new__, _CODES, math.prod, []
+        add = out.append
+        end_of_last = 0  # writers list tensors in file order: then each begins where the one before ended
         for name, e in header.items():  # runs once per tensor of every file read: kept lean
             dtype, bits = codes[e.dtype]
             begin, end = e.data_offsets
             shape = e.shape
             if len(shape) > 64:  # the product of a long shape of huge numbers takes long: the exact path
                 return None  # stops at the first overflow
-            nbits = math.prod(shape) * bits
+            nbits = prod(shape) * bits
             if nbits & 7 or end - begin != nbits >> 3 or (not nbits and _overflows(shape)):
                 return None
-            add((begin, end, new(TensorMeta, (name, e.shape, dtype, end - begin, None, loc))))
+            # -1: not in file order (or not contiguous), sorted and checked below; no begin matches it again
+            end_of_last = end if begin == end_of_last else -1
+            add(new(TensorMeta, (name, shape, dtype, end - begin, None, loc)))
     except _NOT_TAKEN:
         return None
-    keyed.sort(key=_BY_OFFSETS)
+    if end_of_last >= 0:  # contiguous from 0 in listing order: ends exactly where the data does?
+        return (out, meta) if end_of_last == buffer_len else None
+    keyed = sorted(zip(map(_OFFSETS, header.values()), out, strict=True), key=_FIRST)
     # contiguous from 0 to the end of the file: each begin is the previous end. Every size is then at most
     # the data's length, whose bits fit a u64 (checked above): no product of a non-empty tensor overflowed.
-    flat = list(chain.from_iterable(map(_BY_OFFSETS, keyed))) or [0, 0]
+    flat = list(chain.from_iterable(map(_FIRST, keyed)))
     if flat[0] != 0 or flat[-1] != buffer_len or flat[1:-1:2] != flat[2::2]:
         return None
-    return list(map(_TENSOR, keyed)), meta
+    return list(map(_SECOND, keyed)), meta
 
 
+# A header written by the reference starts with its metadata: `{"__metadata__":{"k":"v",...},...`. That
+# object alone is decoded, not the whole header a second time; anything else (spaces, another order) is
+# decoded whole. Strings cannot hold a bare `"`, so the pattern matches one way only (no backtracking).
+_META_FIRST = re.compile(rb'\{"__metadata__":(\{(?:"(?:[^"\\]|\\.)*"[:,]?)*\})')
+_DECODE_STR_DICT = msgspec.json.Decoder(dict[str, str]).decode
+
+
+def _metadata(raw: bytes) -> dict[str, str]:
+    m = _META_FIRST.match(raw)
+    if m is not None:
+        try:
+            return _DECODE_STR_DICT(m.group(1))
+        except msgspec.MsgspecError:
+            pass  # not what it looked like: the whole header says what it is
+    return _DECODE_METADATA(raw).metadata or {}
+
+
+_OFFSETS = attrgetter("data_offsets")
+_FIRST = itemgetter(0)
+_SECOND = itemgetter(1)
 _TENSOR = itemgetter(2)
 
 
