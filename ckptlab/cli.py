@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -106,8 +107,12 @@ def render_inspect(meta: CheckpointMeta, limit: int | None = 40) -> str:
     if meta.safety.safe:
         lines.append("  safety    safe (only allowlisted globals)")
     else:
-        lines.append(f"  safety    UNSAFE: {', '.join(meta.safety.reasons)}")
-        lines.extend(f"            - {f}" for f in meta.safety.findings)
+        lines.append(f"  safety    UNSAFE: {meta.safety.headline()}")
+        for f in meta.safety.grouped_findings():  # a long list of globals wraps under its finding
+            lines += textwrap.wrap(
+                f, 110, initial_indent=" " * 12 + "- ", subsequent_indent=" " * 14,
+                break_long_words=False, break_on_hyphens=False,
+            )  # fmt: skip
     for w in meta.warnings:
         lines.append(f"  warning   {w}")
     if meta.tied:

@@ -6,6 +6,7 @@ Raw numbers are fields; human strings are `*_str` properties; `to_json()` gives 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
@@ -166,6 +167,12 @@ class Entry:
         return {"name": self.name, "kind": self.kind, "summary": self.summary}
 
 
+# a finding as the pickle readers word it, with the part of a multi-file checkpoint in front
+_PICKLE_REFERENCE = re.compile(
+    r"(?:(?P<part>[^:]+): )?pickle references (?P<name>\S+) \(not imported or called\)"
+)
+
+
 @dataclass(frozen=True)
 class Safety:
     """Static verdict: anything outside the allowlist is listed, never imported or run."""
@@ -186,6 +193,57 @@ class Safety:
         ('posix.system', 'optimizer.pt (not checked)')
         """
         return (*self.unsafe_globals, *(f"{p} (not checked)" for p in self.unverified))
+
+    def headline(self, most: int = 3) -> str:
+        """The reasons, cut to the first `most` when there are more (the findings list them all).
+
+        >>> Safety(("a.x", "b.y", "c.z", "d.w", "e.v")).headline()
+        'a.x, b.y, c.z and 2 more'
+        """
+        r = self.reasons
+        return ", ".join(r) if len(r) <= most else f"{', '.join(r[:most])} and {len(r) - most} more"
+
+    def grouped_findings(self) -> tuple[str, ...]:
+        """The findings to show: the pickle references of one file (or part) on one line, in first-seen
+        order, instead of a line each (an HF Trainer folder's `training_args.bin` names nine globals).
+
+        >>> for line in Safety(findings=(
+        ...     "args.bin: pickle references a.X (not imported or called)",
+        ...     "args.bin: pickle references a.Y (not imported or called)",
+        ...     "model.h5: Lambda layer 'f'",
+        ... )).grouped_findings():
+        ...     print(line)
+        args.bin: pickle references 2 globals outside the allowlist (not imported or called): a.X, a.Y
+        model.h5: Lambda layer 'f'
+        """
+        refs: dict[str | None, list[str]] = {}
+        order: list[str | tuple[str | None]] = []
+        for f in self.findings:
+            m = _PICKLE_REFERENCE.fullmatch(f)
+            if m is None:
+                order.append(f)
+                continue
+            part = m["part"]
+            if part not in refs:
+                refs[part] = []
+                order.append((part,))
+            refs[part].append(m["name"])
+        out = []
+        for item in order:
+            if isinstance(item, str):
+                out.append(item)
+                continue
+            part, names = item[0], refs[item[0]]
+            at = f"{part}: " if part is not None else ""
+            if len(names) == 1:
+                out.append(f"{at}pickle references {names[0]} (not imported or called)")
+            else:
+                listed = ", ".join(names)
+                out.append(
+                    f"{at}pickle references {len(names)} globals outside the allowlist "
+                    f"(not imported or called): {listed}"
+                )
+        return tuple(out)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -569,6 +569,18 @@ def test_inspect_before_anything_is_indexed(env: Path) -> None:
     assert at.info[0].value.startswith("Pick an indexed checkpoint")
 
 
+def test_inspect_badge_lists_one_files_globals_in_one_line() -> None:
+    # a real HF Trainer folder: the nine globals of training_args.bin are one bullet, the headline names three
+    at = inspect(Path(__file__).parent / "data" / "real" / "hf" / "checkpoint-12")
+    assert not at.exception
+    (err,) = alerts(at)
+    head, *bullets = err.split("\n")
+    assert " and 6 more — never load `training_args.bin`" in head
+    assert len(bullets) == 1
+    first = "- training\\_args\\.bin\\: pickle references 9 globals outside the allowlist"
+    assert bullets[0].startswith(first)
+
+
 def test_inspect_unsafe_file_shows_red_badge(files: dict[str, Path]) -> None:
     at = inspect(files["unsafe"])
     assert not at.exception

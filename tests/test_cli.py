@@ -132,6 +132,25 @@ def test_unsafe_file_exits_zero_and_says_so(tmp_path: Path, capsys: pytest.Captu
     assert "UNSAFE: torch.nn.modules.linear.Linear" in capsys.readouterr().out
 
 
+def test_one_files_pickle_references_are_listed_together(capsys: pytest.CaptureFixture[str]) -> None:
+    """A real HF Trainer folder: training_args.bin's nine globals come as one finding, wrapped under it, and
+    the verdict line names the first three instead of repeating them all."""
+    d = Path(__file__).parent / "data" / "real" / "hf" / "checkpoint-12"
+    assert main(["inspect", str(d)]) == 0
+    out = capsys.readouterr().out
+    verdict = next(line for line in out.splitlines() if line.startswith("  safety"))
+    assert verdict.startswith("  safety    UNSAFE: transformers.training_args.TrainingArguments, ")
+    assert verdict.endswith(" and 6 more")
+    block = out.split(verdict + "\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert block[0] == (
+        "            - training_args.bin: pickle references 9 globals outside the allowlist "
+        "(not imported or called):"
+    )
+    assert all(line.startswith(" " * 14) and len(line) <= 110 for line in block[1:])
+    listed = " ".join(block[1:]).replace(",", " ").split()
+    assert len(listed) == 9 and "accelerate.state.PartialState" in listed
+
+
 def test_unverified_part_is_named_in_the_verdict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """An HF checkpoint whose optimizer.pt cannot be read at all: never called safe, and the verdict says
     which part was not checked (not an empty `UNSAFE: `)."""

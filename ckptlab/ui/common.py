@@ -65,7 +65,7 @@ def safety_badge(safety: Safety) -> None:
         )
         return
     lines = [unsafe_headline(safety)]
-    lines += [f"- {md_escape(f)}" for f in safety.findings]
+    lines += [f"- {md_escape(f)}" for f in safety.grouped_findings()]
     st.error("\n".join(lines), icon=":material/gpp_bad:")
 
 
@@ -78,7 +78,9 @@ def unsafe_headline(safety: Safety) -> str:
     >>> line.split(" — ")[1].split(" (")[0]
     'never load `training_args.bin` with `torch.load(weights_only=False)`'
     """
-    names = ", ".join(f"`{g}`" for g in safety.reasons)
+    names = ", ".join(f"`{g}`" for g in safety.reasons[:3])
+    if len(safety.reasons) > 3:  # the findings below list every one
+        names += f" and {len(safety.reasons) - 3} more"
     parts = {f.split(": ", 1)[0] for f in safety.findings if ": " in f}
     whole = bool(safety.findings) and len(parts) == 1 and all(": " in f for f in safety.findings)
     # shown in a code span, where escapes would show
