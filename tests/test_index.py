@@ -430,6 +430,30 @@ def test_an_index_from_before_0004_reads_every_checkpoint_again(tmp_path: Path) 
         assert scan([run], store).reused == 2
 
 
+def test_an_index_from_before_0005_reads_sharded_torch_checkpoints_again(
+    tmp_path: Path, sharded_torch_dir: Path
+) -> None:
+    """Migration 0005: the stored documents of torch-sharded rows named storages of different shards as tied
+    weights; the next scan reads those rows again (and only those), and the document no longer says so."""
+    root = sharded_torch_dir.parent
+    torch.save(training_checkpoint(), root / "other.pth")
+    backdate(root)
+    with Store(tmp_path / "index.sqlite") as store:
+        assert scan([root], store).parsed == 2
+        # the index as a version before 0005 left it, with the wrong tie in the sharded row's document
+        (sharded,) = [e for e in store.entries() if e.format == "torch-sharded"]
+        doc = dict(sharded.meta or {}, tied={"0": ["a", "b"]})
+        sql = "UPDATE checkpoints SET meta_json = ? WHERE path = ?"
+        store.db.execute(sql, (json.dumps(doc), sharded.path))
+        store.db.execute("DELETE FROM _migrations WHERE name LIKE '0005%'")
+        store.db.commit()
+    with Store(tmp_path / "index.sqlite") as store:
+        again = scan([root], store)
+        assert (again.parsed, again.reused) == (1, 1)
+        (sharded,) = [e for e in store.entries() if e.format == "torch-sharded"]
+        assert sharded.meta is not None and sharded.meta["tied"] == {}
+
+
 @pytest.mark.parametrize("relative", [False, True], ids=["absolute_root", "relative_root"])
 def test_a_link_to_a_part_names_the_checkpoint_holding_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, relative: bool
@@ -563,7 +587,7 @@ def test_cli_scan_missing_root(tmp_path: Path, capsys: pytest.CaptureFixture[str
 # would run; every case here must run at least one example
 @pytest.mark.parametrize(
     "module,at_least",
-    [("ckptlab.index.entries", 3), ("ckptlab.model", 1), ("ckptlab.cli", 2), ("ckptlab.ui.common", 2)],
+    [("ckptlab.index.entries", 3), ("ckptlab.model", 4), ("ckptlab.cli", 2), ("ckptlab.ui.common", 3)],
 )
 def test_doctests(module: str, at_least: int) -> None:
     import doctest
@@ -896,6 +920,7 @@ def test_migration_moves_tensor_rows_into_shared_lists(
             "0002_shared_tensor_lists",
             "0003_link_to",
             "0004_read_again_2026_11",
+            "0005_read_torch_shards_again",
         ]
         assert sorted(tuple(r) for r in store.db.execute("SELECT * FROM tensors")) == rows
         assert store.db.execute("SELECT COUNT(*) FROM tensor_lists").fetchone()[0] == 2

@@ -13,6 +13,7 @@ from adversarial import ReduceTo
 from conftest import EXPECTED, training_checkpoint, write_sharded_safetensors
 from ui_fixtures import backdate
 
+from ckptlab.cli import render_inspect
 from ckptlab.errors import FormatError, IncompleteError
 from ckptlab.formats import read_meta
 from ckptlab.formats.safetensors_reader import read_safetensors
@@ -87,6 +88,21 @@ def test_sharded_torch(sharded_torch_dir: Path) -> None:
     assert meta.format == "torch-sharded"
     assert [t.name for t in meta.tensors] == list(EXPECTED)
     assert meta.safety.safe
+    # each shard numbers its storages from "0": equal keys in two shards are not tied weights
+    assert meta.tied == {}
+
+
+def test_sharded_torch_keeps_ties_within_a_shard(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    emb = torch.zeros(4, 2)
+    torch.save({"a.weight": torch.ones(2)}, tmp_path / "m-1.bin")
+    torch.save({"wte.weight": emb, "lm_head.weight": emb}, tmp_path / "m-2.bin")  # tied, as GPT-2 saves them
+    wm = {"a.weight": "m-1.bin", "wte.weight": "m-2.bin", "lm_head.weight": "m-2.bin"}
+    (tmp_path / "m.bin.index.json").write_text(json.dumps({"weight_map": wm}))
+    meta = read_meta(tmp_path / "m.bin.index.json")
+    assert list(meta.tied.values()) == [("wte.weight", "lm_head.weight")]
+    tied = [line for line in render_inspect(meta).splitlines() if line.startswith("  tied")]
+    assert tied == ["  tied      wte.weight = lm_head.weight"]
 
 
 def test_hf_checkpoint_dir(hf_dir: Path) -> None:

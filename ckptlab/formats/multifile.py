@@ -170,8 +170,13 @@ def read_index(path: Path, limits: Limits = DEFAULT_LIMITS, within: str | None =
     fmt = "safetensors-sharded" if kind == "safetensors" else "torch-sharded"
     by_name = {}
     for m in parts:
+        shard = os.path.basename(m.path)
         for t in m.tensors:
-            by_name.setdefault((os.path.basename(m.path), t.name), t)
+            if t.storage is not None and len(parts) > 1:
+                # torch numbers storages per file ("0", "1", ...): the same key in two shards is two storages,
+                # and only tensors sharing one storage of one file are tied
+                t = t._replace(storage=f"{shard}/{t.storage}")
+            by_name.setdefault((shard, t.name), t)
     tensors = []
     for name, shard in wm.items():
         t = by_name.get((shard, name))

@@ -172,6 +172,13 @@ def _read_again(db: sqlite3.Connection) -> None:
     db.execute("UPDATE checkpoints SET fingerprint = ''")
 
 
+@migration("0005_read_torch_shards_again")
+def _read_torch_shards_again(db: sqlite3.Connection) -> None:
+    """Sharded torch checkpoints are read again on the next scan: their stored documents named tensors of
+    different shards as tied weights (torch numbers storages per file, and the shards' keys were merged)."""
+    db.execute("UPDATE checkpoints SET fingerprint = '' WHERE format = 'torch-sharded'")
+
+
 def apply_pending(
     db: sqlite3.Connection, transaction: Callable[[], AbstractContextManager[sqlite3.Connection]]
 ) -> list[str]:
