@@ -9,6 +9,7 @@ import sys
 import streamlit as st
 
 from ..errors import CkptlabError
+from ..formats.keras_reader import LAMBDA_FN_GLOBAL, LAMBDA_GLOBAL
 from ..model import Safety
 
 log = logging.getLogger(__name__)
@@ -55,28 +56,37 @@ def page_style() -> None:
     st.html(_PAGE_CSS)
 
 
-def safety_badge(safety: Safety) -> None:
+def safety_badge(safety: Safety, fmt: str | None = None) -> None:
     """Green when nothing outside the allowlist was seen; red listing the unsafe globals, the parts that
-    could not be checked, and the findings."""
+    could not be checked, and the findings. `fmt`: the checkpoint's format, which decides the advice."""
     if safety.safe:
         st.success(
             "**Safe** — nothing outside the allowlist (checked statically; nothing was imported or run)",
             icon=":material/verified_user:",
         )
         return
-    lines = [unsafe_headline(safety)]
+    lines = [unsafe_headline(safety, fmt)]
     lines += [f"- {md_escape(f)}" for f in safety.grouped_findings()]
     st.error("\n".join(lines), icon=":material/gpp_bad:")
 
 
-def unsafe_headline(safety: Safety) -> str:
-    """The red badge's first line: what is unsafe, and which file not to load. In a checkpoint folder the
+# a Keras / HDF5 file's unsafe parts are run by Keras or read by h5py, not by torch
+_LAMBDAS = (LAMBDA_GLOBAL, LAMBDA_FN_GLOBAL)
+_HDF5_LINKS = ("h5py.ExternalLink", "h5py.ExternalStorage", "h5py.VirtualDataset")
+
+
+def unsafe_headline(safety: Safety, fmt: str | None = None) -> str:
+    """The red badge's first line: what is unsafe, and how not to load the file. In a checkpoint folder the
     findings name their part (`training_args.bin: pickle references ...`): when one part holds them all,
     the line names it, and for HF Trainer's pickled arguments says that a resume does not load that file.
+    A Keras or HDF5 file (`fmt` "keras" / "hdf5") is loaded by Keras or h5py, not torch: the advice says so.
 
     >>> line = unsafe_headline(Safety(("os.system",), ("training_args.bin: pickle references os.system",)))
     >>> line.split(" — ")[1].split(" (")[0]
     'never load `training_args.bin` with `torch.load(weights_only=False)`'
+    >>> unsafe_headline(Safety(("keras.layers.Lambda",), ("Lambda layer 'f' in config.json",)), "keras")
+    '**Unsafe:** `keras.layers.Lambda` — load this file with `keras.models.load_model` only if you trust \
+it: Keras 2, and Keras 3 with `safe_mode=False`, run its Lambda code'
     """
     names = ", ".join(f"`{g}`" for g in safety.reasons[:3])
     if len(safety.reasons) > 3:  # the findings below list every one
@@ -85,6 +95,18 @@ def unsafe_headline(safety: Safety) -> str:
     whole = bool(safety.findings) and len(parts) == 1 and all(": " in f for f in safety.findings)
     # shown in a code span, where escapes would show
     subject = "`" + next(iter(parts)).replace("`", "'") + "`" if whole else "this file"
+    if fmt in ("keras", "hdf5"):
+        if any(g in _LAMBDAS for g in safety.unsafe_globals):
+            return (
+                f"**Unsafe:** {names} — load {subject} with `keras.models.load_model` only if you trust it: "
+                "Keras 2, and Keras 3 with `safe_mode=False`, run its Lambda code"
+            )
+        if all(g in _HDF5_LINKS for g in safety.unsafe_globals):
+            return f"**Unsafe:** {names} — opening {subject} with h5py or Keras reads data from other files"
+        return (
+            f"**Unsafe:** {names} — `keras.models.load_model` needs the code {subject} names: load it only "
+            "with code you trust"
+        )
     line = f"**Unsafe:** {names} — never load {subject} with `torch.load(weights_only=False)`"
     if whole and parts == {"training_args.bin"}:
         line += " (HF Trainer's pickled arguments: a resume does not load it)"
