@@ -70,7 +70,10 @@ cards[4].metric(
 
 # ------------------------------------------------------------------------------------------- table
 shown = ui.index_filters(snap)
-st.caption(f"{len(shown):,} of {s.n_checkpoints:,} checkpoints · select a row to open it in Inspect")
+count, unsafe = st.columns([3, 1], vertical_alignment="center")
+count.caption(f"{len(shown):,} of {s.n_checkpoints:,} checkpoints · select a row to open it in Inspect")
+with unsafe:  # the safety column counts globals; this lists them (nothing when no row shown is unsafe)
+    ui.unsafe_globals_popover(shown, snap.labels)
 picked = ui.index_table(shown, snap.labels)
 if picked:
     st.switch_page(INSPECT, query_params={ui.PATH_KEY: picked})

@@ -28,6 +28,7 @@ from .index import (
     scan_button,
     scan_pending,
     snapshot,
+    unsafe_globals_popover,
 )
 from .inspect import (
     checkpoint_figures,
@@ -72,4 +73,5 @@ __all__ = [
     "show_error",
     "snapshot",
     "tensor_frame",
+    "unsafe_globals_popover",
 ]

@@ -4,7 +4,9 @@ table and errors, and the Inspect page's picker of indexed checkpoints."""
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
 import threading
 import time
 from collections import Counter
@@ -19,7 +21,7 @@ import streamlit as st
 from ..errors import CkptlabError
 from ..index import views
 from ..index.store import Store, default_db_path
-from ..model import IndexEntry, size_unit
+from ..model import IndexEntry, plural, size_unit
 
 if TYPE_CHECKING:
     from ..index.scan import ScanResult
@@ -334,17 +336,109 @@ def index_filters(snap: Snapshot) -> list[IndexEntry]:
     )
 
 
+def safety_cell(entry: IndexEntry) -> str | None:
+    """The safety column's text: the verdict, short enough for its column, so it is never cut. One global is
+    named (`⚠ unsafe: posix.system`), by its last part when the whole is too long (`⚠ unsafe: …Lambda` for
+    keras.layers.Lambda); several are counted (`⚠ unsafe: 9 globals`). Listed in full they made the column
+    too wide for the table's important columns to fit one screen: `unsafe_globals_popover` and Inspect list
+    them. `⚠ unsafe` alone: no global, but a part could not be checked. None when nothing could be checked.
+    """
+    cls = views.safety_class(entry)
+    if cls != "unsafe":
+        return "safe" if cls == "safe" else None
+    bad = entry.unsafe_globals
+    if not bad:
+        return "⚠ unsafe"
+    if len(bad) == 1:
+        last = re.split(r"[.>:]", bad[0])[-1]  # module.Class, a Keras registered `package>Name`
+        for text in (f"⚠ unsafe: {bad[0]}", f"⚠ unsafe: …{last}"):
+            if last and text_px(text) <= _SAFETY_PX:
+                return text
+    return f"⚠ unsafe: {plural(len(bad), 'global')}"
+
+
 def index_frame(
     entries: Sequence[IndexEntry], labels: Mapping[str, str], unit: tuple[str, int]
 ) -> pd.DataFrame:
-    """The index table as a DataFrame (views.TABLE_COLUMNS; nullable integer columns for step and params)."""
+    """The index table as a DataFrame (views.TABLE_COLUMNS; nullable integer columns for step and params;
+    the short `safety_cell` text)."""
     df = pd.DataFrame(views.table_rows(entries, labels, unit), columns=list(views.TABLE_COLUMNS))
     for c in ("step", "params"):
         df[c] = df[c].astype("Int64")
     # 2 decimals: HF's fractional epochs (1.3333333333) overflow the column; Inspect shows the whole value
     df["epoch"] = pd.to_numeric(df["epoch"], errors="coerce").round(2)
     df["size"] = df["size"].astype(float)
+    df["safety"] = pd.Series([safety_cell(e) for e in entries], index=df.index, dtype=object)
     return df
+
+
+# The table's columns get widths that fit their content (the rows shown), so that run ... safety, the
+# columns that tell checkpoints apart, fit without horizontal scrolling at a 1440 px window with the sidebar
+# open: the wide layout gives the table 980 px there, less 32 for the row-selection column, less ~12 for a
+# browser whose (thin) scrollbars take room rather than overlay. When run and checkpoint do not both fit
+# they share what is left in proportion to their needs and the longest are cut (Inspect, one click away,
+# shows them whole). Metrics, layout and reason follow, reached by scrolling, or in view when the columns
+# before them are narrow. Not pinned: Streamlit draws pinned columns in grey, as an index, and run and
+# checkpoint are the data.
+_BUDGET = 934
+_PAD = 18  # the grid's cell padding, 8 px a side, and a px of rounding each
+# advance widths (px) of Source Sans at 14 px, the grid's font (Streamlit's default theme); others: 7 px
+_CHAR_PX = {
+    c: px
+    for px, chars in (
+        (3.3, "ij',.:; |"),
+        (4.2, "fltI!()-[]{}"),
+        (5.0, "r/\\"),
+        (6.0, 'csxzJ"*?'),
+        (8.0, "bdhnopquABCKPRT`"),
+        (9.0, "DGHNOQU&"),
+        (10.5, "wMW"),
+        (12.0, "m%@"),
+    )
+    for c in chars
+}
+_SAFETY_PX = 142  # the longest safety_cell text: "⚠ unsafe: posix.system" (140) fits
+_FIXED = {"epoch": 50, "size": 70, "params": 56}  # short numbers; wide enough for their headers
+_FIT = {  # column: (least, most) px for a column sized to its content
+    "step": (48, 90),
+    "format": (64, 140),
+    "status": (64, 96),
+    "safety": (64, _SAFETY_PX + _PAD),
+    "run": (56, 10_000),  # bounded by the budget instead
+    "checkpoint": (90, 10_000),
+    "metrics": (64, 360),  # as narrow as its header when no row has metrics
+    "layout": (64, 110),
+    "reason": (120, 420),
+}
+_SHARE_MIN = 100  # run and checkpoint never get less than this each when they share the budget
+
+
+def text_px(text: str) -> float:
+    """About how wide `text` is drawn in a grid cell (px); characters outside ASCII count as 13 (⚠, CJK)."""
+    return sum(_CHAR_PX.get(c, 7.0 if c.isascii() else 13.0) for c in text)
+
+
+def _fit(values: Sequence[Any], header: str, least: int, most: int) -> int:
+    need = max((text_px(str(v)) for v in values if v is not None and v == v and v != ""), default=0.0)
+    return math.ceil(min(most, max(least, need + _PAD, text_px(header) + _PAD)))
+
+
+def column_widths(df: pd.DataFrame, headers: Mapping[str, str] | None = None) -> dict[str, int]:
+    """Pixel widths for `index_frame`'s columns (see _BUDGET above). `headers`: labels other than the column
+    name (`size (KiB)`)."""
+    headers = headers or {}
+    text = {c: df[c].tolist() for c in _FIT if c != "step"}
+    text["step"] = [f"{v:,}" for v in df["step"].dropna()]
+    widths = {c: _fit(text[c], headers.get(c, c), *_FIT[c]) for c in _FIT}
+    widths.update(_FIXED)
+    first = ("step", "epoch", "format", "size", "params", "status", "safety")
+    room = _BUDGET - sum(widths[c] for c in first)
+    run, ckpt = widths["run"], widths["checkpoint"]
+    if run + ckpt > room:  # share in proportion to need; neither below _SHARE_MIN
+        run = min(run, max(_SHARE_MIN, round(room * run / (run + ckpt))))
+        ckpt = max(_SHARE_MIN, room - run)
+    widths["run"], widths["checkpoint"] = run, ckpt
+    return widths
 
 
 def index_table(entries: Sequence[IndexEntry], labels: Mapping[str, str]) -> str | None:
@@ -355,30 +449,45 @@ def index_table(entries: Sequence[IndexEntry], labels: Mapping[str, str]) -> str
     if not df["reason"].astype(bool).any():
         order.remove("reason")
     cc = st.column_config
+    w = column_widths(df, {"size": f"size ({unit[0]})"})
     config = {
-        "run": cc.TextColumn("run"),
-        "checkpoint": cc.TextColumn("checkpoint", width=220, help="path relative to its run"),
-        "step": cc.NumberColumn("step", format="localized", width=70),
-        "epoch": cc.NumberColumn("epoch", format="%g", width=60),
+        "run": cc.TextColumn("run", width=w["run"]),
+        "checkpoint": cc.TextColumn("checkpoint", width=w["checkpoint"], help="path relative to its run"),
+        "step": cc.NumberColumn("step", format="localized", width=w["step"]),
+        "epoch": cc.NumberColumn("epoch", format="%g", width=w["epoch"]),
         "size": cc.NumberColumn(
             f"size ({unit[0]})",
             format="%.0f" if unit[1] == 1 else "%.1f",
-            width=85,
+            width=w["size"],
             help=f"on disk, all files of the checkpoint, in {unit[0]} (1 KiB = 1024 bytes)",
         ),
-        "params": cc.NumberColumn("params", format="compact", width=70, help="parameter count"),
-        "format": cc.TextColumn("format", width=110),
+        # The browser's compact notation (Intl.NumberFormat) keeps the column numeric, so it sorts by count;
+        # it rounds to 2 significant digits where Inspect's human_count shows 3 (1.7K vs 1.71K). Showing
+        # human_count's text here would need a text column (sorted as text: "2K" before "178") or a pandas
+        # Styler (display values; ~3 s a rerun at 20,000 rows, and refused past 262,144 cells).
+        "params": cc.NumberColumn(
+            "params",
+            format="compact",
+            width=w["params"],
+            help="parameter count, rounded (1.7K); Inspect shows it to 3 digits and exactly",
+        ),
+        "format": cc.TextColumn("format", width=w["format"]),
         "safety": cc.TextColumn(
             "safety",
-            width=150,
-            help="unsafe: a pickle references globals outside the allowlist (nothing was run)",
+            width=w["safety"],
+            help="unsafe: a pickle references globals outside the allowlist (nothing was run). "
+            "*Unsafe globals* above the table, and Inspect, list them all",
         ),
         "status": cc.TextColumn(
-            "status", width=95, help="ok, unreadable, incomplete (missing parts) or debris"
+            "status", width=w["status"], help="ok, unreadable, incomplete (missing parts) or debris"
         ),
-        "metrics": cc.TextColumn("metrics", width=280, help="from the file or its name; losses first"),
-        "layout": cc.TextColumn("layout", width=110),
-        "reason": cc.TextColumn("reason", width=420, help="why the status is not ok, or reader warnings"),
+        "metrics": cc.TextColumn(
+            "metrics", width=w["metrics"], help="from the file or its name; losses first"
+        ),
+        "layout": cc.TextColumn("layout", width=w["layout"], help="file, sharded, hf-checkpoint or dcp"),
+        "reason": cc.TextColumn(
+            "reason", width=w["reason"], help="why the status is not ok, or reader warnings"
+        ),
     }
     event = st.dataframe(
         df,
@@ -393,6 +502,51 @@ def index_table(entries: Sequence[IndexEntry], labels: Mapping[str, str]) -> str
     )
     rows = event.selection.rows if event is not None else []
     return str(df.iloc[rows[0]]["path"]) if rows else None
+
+
+_POPOVER_GROUPS = 20  # sets of globals listed; an index rarely has more than a handful
+_POPOVER_NAMES = 5  # checkpoints named per set
+
+
+def unsafe_groups(entries: Sequence[IndexEntry]) -> list[tuple[tuple[str, ...], list[IndexEntry]]]:
+    """The unsafe entries grouped by the set of globals they reference (sorted), largest group first: the
+    checkpoints of an HF Trainer run all pickle the same TrainingArguments, so one list serves them all."""
+    groups: dict[tuple[str, ...], list[IndexEntry]] = {}
+    for e in entries:
+        if e.safe is False:
+            groups.setdefault(tuple(sorted(e.unsafe_globals)), []).append(e)
+    return sorted(groups.items(), key=lambda kv: -len(kv[1]))
+
+
+def unsafe_globals_popover(entries: Sequence[IndexEntry], labels: Mapping[str, str]) -> None:
+    """A button listing every global the unsafe checkpoints among `entries` reference (the safety column
+    counts them when there are several); nothing when none is unsafe."""
+    groups = unsafe_groups(entries)
+    if not groups:
+        return
+    n = sum(len(g) for _, g in groups)
+    with st.popover(
+        f"Unsafe globals ({plural(n, 'checkpoint')})",
+        icon=":material/gpp_bad:",
+        type="tertiary",
+    ):
+        blocks = [
+            "Globals outside the allowlist, by the checkpoints that reference them (found statically; "
+            "nothing was imported or run):"
+        ]
+        for names, group in groups[:_POPOVER_GROUPS]:
+            shown = ", ".join(
+                f"{labels[e.run]} / {views.checkpoint_label(e)}" for e in group[:_POPOVER_NAMES]
+            )
+            more = f" and {len(group) - _POPOVER_NAMES:,} more" if len(group) > _POPOVER_NAMES else ""
+            # names come from untrusted files: escaped, never inside a code span they could close
+            items = [f"- {md_escape(g)}" for g in names] or ["- (none named: a part could not be checked)"]
+            blocks.append(
+                "\n".join([f"**{plural(len(group), 'checkpoint')}**: {md_escape(shown + more)}", *items])
+            )
+        if len(groups) > _POPOVER_GROUPS:
+            blocks.append(f"… and {len(groups) - _POPOVER_GROUPS:,} more sets (filter by run to see them)")
+        st.markdown("\n\n".join(blocks))
 
 
 def errors_expander(snap: Snapshot) -> None:
