@@ -36,7 +36,10 @@ if len(meta.files) > 1:
     details.append(f"{len(meta.files)} files")
 st.caption(ui.md_escape(f"{meta.path}  ·  " + "  ·  ".join(details)))
 
-cards = st.columns([1.6, 1, 1, 1, 1, 1])
+# Card widths that fit at 1440 px with the sidebar open (a 980 px row): 'safetensors-sharded', the longest
+# format, needs twice a plain card; then sizes up to '999.9 GiB', the 'Parameters' label with its help icon,
+# '123,456' tensors, step '100,000', epoch '2.66667'.
+cards = st.columns([2.05, 1.2, 1.08, 1, 1.05, 1])
 cards[0].metric("Format", meta.format, border=True)
 cards[1].metric("Size", meta.size_str, help=f"{meta.size_bytes:,} bytes on disk", border=True)
 cards[2].metric("Parameters", meta.n_params_str, help=f"{meta.n_params:,} elements", border=True)
@@ -58,7 +61,7 @@ cards[5].metric(
     border=True,
 )
 
-ui.safety_badge(meta.safety)
+ui.safety_badge(meta.safety, meta.format)
 
 present = [
     label
@@ -114,6 +117,7 @@ with t_modules:
             ui.module_frame(shown, meta.n_params),
             hide_index=True,
             column_config=ui.column_config(),
+            height=ui.table_height(len(shown)),
             key="module_table",
         )
 
@@ -122,42 +126,67 @@ with t_tensors:
     shown_t = ui.filter_tensors(meta.tensors, query)
     st.caption(f"{len(shown_t):,} of {meta.n_tensors:,} tensors")
     st.dataframe(
-        ui.tensor_frame(shown_t), hide_index=True, column_config=ui.column_config(), key="tensor_table"
+        ui.tensor_frame(shown_t),
+        hide_index=True,
+        column_config=ui.column_config(),
+        height=ui.table_height(len(shown_t), max_rows=15),
+        key="tensor_table",
     )
     if meta.other_tensors:
         other = ui.filter_tensors(meta.other_tensors, query)
-        with st.expander(f"Non-model tensors (optimizer state etc.): {len(other):,}"):
-            st.dataframe(ui.tensor_frame(other), hide_index=True, column_config=ui.column_config())
+        with st.expander(ui.other_tensors_label(len(other), len(meta.other_tensors), query)):
+            if other:
+                st.dataframe(
+                    ui.tensor_frame(other),
+                    hide_index=True,
+                    column_config=ui.column_config(),
+                    height=ui.table_height(len(other)),
+                    key="other_tensor_table",
+                )
+            else:
+                st.caption("No non-model tensor matches the filter.")
 
 with t_entries:
-    left, right = st.columns(2)
+    # Tables first, at full width: in half a page the entries' summaries and the shard names were cut.
+    st.subheader("Entries")
+    if meta.entries:
+        st.dataframe(
+            ui.entry_frame(meta.entries),
+            hide_index=True,
+            column_config=ui.entry_column_config(),
+            height=ui.table_height(len(meta.entries)),
+            key="entries_table",
+        )
+    else:
+        st.caption("No non-tensor entries.")
+    st.subheader("Tied weights")
+    if meta.tied:
+        st.dataframe(
+            [{"storage": k, "tensors": ", ".join(v)} for k, v in meta.tied.items()],
+            hide_index=True,
+            column_config={"storage": st.column_config.TextColumn("storage", width="small")},
+            height=ui.table_height(len(meta.tied)),
+            key="tied_table",
+        )
+    else:
+        st.caption("No tensors share storage.")
+    if len(meta.files) > 1:
+        st.subheader("Files")
+        st.dataframe(
+            {"file": ui.relative_files(meta.path, meta.files)},
+            hide_index=True,
+            height=ui.table_height(len(meta.files)),
+            key="files_table",
+        )
+    left, right = st.columns([2, 1]) if meta.metrics else (st.container(), None)
     with left:
-        st.subheader("Entries")
-        if meta.entries:
-            st.dataframe(
-                [e.to_json() for e in meta.entries], hide_index=True, key="entries_table", width="stretch"
-            )
-        else:
-            st.caption("No non-tensor entries.")
-        st.subheader("Tied weights")
-        if meta.tied:
-            st.dataframe(
-                [{"storage": k, "tensors": ", ".join(v)} for k, v in meta.tied.items()],
-                hide_index=True,
-                key="tied_table",
-            )
-        else:
-            st.caption("No tensors share storage.")
-        if len(meta.files) > 1:
-            st.subheader("Files")
-            st.dataframe({"file": list(meta.files)}, hide_index=True)
-    with right:
         st.subheader("Metadata")
         if meta.metadata:
             st.json(meta.to_json()["metadata"], expanded=2)
         else:
             st.caption("No metadata.")
-        if meta.metrics:
+    if right is not None:
+        with right:
             st.subheader("Metrics")
             st.json(dict(meta.metrics))
 
@@ -185,12 +214,7 @@ with t_stats:
                 def num(v: float | None) -> str:
                     return "—" if v is None else f"{v:.4g}"
 
-                st.caption(
-                    ui.md_escape(
-                        f"{stats.name}  ·  {stats.dtype} {ui.shape_str(stats.shape)}  ·  "
-                        f"{stats.numel:,} values  ·  computed on {stats.device}"
-                    )
-                )
+                st.caption(ui.md_escape(ui.stats_caption(stats)))
                 values = [
                     ("min", num(stats.min)),
                     ("max", num(stats.max)),

@@ -20,10 +20,12 @@ from ui_fixtures import INDEX_ROWS, PT_PARAMS, ST_PARAMS, backdate, build_ui_roo
 
 from ckptlab import ui
 from ckptlab.demo import DEMO_VERSION, MARKER
-from ckptlab.model import TensorMeta, human_bytes
+from ckptlab.model import TensorMeta, TensorStats, human_bytes
+from ckptlab.ui.inspect import other_tensors_label, relative_files, stats_caption, table_height
 
 PROJECT = Path(__file__).resolve().parent.parent
 INSPECT = "pages/1_Inspect.py"
+REAL_HF = Path(__file__).parent / "data" / "real" / "hf" / "checkpoint-12"  # a real HF Trainer folder
 
 
 @pytest.fixture
@@ -84,6 +86,15 @@ def frame(at: AppTest, first_column: str) -> pd.DataFrame:
         v = df.value
         if isinstance(v, pd.DataFrame) and len(v.columns) and v.columns[0] == first_column:
             return v
+    raise AssertionError(f"no table starting with column {first_column!r}")
+
+
+def column_config(at: AppTest, first_column: str) -> dict:
+    """The column config sent with the table whose first column is `first_column`."""
+    for df in at.dataframe:
+        v = df.value
+        if isinstance(v, pd.DataFrame) and len(v.columns) and v.columns[0] == first_column:
+            return json.loads(df.proto.columns)
     raise AssertionError(f"no table starting with column {first_column!r}")
 
 
@@ -481,6 +492,8 @@ def test_inspect_torch_file_and_stats(files: dict[str, Path]) -> None:
         "NaN": "0",
         "Inf": "0",
     }
+    caption = next(c.value for c in at.caption if "computed on" in c.value).replace("\\", "")
+    assert caption == "fc.weight  ·  float32 [5 × 3]  ·  15 values  ·  computed on cpu"
     assert len(at.get("plotly_chart")) == 4  # dtype, largest, treemap (all tabs run) + the histogram
     # a later rerun (another widget) keeps the result on screen
     at.toggle(key="stats_log").set_value(True).run()
@@ -544,6 +557,39 @@ def test_inspect_training_state_tied_weights_and_odd_dtypes(
     assert metrics(at)["Epoch"] == "3"
 
 
+def test_inspect_tables_of_a_trainer_folder() -> None:
+    """Tensor bytes are exact numbers (Streamlit's format="bytes" writes decimal '524.3KB' where the rest of
+    the app writes KiB), the non-model expander says when the tensor filter narrows it, the folder's files
+    are named relative to it, and the entries' summary gets most of the width."""
+    at = inspect(REAL_HF)
+    assert not at.exception
+    bytes_col = column_config(at, "tensor")["bytes"]
+    assert bytes_col["type_config"]["format"] == "localized"
+    assert frame(at, "tensor")["bytes"].dtype.kind == "i"  # numbers: the column sorts as numbers
+    (other,) = at.expander
+    assert other.label == "Non-model tensors (optimizer state etc.): 124"
+    at.text_input(key="tensor_filter").input("attention").run()
+    assert len(frame(at, "tensor")) == 20
+    (other,) = at.expander
+    assert other.label == "Non-model tensors (optimizer state etc.): 0 of 124 match the filter"
+    assert "No non-model tensor matches the filter." in [c.value for c in other.caption]
+    at.text_input(key="tensor_filter").input("exp_avg_sq").run()
+    assert at.expander[0].label.endswith(": 41 of 124 match the filter")
+    assert frame(at, "file")["file"].tolist() == [
+        "config.json",
+        "model.safetensors",
+        "optimizer.pt",
+        "rng_state.pth",
+        "scheduler.pt",
+        "trainer_state.json",
+        "training_args.bin",
+    ]
+    entries = column_config(at, "name")
+    assert entries["summary"]["width"] > 2 * (entries["name"]["width"] + entries["kind"]["width"])
+    summary = frame(at, "name").set_index("name")["summary"]
+    assert summary["training_args.bin"].startswith("TrainingArguments: lr=0.03")
+
+
 def test_inspect_picker_lists_the_index(files: dict[str, Path]) -> None:
     at = inspect()
     pick = at.selectbox(key="_ckptlab_pick")
@@ -579,6 +625,14 @@ def test_inspect_badge_lists_one_files_globals_in_one_line() -> None:
     assert len(bullets) == 1
     first = "- training\\_args\\.bin\\: pickle references 9 globals outside the allowlist"
     assert bullets[0].startswith(first)
+
+
+def test_inspect_badge_of_a_keras_file_advises_on_keras() -> None:
+    # a real Keras 3 file with a Lambda layer: the advice is about keras.models.load_model, not torch.load
+    at = inspect(Path(__file__).parent / "data" / "real" / "keras" / "lambda_model.keras")
+    assert not at.exception
+    (err,) = alerts(at)
+    assert "`keras.models.load_model` only if you trust it" in err and "torch.load" not in err
 
 
 def test_inspect_unsafe_file_shows_red_badge(files: dict[str, Path]) -> None:
@@ -631,6 +685,51 @@ def test_table_helpers() -> None:
     }
     assert ui.shape_str((4096, 11008)) == "4096 × 11008"
     assert ui.md_escape("posix.system_x") == "posix\\.system\\_x"
+    # whole rows: a 35 px header and 35 px rows (+3 px border); at most max_rows, never less than one
+    assert [table_height(n, max_rows=12) for n in (0, 1, 11, 12, 500)] == [73, 73, 423, 458, 458]
+    assert other_tensors_label(3, 10, "") == "Non-model tensors (optimizer state etc.): 10"
+    assert (
+        other_tensors_label(3, 1234, "exp")
+        == "Non-model tensors (optimizer state etc.): 3 of 1,234 match the filter"
+    )
+
+
+def test_relative_files() -> None:
+    # a folder checkpoint: its files by name, a file elsewhere in full
+    assert relative_files("/r/ckpt-12/", ["/r/ckpt-12/a.bin", "/r/ckpt-12/sub/b.bin", "/r/other.bin"]) == [
+        "a.bin",
+        "sub/b.bin",
+        "/r/other.bin",
+    ]
+    # a shard index: relative to its folder; a name that only starts like the folder is not inside it
+    index = "/r/m/model.safetensors.index.json"
+    assert relative_files(index, [index, "/r/m/model-00001.safetensors", "/r/m2/x"]) == [
+        "model.safetensors.index.json",
+        "model-00001.safetensors",
+        "/r/m2/x",
+    ]
+    assert relative_files("/", ["/a.pt"]) == ["a.pt"]
+
+
+def test_stats_caption() -> None:
+    def stats(shape: tuple[int, ...], numel: int) -> TensorStats:
+        return TensorStats("w", "float32", shape, numel, 0.0, 1.0, 0.5, 0.1, 1.0, 0, 0, 0, "cpu")
+
+    assert stats_caption(stats((), 1)) == "w  ·  float32 scalar  ·  1 value  ·  computed on cpu"
+    assert stats_caption(stats((8,), 8)) == "w  ·  float32 [8]  ·  8 values  ·  computed on cpu"
+    assert stats_caption(stats((1000, 1000), 10**6)).endswith(
+        "[1000 × 1000]  ·  1,000,000 values  ·  computed on cpu"
+    )
+    assert stats_caption(stats((0,), 0)).endswith("[0]  ·  0 values  ·  computed on cpu")
+
+
+def test_inspect_module_doctests() -> None:
+    import doctest
+
+    import ckptlab.ui.inspect
+
+    result = doctest.testmod(ckptlab.ui.inspect)
+    assert result.attempted >= 5 and result.failed == 0
 
 
 def test_env_roots(monkeypatch: pytest.MonkeyPatch) -> None:

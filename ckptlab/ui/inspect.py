@@ -15,7 +15,7 @@ import streamlit as st
 from .. import plots
 from ..errors import CkptlabError
 from ..formats import read_meta
-from ..model import CheckpointMeta, TensorMeta, shape_str
+from ..model import CheckpointMeta, Entry, TensorMeta, shape_str
 
 if TYPE_CHECKING:
     from ..analysis.stats import Histogram
@@ -102,10 +102,16 @@ def load_stats(
 def _figures_cached(path: str, sig: tuple[Any, ...], _meta: CheckpointMeta) -> dict[str, go.Figure]:
     # cache_resource, not cache_data: unpickling a big treemap re-validates it (slower than building it).
     # st.plotly_chart does not mutate a figure, so sharing the objects between sessions is safe.
+    treemap = plots.module_treemap(_meta.tensors)
+    if any(t.type == "treemap" for t in treemap.data) and not treemap.layout.title.text:
+        # The path bar (shown once a box is clicked) is drawn in the top margin, which is a blank band under
+        # the tabs until then: below the boxes, the same room reads as the gap before the filters.
+        treemap.update_traces(pathbar={"side": "bottom"}, selector={"type": "treemap"})
+        treemap.update_layout(margin={"t": 0, "b": 28})
     return {
         "dtype": plots.dtype_figure(_meta.dtypes),
         "largest": plots.largest_tensors_figure(_meta.tensors, top_n=15),
-        "treemap": plots.module_treemap(_meta.tensors),
+        "treemap": treemap,
     }
 
 
@@ -162,14 +168,96 @@ def module_frame(rows: list[ModuleRow], total: int) -> pd.DataFrame:
 
 
 def column_config() -> dict[str, Any]:
-    """Shared column formats of the Inspect tables: exact counts with thousands separators, bytes."""
+    """Shared column formats of the Inspect tables: exact counts and byte sizes with thousands separators."""
     cc = st.column_config
     return {
         "tensor": cc.TextColumn("tensor", width="large"),
         "module": cc.TextColumn("module", width="large"),
         "params": cc.NumberColumn("params", format="localized", help="parameter count (elements)"),
         "tensors": cc.NumberColumn("tensors", format="localized"),
-        "bytes": cc.NumberColumn("bytes", format="bytes", help="tensor data (decimal units: 1 KB = 1000 B)"),
+        # Exact bytes, not format="bytes": that one writes decimal units ('524.3KB') while the rest of the
+        # app (charts, cards, home table) writes binary ones ('512.0 KiB'); a number still sorts as one.
+        "bytes": cc.NumberColumn(
+            "bytes", format="localized", help="tensor data in bytes (1 KiB = 1,024 bytes)"
+        ),
         "share": cc.ProgressColumn("share", format="percent", min_value=0.0, max_value=1.0),
         "depth": cc.NumberColumn("depth", width="small"),
     }
+
+
+# st.dataframe's fixed geometry (Streamlit's docs give the same formula): a 35 px header, 35 px rows, 3 px of
+# border. The default 400 px shows 10.4 rows, so the last visible row is cut in half.
+_ROW_PX, _TABLE_EXTRA_PX = 35, 3
+
+
+def table_height(n_rows: int, max_rows: int = 12) -> int:
+    """A dataframe height that shows whole rows: all `n_rows`, or `max_rows` and a scrollbar."""
+    return (min(max(n_rows, 1), max_rows) + 1) * _ROW_PX + _TABLE_EXTRA_PX
+
+
+def other_tensors_label(n_shown: int, n_total: int, query: str) -> str:
+    """The non-model tensors expander's label; says when the tensor filter above also narrows it, which a
+    bare count ('0' next to the header's '124 non-model tensors') does not.
+
+    >>> other_tensors_label(0, 124, "attention")
+    'Non-model tensors (optimizer state etc.): 0 of 124 match the filter'
+    >>> other_tensors_label(124, 124, " ")
+    'Non-model tensors (optimizer state etc.): 124'
+    """
+    label = "Non-model tensors (optimizer state etc.): "
+    if query.strip():
+        return label + f"{n_shown:,} of {n_total:,} match the filter"
+    return label + f"{n_total:,}"
+
+
+def entry_frame(entries: Sequence[Entry]) -> pd.DataFrame:
+    """One row per non-tensor entry: name, kind, summary."""
+    return pd.DataFrame([e.to_json() for e in entries], columns=["name", "kind", "summary"])
+
+
+def entry_column_config() -> dict[str, Any]:
+    """The entries table's columns: the summary (e.g. a TrainingArguments digest) gets the room."""
+    cc = st.column_config
+    return {
+        # A stretched table scales these widths in proportion: the summary ends up with about three quarters
+        # of the page, the name column still holds 'pytorch-lightning_version'.
+        "name": cc.TextColumn("name", width=160),
+        "kind": cc.TextColumn("kind", width=90),
+        "summary": cc.TextColumn("summary", width=700),
+    }
+
+
+def relative_files(path: str, files: Iterable[str]) -> list[str]:
+    """`files` relative to the checkpoint: to `path` itself when it is a folder (a Trainer checkpoint),
+    else to its folder (a shard index next to its shards); a file outside it keeps its full path.
+
+    The checkpoint's own path is in the caption above the table: repeating it on every row cut the shard
+    names off. No stat: a file under `path` means `path` is the folder.
+
+    >>> relative_files("/c/ckpt", ["/c/ckpt/model.safetensors", "/elsewhere/x.bin"])
+    ['model.safetensors', '/elsewhere/x.bin']
+    >>> relative_files("/c/m.index.json", ["/c/m.index.json", "/c/m-00001.bin"])
+    ['m.index.json', 'm-00001.bin']
+    """
+    files = list(files)
+    root = path.rstrip(os.sep) or os.sep
+    if not any(f.startswith(root + os.sep) for f in files):
+        root = os.path.dirname(root)
+    prefix = root.rstrip(os.sep) + os.sep
+    return [f[len(prefix) :] if f.startswith(prefix) and len(f) > len(prefix) else f for f in files]
+
+
+def stats_caption(stats: TensorStats) -> str:
+    """The line above a tensor's stats: name, dtype, shape in brackets (a bare 'float32 8' reads as two
+    numbers), value count, device.
+
+    >>> from ckptlab.model import TensorStats
+    >>> stats_caption(TensorStats("w", "float32", (8,), 8, *[None] * 5, 0, 0, 0, "cpu"))
+    'w  ·  float32 [8]  ·  8 values  ·  computed on cpu'
+    >>> stats_caption(TensorStats("step", "int64", (), 1, *[None] * 5, 0, 0, 0, "cpu"))
+    'step  ·  int64 scalar  ·  1 value  ·  computed on cpu'
+    """
+    shape = f"[{shape_str(stats.shape)}]" if stats.shape else "scalar"
+    # model.plural writes no thousands separator; a tensor's value count needs one
+    values = f"{stats.numel:,} {'value' if stats.numel == 1 else 'values'}"
+    return f"{stats.name}  ·  {stats.dtype} {shape}  ·  {values}  ·  computed on {stats.device}"
