@@ -269,13 +269,24 @@ def module_treemap(
     total = sum(t.numel for t in tensors)
     if not data["ids"] or total == 0:
         return empty_figure("no tensors" if not data["ids"] else "no parameters (all tensors are empty)")
-    custom = [[human_count(v), _pct(v, total), k] for v, k in zip(data["values"], data["kinds"], strict=True)]
+    ids, labels, parents, values, kinds = (data[k] for k in ("ids", "labels", "parents", "values", "kinds"))
+    tops = [v for v, p in zip(values, parents, strict=True) if not p]
+    if len(tops) > 1:
+        # several top-level boxes: plotly draws an empty header band above them; a root box labelled with
+        # the whole model's count fills it, and clicking back out of a module returns to it
+        root = _unique("all", set(ids))
+        label = f"all · {human_count(sum(tops))} params"  # the header band shows the label only
+        ids, labels, values = [root, *ids], [label, *labels], [sum(tops), *values]
+        parents = ["", *(p or root for p in parents)]
+        kinds = [f"whole checkpoint · {len(tensors):,} tensors", *kinds]
+        max_depth += 1
+    custom = [[human_count(v), _pct(v, total), k] for v, k in zip(values, kinds, strict=True)]
     fig = go.Figure(
         go.Treemap(
-            ids=data["ids"],
-            labels=data["labels"],
-            parents=data["parents"],
-            values=data["values"],
+            ids=ids,
+            labels=labels,
+            parents=parents,
+            values=values,
             branchvalues="total",
             maxdepth=max_depth,
             customdata=custom,
@@ -295,6 +306,15 @@ def module_treemap(
     if data["note"]:
         fig.update_layout(title={"text": data["note"], "font": {"size": 12}}, margin={"t": 50})
     return fig
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    """`name`, or `name (2)`, `name (3)`... when a module or tensor already has it as its id."""
+    out, n = name, 1
+    while out in taken:
+        n += 1
+        out = f"{name} ({n})"
+    return out
 
 
 def largest_tensors_figure(

@@ -118,10 +118,27 @@ def test_treemap_exact_ids_parents_values() -> None:
     (trace,) = fig.data
     assert trace.type == "treemap"
     assert trace.branchvalues == "total"
-    assert list(trace.ids) == ["enc", "enc.q", "head", "enc.q.weight", "enc.q.bias", "head.weight", "scale"]
-    assert list(trace.labels) == ["enc", "q", "head", "weight", "bias", "weight", "scale"]
-    assert list(trace.parents) == ["", "enc", "", "enc.q", "enc.q", "head", ""]
-    assert list(trace.values) == [20, 20, 8, 16, 4, 8, 1]
+    # several top-level boxes hang under one root box holding the total (plotly leaves a blank band else)
+    assert list(trace.ids) == [
+        "all",
+        "enc",
+        "enc.q",
+        "head",
+        "enc.q.weight",
+        "enc.q.bias",
+        "head.weight",
+        "scale",
+    ]
+    assert list(trace.labels) == ["all · 29 params", "enc", "q", "head", "weight", "bias", "weight", "scale"]
+    assert list(trace.parents) == ["", "all", "enc", "all", "enc.q", "enc.q", "head", "all"]
+    assert list(trace.values) == [29, 20, 20, 8, 16, 4, 8, 1]
+    assert trace.maxdepth == 4  # the root takes a level: three below it are drawn, as before
+    # a module called "all" keeps its id; the root takes another
+    (named,) = module_treemap([tm("all.w", (2,)), tm("b", (3,))]).data
+    assert list(named.ids)[:2] == ["all (2)", "all"] and list(named.parents)[:2] == ["", "all (2)"]
+    # one top-level box is its own root: nothing added
+    (single,) = module_treemap([tm("enc.w", (2,)), tm("enc.b", (3,))]).data
+    assert list(single.ids) == ["enc", "enc.w", "enc.b"] and single.maxdepth == 3
 
 
 def test_treemap_values_are_consistent_totals() -> None:
