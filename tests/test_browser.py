@@ -6,19 +6,13 @@ page load scans it. Screenshots go to tmp_path and are copied to /tmp/ckptlab-sh
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, unquote
 
 import pytest
-from ui_fixtures import INDEX_ROWS, PT_PARAMS, ST_PARAMS, build_ui_root
+from ui_fixtures import INDEX_ROWS, PT_PARAMS, ST_PARAMS, build_ui_root, streamlit_server
 
 from ckptlab.model import human_bytes
 
@@ -43,26 +37,6 @@ pytestmark = [
 sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 45.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"streamlit did not become healthy at {url} in {timeout:.0f}s")
-
-
 @pytest.fixture(scope="module")
 def fixture_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return build_ui_root(tmp_path_factory.mktemp("ui") / "root")
@@ -70,38 +44,15 @@ def fixture_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def server(fixture_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
     home = tmp_path_factory.mktemp("home")
     env = {
-        **os.environ,
         "CKPTLAB_ROOT": str(fixture_files["safetensors"].parent),
         "CKPTLAB_DB": str(home / "index.sqlite"),
         "HOME": str(home),
         "XDG_DATA_HOME": str(home / ".local" / "share"),
     }
-    log = (home / "streamlit.log").open("wb")
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
-    cmd += [
-        "--server.address",
-        "127.0.0.1",
-        "--server.headless",
-        "true",
-        "--browser.gatherUsageStats",
-        "false",
-    ]
-    proc = subprocess.Popen(cmd, cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, proc)
+    with streamlit_server(env, home / "streamlit.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
+from ui_fixtures import streamlit_server
 
 from ckptlab import ui
 from ckptlab.index import views
@@ -207,53 +202,25 @@ def test_the_important_columns_fit_at_1440px(tmp_path: Path) -> None:
     """The premise of the widths: at 1440 x 900 with the sidebar open the grid shows 946 px of columns, and
     the columns drawn are the ones column_widths chose (the grid's full width is theirs plus 32)."""
     sync_api = pytest.importorskip("playwright.sync_api")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     db = tmp_path / "index.sqlite"
-    env = {**os.environ, "CKPTLAB_DB": str(db), ui.ROOT_ENV: str(REAL), "HOME": str(tmp_path)}
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
-    cmd += [
-        "--server.address",
-        "127.0.0.1",
-        "--server.headless",
-        "true",
-        "--browser.gatherUsageStats",
-        "false",
-    ]
-    log = (tmp_path / "streamlit.log").open("wb")
-    proc = subprocess.Popen(cmd, cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 45
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline and proc.poll() is None, "streamlit did not start"
-                time.sleep(0.2)
-        with sync_api.sync_playwright() as p:
-            b = p.chromium.launch(
-                executable_path=str(CHROMIUM),
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"],
-            )
-            try:
-                page = b.new_page(viewport={"width": 1440, "height": 900})
-                page.goto(url)
-                page.get_by_text("Scanned: 26 checkpoints").wait_for(timeout=60_000)
-                page.locator('[data-testid="stDataFrame"] .dvn-scroller').first.wait_for()
-                page.wait_for_timeout(500)
-                client, full = page.evaluate(
-                    """() => { const s = document.querySelector('[data-testid="stDataFrame"] .dvn-scroller');
+    env = {"CKPTLAB_DB": str(db), ui.ROOT_ENV: str(REAL), "HOME": str(tmp_path)}
+    with streamlit_server(env, tmp_path / "streamlit.log") as url, sync_api.sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"],
+        )
+        try:
+            page = b.new_page(viewport={"width": 1440, "height": 900})
+            page.goto(url)
+            page.get_by_text("Scanned: 26 checkpoints").wait_for(timeout=60_000)
+            page.locator('[data-testid="stDataFrame"] .dvn-scroller').first.wait_for()
+            page.wait_for_timeout(500)
+            client, full = page.evaluate(
+                """() => { const s = document.querySelector('[data-testid="stDataFrame"] .dvn-scroller');
                     return [s.clientWidth, s.scrollWidth] }"""
-                )
-            finally:
-                b.close()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
+            )
+        finally:
+            b.close()
     entries = list(Store(db).entries(with_meta=False))
     df = index_frame(entries, views.run_labels(entries), size_unit(e.size_bytes for e in entries))
     w = column_widths(df, {"size": "size (KiB)"})

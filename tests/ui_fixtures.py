@@ -11,8 +11,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
 import zipfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +122,52 @@ def build_ui_root(root: Path) -> dict[str, Path]:
     }
     backdate(root)
     return files
+
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def streamlit_server(env: Mapping[str, str], log_path: Path, timeout: float = 45.0) -> Iterator[str]:
+    """`streamlit run app.py` on a free local port, with `env` over this process's environment; yields its URL
+    once the health endpoint answers, and stops the server after."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
+    cmd += [
+        "--server.address",
+        "127.0.0.1",
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+    url = f"http://127.0.0.1:{port}"
+    with log_path.open("wb") as log:
+        full_env = {**os.environ, **env}
+        proc = subprocess.Popen(cmd, cwd=PROJECT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait_healthy(url, proc, timeout)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"streamlit did not become healthy at {url} in {timeout:.0f}s")
