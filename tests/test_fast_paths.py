@@ -291,6 +291,17 @@ def test_safetensors_fast_path_on_a_header_in_file_order() -> None:
     assert st._fast_parse("m", spaced, buffer_len, DEFAULT_LIMITS) == fast
 
 
+def test_metadata_longer_than_the_pattern_scans_is_decoded_whole() -> None:
+    # the metadata pattern looks at the first 64 KiB only (Python's regex engine takes ~0.15 s per MB); a
+    # longer metadata object is decoded with the whole header, to the same result
+    meta = {f"key{i:05d}": "v" * 20 for i in range(3000)}
+    header = {"__metadata__": meta, "a": st_entry("F32", [1], 0, 4)}
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    assert len(raw) > st._META_SCAN
+    fast = st._fast_parse("m", raw, 4, DEFAULT_LIMITS)
+    assert fast is not None and fast == _exact(raw, 4) and fast[1] == meta
+
+
 def test_a_header_longer_than_the_first_read(tmp_path: Path) -> None:
     # detection reads 4 KiB; the rest of a longer header is read on the same descriptor, not reopened
     header: dict[str, Any] = {"__metadata__": {"format": "pt"}}

@@ -328,8 +328,11 @@ _META_FIRST = re.compile(rb'\{"__metadata__":(\{(?:"(?:[^"\\]|\\.)*"[:,]?)*\})')
 _DECODE_STR_DICT = msgspec.json.Decoder(dict[str, str]).decode
 
 
+_META_SCAN = 1 << 16  # the pattern runs in Python's regex engine (~0.15 s per MB): longer metadata is decoded
+
+
 def _metadata(raw: bytes) -> dict[str, str]:
-    m = _META_FIRST.match(raw)
+    m = _META_FIRST.match(raw, 0, _META_SCAN)
     if m is not None:
         try:
             return _DECODE_STR_DICT(m.group(1))
