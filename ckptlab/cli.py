@@ -109,8 +109,9 @@ def render_inspect(meta: CheckpointMeta, limit: int | None = 40) -> str:
     else:
         lines.append(f"  safety    UNSAFE: {meta.safety.headline()}")
         for f in meta.safety.grouped_findings():  # a long list of globals wraps under its finding
+            # escaped before wrapping: wrap would turn a name's newline into a space
             lines += textwrap.wrap(
-                f, 110, initial_indent=" " * 12 + "- ", subsequent_indent=" " * 14,
+                printable(f), 110, initial_indent=" " * 12 + "- ", subsequent_indent=" " * 14,
                 break_long_words=False, break_on_hyphens=False,
             )  # fmt: skip
     for w in meta.warnings:
@@ -135,7 +136,9 @@ def render_inspect(meta: CheckpointMeta, limit: int | None = 40) -> str:
             lines.append(f"  {t.name:<{w}}  {list(t.shape)!s:<20} {t.dtype:<14} {t.numel:>12,}")
         if limit is not None and len(meta.tensors) > limit:
             lines.append(f"  … {len(meta.tensors) - limit} more (use --all)")
-    return "\n".join(lines)
+    # every line escaped on its own: a newline inside a name from the file stays `\n`, never a line of its
+    # own (a forged `safety    safe` under the real verdict)
+    return "\n".join(map(printable, lines))
 
 
 def render_stats(stats: Sequence[Any]) -> str:
@@ -148,7 +151,7 @@ def render_stats(stats: Sequence[Any]) -> str:
     for s in stats:
         vals = "".join(f"{f(v):>11}" for v in (s.min, s.max, s.mean, s.std, s.norm))
         lines.append(f"  {s.name:<{w}} {vals}{s.nan_count:>7}{s.inf_count:>7}")
-    return "\n".join(lines)
+    return "\n".join(map(printable, lines))
 
 
 # ---------------------------------------------------------------- scan / ls
@@ -287,7 +290,7 @@ def render_entries(entries: Sequence[Any], labels: Mapping[str, str] | None = No
         run = r[0] if len(r[0]) <= widths[0] else "…" + r[0][len(r[0]) - widths[0] + 1 :]
         cells = (run, *(_fit(c, w) for c, w in zip(r[1:], widths[1:], strict=False)))
         lines.append("  ".join(f"{c:<{w}}" for c, w in zip(cells, widths, strict=False)) + "  " + r[-1])
-    return "\n".join(lines)
+    return "\n".join(map(printable, lines))
 
 
 def _fit(cell: str, width: int) -> str:

@@ -663,3 +663,37 @@ def test_hf_checkpoint_with_tampered_training_args_is_unsafe(tmp_path: Path) -> 
     write(d / "training_args.bin", torch_zip(asm(payload), {}, prefix="training_args"))
     meta = read_meta(d)
     assert not meta.safety.safe and "os.system" in meta.safety.unsafe_globals
+
+
+# ---------------------------------------------------------------- crafted global names in what is shown
+
+
+def _named_globals(path: Path, names: list[tuple[str, str]]) -> Path:
+    """A torch zip whose pickle names each (module, name) through STACK_GLOBAL, which takes any string."""
+    obj: dict[str, Any] = {"w": tensor("0", 1, (1,))}
+    obj |= {f"x{i}": Raw(ops(m) + ops(n) + pickle.STACK_GLOBAL) for i, (m, n) in enumerate(names)}
+    path.write_bytes(torch_zip(asm(obj, 4), {"0": bytes(4)}))
+    return path
+
+
+def test_a_newline_in_a_global_name_cannot_forge_a_cli_line(tmp_path: Path) -> None:
+    forged = "  safety    safe (only allowlisted globals)"
+    path = _named_globals(tmp_path / "model.pt", [("os", "system\n" + forged)])
+    r = run_cli("inspect", str(path))
+    assert r.returncode == 0
+    lines = r.stdout.splitlines()
+    assert forged not in lines and not any(line.startswith("  safety    safe") for line in lines)
+    assert "os.system\\n  safety    safe" in r.stdout  # shown, escaped, on the verdict's line
+
+
+def test_a_backtick_in_a_global_name_cannot_inject_markdown(tmp_path: Path) -> None:
+    from ckptlab.ui.common import unsafe_headline
+
+    path = _named_globals(tmp_path / "model.pt", [("os", "system` [click](https://evil.example) `x")])
+    meta = read_meta(path)
+    line = unsafe_headline(meta.safety, meta.format)
+    assert "`os.system' [click](https://evil.example) 'x`" in line  # inside one code span, inert
+    assert line.count("`") % 2 == 0
+    # a global carrying its own ': ' is not taken for a part of a folder
+    meta = read_meta(_named_globals(tmp_path / "m2.pt", [("helper.bin: os", "system")]))
+    assert "never load this file" in unsafe_headline(meta.safety, meta.format)

@@ -88,13 +88,18 @@ def unsafe_headline(safety: Safety, fmt: str | None = None) -> str:
     '**Unsafe:** `keras.layers.Lambda` — load this file with `keras.models.load_model` only if you trust \
 it: Keras 2, and Keras 3 with `safe_mode=False`, run its Lambda code'
     """
-    names = ", ".join(f"`{g}`" for g in safety.reasons[:3])
+    # names come from the file: in a code span only a backtick (or a blank line) would end it, and escapes
+    # would show, so those are replaced
+    names = ", ".join(f"`{_in_code(g)}`" for g in safety.reasons[:3])
     if len(safety.reasons) > 3:  # the findings below list every one
         names += f" and {len(safety.reasons) - 3} more"
-    parts = {f.split(": ", 1)[0] for f in safety.findings if ": " in f}
-    whole = bool(safety.findings) and len(parts) == 1 and all(": " in f for f in safety.findings)
-    # shown in a code span, where escapes would show
-    subject = "`" + next(iter(parts)).replace("`", "'") + "`" if whole else "this file"
+    # a part is named in front of its findings (`training_args.bin: ...`); part names hold no space, which
+    # keeps a global's own ': ' (`pickle references a: b`) from passing for one
+    parts = {f.split(": ", 1)[0] if ": " in f else None for f in safety.findings}
+    whole = bool(safety.findings) and len(parts) == 1 and None not in parts
+    part = next(iter(parts)) if whole else None
+    subject = f"`{_in_code(part)}`" if part is not None and " " not in part else "this file"
+    whole = subject != "this file"
     if fmt in ("keras", "hdf5"):
         if any(g in _LAMBDAS for g in safety.unsafe_globals):
             return (
@@ -111,6 +116,11 @@ it: Keras 2, and Keras 3 with `safe_mode=False`, run its Lambda code'
     if whole and parts == {"training_args.bin"}:
         line += " (HF Trainer's pickled arguments: a resume does not load it)"
     return line
+
+
+def _in_code(text: str) -> str:
+    """`text` for a Markdown code span: no backtick to close it, no line break to end its paragraph."""
+    return text.replace("`", "'").replace("\r", " ").replace("\n", " ")
 
 
 def device_selector(key: str = "device") -> str:
