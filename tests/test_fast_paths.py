@@ -302,6 +302,16 @@ def test_metadata_longer_than_the_pattern_scans_is_decoded_whole() -> None:
     assert fast is not None and fast == _exact(raw, 4) and fast[1] == meta
 
 
+@pytest.mark.parametrize("value", [b"false", b"[]", b'""', b"0", b"true"])
+def test_metadata_that_is_not_an_object_is_refused(value: bytes) -> None:
+    # the reference accepts an object of strings or null; the exact path used to let falsy values through
+    raw = b'{"__metadata__":' + value + b',"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
+    assert st._fast_parse("m", raw, 4, DEFAULT_LIMITS) is None
+    err = _exact(raw, 4)
+    assert isinstance(err, FormatError)
+    assert err.cause == "safetensors __metadata__ must map strings to strings"
+
+
 def test_a_header_longer_than_the_first_read(tmp_path: Path) -> None:
     # detection reads 4 KiB; the rest of a longer header is read on the same descriptor, not reopened
     header: dict[str, Any] = {"__metadata__": {"format": "pt"}}

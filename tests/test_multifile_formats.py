@@ -105,6 +105,19 @@ def test_sharded_torch_keeps_ties_within_a_shard(tmp_path: Path) -> None:
     assert tied == ["  tied      wte.weight = lm_head.weight"]
 
 
+def test_sharded_torch_with_shards_in_folders(tmp_path: Path) -> None:
+    # the weight map names shards by relative path; two shards of the same file name in two folders number
+    # their storages alike, and are still not tied
+    torch = pytest.importorskip("torch")
+    for sub in ("x", "y"):
+        (tmp_path / sub).mkdir()
+        torch.save({f"{sub}.w": torch.ones(2)}, tmp_path / sub / "model.bin")
+    wm = {"x.w": "x/model.bin", "y.w": "y/model.bin"}
+    (tmp_path / "model.bin.index.json").write_text(json.dumps({"weight_map": wm}))
+    meta = read_meta(tmp_path / "model.bin.index.json")
+    assert [t.name for t in meta.tensors] == ["x.w", "y.w"] and meta.tied == {}
+
+
 def test_hf_checkpoint_dir(hf_dir: Path) -> None:
     meta = read_meta(hf_dir)
     assert meta.path == str(hf_dir)

@@ -169,8 +169,7 @@ def read_index(path: Path, limits: Limits = DEFAULT_LIMITS, within: str | None =
     kind = kinds.pop()
     fmt = "safetensors-sharded" if kind == "safetensors" else "torch-sharded"
     by_name = {}
-    for m in parts:
-        shard = os.path.basename(m.path)
+    for shard, m in zip(shards, parts, strict=True):  # keyed by the weight map's name (`sub/a.bin`)
         for t in m.tensors:
             if t.storage is not None and len(parts) > 1:
                 # torch numbers storages per file ("0", "1", ...): the same key in two shards is two storages,

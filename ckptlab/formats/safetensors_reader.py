@@ -122,10 +122,11 @@ def parse_tensors(
 ) -> tuple[list[TensorMeta], dict[str, str]]:
     """Validate every entry against the reference rules; return tensors in file order and `__metadata__`."""
     p = str(path)
-    meta = header.get("__metadata__") or {}
-    if meta and (
-        not isinstance(meta, dict) or any(type(k) is not str or type(v) is not str for k, v in meta.items())
-    ):
+    meta = header.get("__metadata__")
+    if meta is None:  # absent, or null (which the reference accepts)
+        meta = {}
+    # `false`, `[]`, `""`, `0` too: the reference refuses anything but an object of strings (or null)
+    if not isinstance(meta, dict) or any(type(k) is not str or type(v) is not str for k, v in meta.items()):
         raise FormatError(p, "safetensors __metadata__ must map strings to strings")
     n_entries = len(header) - ("__metadata__" in header)
     if n_entries > limits.max_tensors:
