@@ -599,6 +599,12 @@ def test_inspect_picker_lists_the_index(files: dict[str, Path]) -> None:
     assert not at.exception
     assert at.text_input(key=ui.PATH_KEY).value == str(files["torch"])
     assert metrics(at)["Format"] == "torch-zip"
+    # the same file typed another way (`./`, `..`) is still the indexed one the picker shows
+    torch_file = files["torch"]
+    typed = f"{torch_file.parent}/./../{torch_file.parent.name}/{torch_file.name}"
+    at.text_input(key=ui.PATH_KEY).input(typed).run()
+    assert not at.exception
+    assert at.selectbox(key="_ckptlab_pick").value == str(torch_file)
 
 
 def test_inspect_before_anything_is_indexed(env: Path) -> None:

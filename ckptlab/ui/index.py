@@ -582,6 +582,18 @@ def _on_pick(pick_key: str) -> None:
         st.session_state[PATH_KEY] = picked
 
 
+def _indexed_as(path: str, found: Mapping[str, str]) -> str | None:
+    """The index's key for a typed path: the same string, or the same place written another way (a trailing
+    slash, `./`, `..`, `~`, relative to the app's folder); None when it is not indexed."""
+    if not path or path in found:
+        return path or None
+    try:
+        want = os.path.normpath(os.path.abspath(os.path.expanduser(path)))
+    except (OSError, ValueError):  # a NUL byte in the box
+        return None
+    return want if want in found else None
+
+
 def checkpoint_picker() -> str | None:
     """A path box bound to `?path=` plus, once the index has entries, a selectbox of them (by run, then
     step). Returns the stripped path, or None when nothing is chosen yet."""
@@ -599,7 +611,7 @@ def checkpoint_picker() -> str | None:
     if left is not None:
         pick_key = "_ckptlab_pick"
         # keep the selectbox in step with the path box (set before the widget is created this run)
-        st.session_state[pick_key] = path if path in found else None
+        st.session_state[pick_key] = _indexed_as(path, found)
         with left:
             st.selectbox(
                 f"Indexed checkpoints ({len(found):,})",
