@@ -69,14 +69,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             doc["stats"] = [s.to_json() for s in stats]
         _emit_json(doc)
     else:
-        _print_lines(render_inspect(meta, limit=None if args.all else args.limit))
+        print(render_inspect(meta, limit=None if args.all else args.limit))
         if stats is not None:
-            _print_lines(render_stats(stats))
+            print(render_stats(stats))
     return 0
-
-
-def _print_lines(text: str) -> None:
-    print("\n".join(printable(line) for line in text.split("\n")))
 
 
 def render_inspect(meta: CheckpointMeta, limit: int | None = 40) -> str:
@@ -178,7 +174,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if args.json:
         _emit_json(result.to_json())
     else:
-        _print_lines(render_entries(result.entries))
+        print(render_entries(result.entries))
         for path, err in result.errors:
             sys.stderr.write(f"warning: {printable(f'{path}: {err}')}\n")
         n, n_errors = len(result.entries), len(result.errors)
@@ -214,9 +210,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
             }
         )
     elif entries:
-        _print_lines(render_entries(entries, labels))
+        print(render_entries(entries, labels))
     elif problem is None:
-        _print_lines(_EMPTY_INDEX)
+        print(_EMPTY_INDEX)
     if problem is not None:
         _err(problem)
         return 1
@@ -290,7 +286,7 @@ def render_entries(entries: Sequence[Any], labels: Mapping[str, str] | None = No
         run = r[0] if len(r[0]) <= widths[0] else "…" + r[0][len(r[0]) - widths[0] + 1 :]
         cells = (run, *(_fit(c, w) for c, w in zip(r[1:], widths[1:], strict=False)))
         lines.append("  ".join(f"{c:<{w}}" for c, w in zip(cells, widths, strict=False)) + "  " + r[-1])
-    return "\n".join(map(printable, lines))
+    return "\n".join(lines)  # the cells were escaped above, before their widths were taken
 
 
 def _fit(cell: str, width: int) -> str:

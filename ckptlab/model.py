@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
@@ -194,14 +194,16 @@ class Safety:
         """
         return (*self.unsafe_globals, *(f"{p} (not checked)" for p in self.unverified))
 
-    def headline(self, most: int = 3) -> str:
-        """The reasons, cut to the first `most` when there are more (the findings list them all).
+    def headline(self, most: int = 3, quote: Callable[[str], str] = str) -> str:
+        """The reasons, each through `quote`, cut to the first `most` when there are more (the findings
+        list them all).
 
         >>> Safety(("a.x", "b.y", "c.z", "d.w", "e.v")).headline()
         'a.x, b.y, c.z and 2 more'
         """
         r = self.reasons
-        return ", ".join(r) if len(r) <= most else f"{', '.join(r[:most])} and {len(r) - most} more"
+        shown = ", ".join(map(quote, r[:most]))
+        return shown if len(r) <= most else f"{shown} and {len(r) - most} more"
 
     def grouped_findings(self) -> tuple[str, ...]:
         """The findings to show: the pickle references of one file (or part) on one line, in first-seen
@@ -216,32 +218,27 @@ class Safety:
         args.bin: pickle references 2 globals outside the allowlist (not imported or called): a.X, a.Y
         model.h5: Lambda layer 'f'
         """
-        refs: dict[str | None, list[str]] = {}
-        order: list[str | tuple[str | None]] = []
+        out: list[str] = []
+        slot: dict[str | None, int] = {}  # part -> the line its references take, at its first finding
+        names: dict[str | None, list[str]] = {}
         for f in self.findings:
             m = _PICKLE_REFERENCE.fullmatch(f)
             if m is None:
-                order.append(f)
+                out.append(f)
                 continue
             part = m["part"]
-            if part not in refs:
-                refs[part] = []
-                order.append((part,))
-            refs[part].append(m["name"])
-        out = []
-        for item in order:
-            if isinstance(item, str):
-                out.append(item)
-                continue
-            part, names = item[0], refs[item[0]]
-            at = f"{part}: " if part is not None else ""
-            if len(names) == 1:
-                out.append(f"{at}pickle references {names[0]} (not imported or called)")
+            if part not in slot:
+                slot[part], names[part] = len(out), []
+                out.append("")
+            names[part].append(m["name"])
+        for part, i in slot.items():
+            at, listed = f"{part}: " if part is not None else "", names[part]
+            if len(listed) == 1:
+                out[i] = f"{at}pickle references {listed[0]} (not imported or called)"
             else:
-                listed = ", ".join(names)
-                out.append(
-                    f"{at}pickle references {len(names)} globals outside the allowlist "
-                    f"(not imported or called): {listed}"
+                out[i] = (
+                    f"{at}pickle references {len(listed)} globals outside the allowlist "
+                    f"(not imported or called): {', '.join(listed)}"
                 )
         return tuple(out)
 

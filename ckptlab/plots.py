@@ -294,17 +294,19 @@ def module_treemap(
             hovertemplate="<b>%{id}</b><br>%{customdata[0]} params (%{customdata[1]})"
             "<br>%{customdata[2]}<extra></extra>",
             marker={"line": {"width": 1}},
-            pathbar={"visible": True},
+            # the path bar (shown once a box is clicked) takes its margin even before: at the top that is a
+            # blank band above the boxes, below them it reads as the gap before what follows
+            pathbar={"visible": True, "side": "top" if data["note"] else "bottom"},
         )
     )
     fig.update_layout(
         height=520,
-        margin={"l": 5, "r": 5, "t": 30, "b": 5},
+        margin={"l": 5, "r": 5, "t": 0, "b": 28},
         treemapcolorway=list(TREEMAP_COLORS),
         extendtreemapcolors=True,
     )
-    if data["note"]:
-        fig.update_layout(title={"text": data["note"], "font": {"size": 12}}, margin={"t": 50})
+    if data["note"]:  # the title takes the top: the path bar goes under it
+        fig.update_layout(title={"text": data["note"], "font": {"size": 12}}, margin={"t": 50, "b": 5})
     return fig
 
 

@@ -327,8 +327,6 @@ def _fast_parse(
 # decoded whole. Strings cannot hold a bare `"`, so the pattern matches one way only (no backtracking).
 _META_FIRST = re.compile(rb'\{"__metadata__":(\{(?:"(?:[^"\\]|\\.)*"[:,]?)*\})')
 _DECODE_STR_DICT = msgspec.json.Decoder(dict[str, str]).decode
-
-
 _META_SCAN = 1 << 16  # the pattern runs in Python's regex engine (~0.15 s per MB): longer metadata is decoded
 
 
@@ -345,7 +343,6 @@ def _metadata(raw: bytes) -> dict[str, str]:
 _OFFSETS = attrgetter("data_offsets")
 _FIRST = itemgetter(0)
 _SECOND = itemgetter(1)
-_TENSOR = itemgetter(2)
 
 
 def _short(shape: list[int]) -> str:

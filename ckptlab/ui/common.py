@@ -90,16 +90,13 @@ it: Keras 2, and Keras 3 with `safe_mode=False`, run its Lambda code'
     """
     # names come from the file: in a code span only a backtick (or a blank line) would end it, and escapes
     # would show, so those are replaced
-    names = ", ".join(f"`{_in_code(g)}`" for g in safety.reasons[:3])
-    if len(safety.reasons) > 3:  # the findings below list every one
-        names += f" and {len(safety.reasons) - 3} more"
+    names = safety.headline(quote=lambda g: f"`{_in_code(g)}`")
     # a part is named in front of its findings (`training_args.bin: ...`); part names hold no space, which
     # keeps a global's own ': ' (`pickle references a: b`) from passing for one
     parts = {f.split(": ", 1)[0] if ": " in f else None for f in safety.findings}
-    whole = bool(safety.findings) and len(parts) == 1 and None not in parts
-    part = next(iter(parts)) if whole else None
-    subject = f"`{_in_code(part)}`" if part is not None and " " not in part else "this file"
-    whole = subject != "this file"
+    part = next(iter(parts)) if len(parts) == 1 else None
+    whole = part is not None and " " not in part
+    subject = f"`{_in_code(part)}`" if whole else "this file"
     if fmt in ("keras", "hdf5"):
         if any(g in _LAMBDAS for g in safety.unsafe_globals):
             return (
@@ -113,7 +110,7 @@ it: Keras 2, and Keras 3 with `safe_mode=False`, run its Lambda code'
             "with code you trust"
         )
     line = f"**Unsafe:** {names} — never load {subject} with `torch.load(weights_only=False)`"
-    if whole and parts == {"training_args.bin"}:
+    if whole and part == "training_args.bin":
         line += " (HF Trainer's pickled arguments: a resume does not load it)"
     return line
 

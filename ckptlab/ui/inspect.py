@@ -102,16 +102,10 @@ def load_stats(
 def _figures_cached(path: str, sig: tuple[Any, ...], _meta: CheckpointMeta) -> dict[str, go.Figure]:
     # cache_resource, not cache_data: unpickling a big treemap re-validates it (slower than building it).
     # st.plotly_chart does not mutate a figure, so sharing the objects between sessions is safe.
-    treemap = plots.module_treemap(_meta.tensors)
-    if any(t.type == "treemap" for t in treemap.data) and not treemap.layout.title.text:
-        # The path bar (shown once a box is clicked) is drawn in the top margin, which is a blank band under
-        # the tabs until then: below the boxes, the same room reads as the gap before the filters.
-        treemap.update_traces(pathbar={"side": "bottom"}, selector={"type": "treemap"})
-        treemap.update_layout(margin={"t": 0, "b": 28})
     return {
         "dtype": plots.dtype_figure(_meta.dtypes),
         "largest": plots.largest_tensors_figure(_meta.tensors, top_n=15),
-        "treemap": treemap,
+        "treemap": plots.module_treemap(_meta.tensors),
     }
 
 
